@@ -13,10 +13,11 @@ import torch
 
 from .core import InputError, check_shape
 from .lib3d import make_T, axis_angle_to_matrix, transform_points, as_tensor
+from .cameras import project_points
 
 # %% auto #0
 __all__ = ['continuous_symmetry_transforms', 'make_symmetries', 'unique_transforms', 'pad_symmetries', 'symmetric_distance',
-           'project_points', 'symmetric_reprojection_distance', 'add_distance', 'adds_distance']
+           'symmetric_reprojection_distance', 'add_distance', 'adds_distance']
 
 # %% ../nbs/04_symmetries.ipynb #875b729d
 def continuous_symmetry_transforms(axis, offset, n: int, dtype=torch.float64) -> torch.Tensor:
@@ -82,12 +83,6 @@ def symmetric_distance(T1: torch.Tensor, T2: torch.Tensor, points: torch.Tensor,
     d = (p1 - p2).norm(dim=-1).mean(-1)                               # (B, S)
     dmin, idx = d.min(dim=1)
     return (dmin, idx) if return_index else dmin
-
-def project_points(points: torch.Tensor, K: torch.Tensor, T_CO: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    "Pinhole projection of object `points` (B, N, 3) at poses `T_CO` (B, 4, 4) with intrinsics `K` (B, 3, 3): pixels (B, N, 2)."
-    pc = transform_points(T_CO, points)
-    uvw = pc @ K.transpose(-1, -2)
-    return uvw[..., :2] / uvw[..., 2:].clamp(min=eps)
 
 def symmetric_reprojection_distance(T1: torch.Tensor, T2: torch.Tensor, K: torch.Tensor, points: torch.Tensor,
                                     syms: torch.Tensor, return_index: bool = False):

@@ -1,0 +1,226 @@
+"""Multi-view benchmark: stage 2 (candidate matching) and stage 3 (object-level bundle adjustment).
+
+For (views, objects) = (4, 6), (8, 6), (8, 12), (16, 12) it generates seeded synthetic problems
+(`cosypose_nb.mvproblems.make_problem`), times stage 2 (`cosypose_nb.matching.match_candidates`) and
+stage 3 (`initialize_scene` + `bundle_adjust`) -- warm-up first, medians over repeats and seeds, on
+the CPU with 2 threads -- and, in the same run, the reference: a dense-autograd Levenberg-Marquardt
+built the way the paper's implementation is (`bundle_adjust_dense_autograd`), from the same start.
+Errors are against the ground truth: the scene's pose of every object in every view where it was
+detected (T_CO = T_WC^-1 T_WO) versus the true one, as a symmetric reprojection distance (px) and
+a symmetric 3D distance (mm), next to the same errors of the single-view candidates.
+
+    .venv/bin/python benchmarks/bench_multiview.py [--seeds 5] [--ref-seeds 2] [--out benchmarks/results]
+
+Without stage 2 (`match_candidates` missing) stage 3 runs on the ground-truth associations."""
+from __future__ import annotations
+import argparse, math, statistics, sys, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cosypose_nb.core import atomic_write
+from cosypose_nb.lib3d import invert_T
+from cosypose_nb.symmetries import symmetric_distance, symmetric_reprojection_distance
+from cosypose_nb.mvproblems import make_problem
+from cosypose_nb.bundle_adjustment import initialize_scene, bundle_adjust, bundle_adjust_dense_autograd
+
+try:
+    from cosypose_nb.matching import match_candidates
+except ImportError:                      # stage 2 not there yet: ground-truth associations
+    match_candidates = None
+
+CONFIGS = [(4, 6), (8, 6), (8, 12), (16, 12)]
+
+
+def timed(fn, repeats: int):
+    "Run `fn` `repeats` times; return (median seconds, last result)."
+    ts, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), out
+
+
+def gt_matching(pb):
+    """Stage 2 replaced by the ground-truth associations: candidates keep their true object; each view
+    pair sharing objects gets the relative pose T_C1C2 = T_C1O (T_C2O)^-1 of the shared candidate pair
+    that agrees best with the others (symmetric distance), scored by the number of shared objects."""
+    c, co = pb.candidates, pb.cand_gt_obj
+    V = pb.n_views
+    pairs, Ts, scores = [], [], []
+    for a in range(V):
+        for b in range(a + 1, V):
+            ia = {int(co[i]): i for i in range(len(co)) if int(c.view_ids[i]) == a and co[i] >= 0}
+            ib = {int(co[i]): i for i in range(len(co)) if int(c.view_ids[i]) == b and co[i] >= 0}
+            shared = sorted(set(ia) & set(ib))
+            if not shared:
+                continue
+            i1 = torch.tensor([ia[o] for o in shared]); i2 = torch.tensor([ib[o] for o in shared])
+            labels = [pb.obj_labels[o] for o in shared]
+            pts, syms = pb.objects.points(labels), pb.objects.symmetries(labels, n_continuous=16)
+            # hypotheses T_C1O S (T_C2O)^-1 for every shared object and each of its symmetries S
+            hyp = (c.T_CO[i1][:, None] @ syms @ invert_T(c.T_CO[i2])[:, None]).reshape(-1, 4, 4)
+            d = torch.stack([symmetric_distance(c.T_CO[i1], h @ c.T_CO[i2], pts, syms) for h in hyp])   # (H, shared)
+            key = (d < 0.05).sum(1) - d.clamp(max=0.05).sum(1)              # inliers, then the closest
+            best = int(key.argmax())
+            pairs.append((a, b)); Ts.append(hyp[best]); scores.append(float((d[best] < 0.05).sum()))
+    vp = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    T = torch.stack(Ts) if Ts else torch.zeros(0, 4, 4, dtype=torch.float64)
+    return vp, T, torch.tensor(scores, dtype=torch.float64), co.clone(), pb.n_objects
+
+
+def stage2(pb):
+    if match_candidates is None:
+        return gt_matching(pb)
+    m = match_candidates(pb.candidates, pb.objects, n_views=pb.n_views)
+    return m.view_pairs, m.T_C1C2, m.pair_scores.to(torch.float64), m.cand_obj, m.n_objects
+
+
+def scene_objects(pb, cand_obj, n_objects):
+    "Label of each scene object (from its candidates) and its ground-truth object (majority vote, -1 if none)."
+    labels, gt = [], []
+    for o in range(n_objects):
+        idx = (cand_obj == o).nonzero()[:, 0]
+        labels.append(pb.candidates.labels[int(idx[0])] if len(idx) else pb.objects.labels[0])
+        g = pb.cand_gt_obj[idx]
+        g = g[g >= 0]
+        gt.append(int(torch.mode(g).values) if len(g) else -1)
+    return labels, torch.tensor(gt, dtype=torch.long)
+
+
+def run_stage3(pb, s2, ba_fn=bundle_adjust, init=None, **kw):
+    vp, Trel, ps, cand_obj, n_obj = s2
+    c = pb.candidates
+    labels, _ = scene_objects(pb, cand_obj, n_obj)
+    pts = pb.objects.points(labels)
+    syms = pb.objects.symmetries(labels)
+    if init is None:
+        init = initialize_scene(c.view_ids, cand_obj, c.T_CO, vp, Trel, ps, pb.n_views, n_obj, pts, syms, pb.K)
+    T_WC0, T_WO0, ok = init
+    root = int(ok.nonzero()[0, 0])
+    res = ba_fn(c.view_ids, cand_obj, c.T_CO, pb.K, pts, syms, T_WC0, T_WO0, fixed_view=root, view_ok=ok, **kw)
+    return res, ok, init
+
+
+def scene_errors(pb, T_WC, T_WO, ok, cand_obj, n_obj):
+    """Errors (px, mm) of the scene's T_CO for every detected (view, object) of the ground truth; a pair
+    the scene misses (view not reconstructed, object not found) counts as missed, not in the means."""
+    _, gt_of = scene_objects(pb, cand_obj, n_obj)
+    vv, oo = pb.visible.nonzero(as_tuple=True)
+    scene_of = torch.full((pb.n_objects,), -1, dtype=torch.long)
+    for s, g in enumerate(gt_of.tolist()):
+        if g >= 0 and scene_of[g] < 0:
+            scene_of[g] = s
+    m = (scene_of[oo] >= 0) & ok[vv].cpu()
+    vv, oo = vv[m], oo[m]
+    T = invert_T(T_WC[vv]) @ T_WO[scene_of[oo]]
+    Tgt = pb.gt_T_CO()[vv, oo]
+    L = [pb.obj_labels[o] for o in oo.tolist()]
+    pts, syms = pb.objects.points(L), pb.objects.symmetries(L)
+    px = symmetric_reprojection_distance(T, Tgt, pb.K[vv], pts, syms)
+    mm = symmetric_distance(T, Tgt, pts, syms) * 1000
+    return float(px.mean()), float(mm.mean()), 1 - float(m.float().mean())
+
+
+def candidate_errors(pb):
+    c, m = pb.candidates, pb.cand_gt_obj >= 0
+    Tgt = pb.gt_T_CO()[c.view_ids[m], pb.cand_gt_obj[m]]
+    L = [l for l, k in zip(c.labels, m.tolist()) if k]
+    pts, syms = pb.objects.points(L), pb.objects.symmetries(L)
+    px = symmetric_reprojection_distance(c.T_CO[m], Tgt, pb.K[c.view_ids[m]], pts, syms)
+    return float(px.mean()), float(symmetric_distance(c.T_CO[m], Tgt, pts, syms).mean() * 1000)
+
+
+def same_label_pairs(pb) -> int:
+    "Candidate pairs of equal label in different views: what stage 2's hypotheses grow with."
+    c = pb.candidates
+    lab = {l: i for i, l in enumerate(sorted(set(c.labels)))}
+    li = torch.tensor([lab[l] for l in c.labels])
+    return int(((li[:, None] == li[None]) & (c.view_ids[:, None] < c.view_ids[None])).sum())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=5, help="problems per configuration")
+    ap.add_argument("--ref-seeds", type=int, default=2, help="problems per configuration also solved by the dense reference")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per problem (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--configs", default=",".join(f"{v}x{o}" for v, o in CONFIGS), help="e.g. 4x6,8x6")
+    ap.add_argument("--out", default="benchmarks/results", help="folder for bench_multiview.md / .csv ('' = none)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    configs = [tuple(int(x) for x in s.split("x")) for s in a.configs.split(",")]
+    print(f"torch {torch.__version__}, {a.threads} CPU threads, float64, stage 2: "
+          f"{'match_candidates' if match_candidates else 'ground-truth associations (match_candidates not found)'}")
+    rows = []
+    for V, O in configs:
+        r = dict(views=V, objects=O)
+        acc = {k: [] for k in ("C", "pairs", "t2", "t3", "tref", "cand_px", "cand_mm", "px", "mm", "miss",
+                               "ref_px", "ref_mm", "ba_px_r", "ba_mm_r", "t3_r", "iters", "ref_iters")}
+        for seed in range(a.seeds):
+            pb = make_problem(V, O, seed=seed)
+            acc["C"].append(len(pb.candidates)); acc["pairs"].append(same_label_pairs(pb))
+            stage2(pb)                                                       # warm-up
+            t2, s2 = timed(lambda: stage2(pb), a.repeats)
+            run_stage3(pb, s2)
+            t3, (res, ok, init) = timed(lambda: run_stage3(pb, s2), a.repeats)
+            px, mm, miss = scene_errors(pb, res.T_WC, res.T_WO, ok, s2[3], s2[4])
+            cpx, cmm = candidate_errors(pb)
+            for k, v in zip(("t2", "t3", "px", "mm", "miss", "cand_px", "cand_mm", "iters"),
+                            (t2, t3, px, mm, miss, cpx, cmm, res.n_iters)):
+                acc[k].append(v)
+            if seed < a.ref_seeds:                                           # the reference, from the same start
+                t_ba, (res_b, _, _) = timed(lambda: run_stage3(pb, s2, init=init), a.repeats)
+                t_ref, (res_r, _, _) = timed(lambda: run_stage3(pb, s2, bundle_adjust_dense_autograd, init=init), 1)
+                rpx, rmm, _ = scene_errors(pb, res_r.T_WC, res_r.T_WO, ok, s2[3], s2[4])
+                bpx, bmm, _ = scene_errors(pb, res_b.T_WC, res_b.T_WO, ok, s2[3], s2[4])
+                for k, v in zip(("tref", "t3_r", "ref_px", "ref_mm", "ba_px_r", "ba_mm_r", "ref_iters"),
+                                (t_ref, t_ba, rpx, rmm, bpx, bmm, res_r.n_iters)):
+                    acc[k].append(v)
+            print(f"  {V}x{O} seed {seed}: stage2 {t2 * 1e3:.1f} ms, stage3 {t3 * 1e3:.1f} ms, BA {px:.2f} px {mm:.1f} mm"
+                  + (f", reference {acc['tref'][-1] * 1e3:.0f} ms {acc['ref_px'][-1]:.2f} px" if seed < a.ref_seeds else ""),
+                  flush=True)
+        med = {k: statistics.median(v) if v else float("nan") for k, v in acc.items()}
+        mean = {k: float(np.mean(v)) if v else float("nan") for k, v in acc.items()}
+        r.update({
+            "candidates": med["C"], "same-label pairs": med["pairs"],
+            "stage 2 ms": med["t2"] * 1e3, "stage 3 ms": med["t3"] * 1e3, "2+3 ms": (med["t2"] + med["t3"]) * 1e3,
+            "BA iters": med["iters"],
+            "reference ms": med["tref"] * 1e3, "ref iters": med["ref_iters"],
+            "speed-up vs ref": statistics.median([t / b for t, b in zip(acc["tref"], acc["t3_r"])]) if acc["tref"] else float("nan"),
+            "cand px": mean["cand_px"], "BA px": mean["px"], "ref px (BA px)": f"{mean['ref_px']:.2f} ({mean['ba_px_r']:.2f})",
+            "cand mm": mean["cand_mm"], "BA mm": mean["mm"], "ref mm (BA mm)": f"{mean['ref_mm']:.1f} ({mean['ba_mm_r']:.1f})",
+            "missed": mean["miss"],
+            "2+3 us / (VxO)": (med["t2"] + med["t3"]) * 1e6 / (V * O),
+            "2+3 us / pair": (med["t2"] + med["t3"]) * 1e6 / max(med["pairs"], 1),
+        })
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    if len(df) > 1:                        # growth: log-log slope of the time against V x O and against the pairs
+        x1, x2, y = np.log(df["views"] * df["objects"]), np.log(df["same-label pairs"]), np.log(df["2+3 ms"])
+        growth = (f"growth of stage 2+3 time: exponent {np.polyfit(x1, y, 1)[0]:.2f} in V x O, "
+                  f"{np.polyfit(x2, y, 1)[0]:.2f} in same-label candidate pairs "
+                  f"(stage 3 alone: {np.polyfit(x1, np.log(df['stage 3 ms']), 1)[0]:.2f} in V x O)")
+    else:
+        growth = ""
+    table = df.to_markdown(index=False, floatfmt=".2f")
+    print()
+    print(table)
+    print(growth)
+    print("speed-up vs ref: the dense-autograd reference's time over bundle_adjust's (same start, same problems); "
+          "'ref px (BA px)': the errors of both on those problems. Errors: mean over the detected (view, object) "
+          "pairs of the ground truth; 'missed': the share of them the scene does not reconstruct.")
+    if a.out:
+        out = Path(a.out)
+        with atomic_write(out / "bench_multiview.md") as f:
+            f.write(table + "\n\n" + growth + "\n")
+        with atomic_write(out / "bench_multiview.csv") as f:
+            df.to_csv(f, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
