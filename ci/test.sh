@@ -17,7 +17,7 @@ else
 fi
 echo "== nbdev-test (notebooks)"
 nbs=$(ls nbs/*.ipynb | wc -l)
-nbdev-test --n_workers 2 --timing
+nbdev-test --n-workers 2 --timing
 nb_rc=$?
 if [ $nb_rc -eq 0 ]; then echo "notebooks: $nbs passed, 0 failed"; else echo "notebooks: FAILED (see above)"; fi
 echo "== pytest (tests/)"

@@ -22,6 +22,13 @@ def inputs(pb, n_continuous=None):
             pb.objects.points(pb.obj_labels), pb.objects.symmetries(pb.obj_labels, n_continuous=n_continuous))
 
 
+def seen(pb):
+    "Objects with at least one candidate (make_problem may leave an object undetected everywhere)."
+    m = torch.zeros(pb.n_objects, dtype=torch.bool)
+    m[pb.cand_gt_obj[pb.cand_gt_obj >= 0]] = True
+    return m
+
+
 def perturbed_start(pb, seed, angle=0.05, trans=0.03, fixed=0):
     g = torch.Generator().manual_seed(seed)
     T_WC = perturb_poses(pb.T_WC, angle, trans, g)
@@ -89,7 +96,7 @@ def test_normal_equations_match_finite_difference_jacobian(seed):
     fixed = torch.tensor([seed % V])
     pr = ba._prepare(view_ids, cand_obj, T_CO, K, pts, syms, V, O, fixed, keep)
     T_CW = invert_T(T_WC0)
-    cost, r, sidx, H, g = ba._evaluate(T_CW, T_WO0, pr, "none", 20.0, jac=True)
+    cost, r, sidx, H, g, _ = ba._evaluate(T_CW, T_WO0, pr, "none", 20.0, jac=True)
     P = H.shape[0]
     assert P == 6 * (V - 1 + O)
 
@@ -128,19 +135,24 @@ def test_exact_data_recovers_ground_truth(V, O, seed):
     assert torch.nanmean(res.cand_errors) < 1e-5
     assert (res.T_WC[:, :3, 3] - pb.T_WC[:, :3, 3]).norm(dim=-1).max() < 1e-6
     assert rotation_angle(res.T_WC[:, :3, :3], pb.T_WC[:, :3, :3]).max() < 1e-6
-    assert symmetric_distance(res.T_WO, pb.T_WO, args[4], args[5]).max() < 1e-6
-    # with continuous symmetries (make_problem reports candidates on a 1-degree grid; the same grid here)
-    # each candidate's symmetry is a discrete choice: the optimum may keep two candidates of a bowl a grid
-    # step apart about its axis, a residual of a fraction of a pixel that leaves the poses exact up to
-    # that rotation (with two views only, such a residual still moves the second camera by millimetres)
-    if V < 4:
-        return
+    o = seen(pb)
+    assert symmetric_distance(res.T_WO[o], pb.T_WO[o], args[4][o], args[5][o]).max() < 1e-6
+    # with continuous symmetries (make_problem reports candidates under the set's own discretisation, the
+    # same here) each candidate's symmetry is a discrete choice: from a start more than half a grid step
+    # (2.8 degrees) off, a candidate of a can or a bowl can lock one step away from the others and the
+    # optimum keeps a residual of a pixel or so -- a known limit of discretised continuous symmetries
+    # (the paper's code shares it); the poses stay within a few centimetres, usually exact
     pb = make_problem(V, O, seed=seed, **EXACT)
-    args = inputs(pb, n_continuous=360)
+    args = inputs(pb)
     res = bundle_adjust(*args, *perturbed_start(pb, seed, angle=0.05, trans=0.03), fixed_view=0, n_points=32)
-    assert res.converged and res.costs[-1] < 0.05 and torch.nanmean(res.cand_errors) < 0.2
-    assert (res.T_WC[:, :3, 3] - pb.T_WC[:, :3, 3]).norm(dim=-1).max() < 1e-3
-    assert symmetric_distance(res.T_WO, pb.T_WO, args[4], args[5]).max() < 1e-3
+    assert res.converged and res.costs[-1] < 1.0 and torch.nanmedian(res.cand_errors) < 1.0
+    assert (res.T_WC[:, :3, 3] - pb.T_WC[:, :3, 3]).norm(dim=-1).max() < 0.03
+    o = seen(pb)
+    assert symmetric_distance(res.T_WO[o], pb.T_WO[o], args[4][o], args[5][o]).max() < 0.01
+    # from a start within half a grid step, exact
+    res = bundle_adjust(*args, *perturbed_start(pb, seed, angle=0.01, trans=0.01), fixed_view=0, n_points=32)
+    assert res.costs[-1] < 1e-12
+    assert symmetric_distance(res.T_WO[o], pb.T_WO[o], args[4][o], args[5][o]).max() < 1e-6
 
 
 @pytest.mark.parametrize("V,O", [(4, 6), (8, 6), (8, 12), (16, 12)])
@@ -169,7 +181,7 @@ def test_symmetric_candidates_converge_to_the_same_scene():
     for seed in range(4):
         discrete = seed % 2 == 0
         pb = make_problem(6, 8, seed=seed, objects=discrete_object_set() if discrete else None, **EXACT)
-        view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb, n_continuous=360)
+        view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb, n_continuous=None)
         assert (syms - torch.eye(4, dtype=syms.dtype)).abs().amax((-1, -2)).gt(1e-9).any()   # symmetric objects present
         g = torch.Generator().manual_seed(seed)
         n_sym = (syms - torch.eye(4, dtype=syms.dtype)).abs().amax((-1, -2)).gt(1e-9).sum(1) + 1
@@ -178,10 +190,11 @@ def test_symmetric_candidates_converge_to_the_same_scene():
         T_WC0, T_WO0 = perturbed_start(pb, seed)
         r1 = bundle_adjust(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0)
         r2 = bundle_adjust(view_ids, cand_obj, T_CO2, K, pts, syms, T_WC0, T_WO0)
-        tol = 1e-6 if discrete else 1e-3       # see the continuous case of the test above
+        tol = 1e-6 if discrete else 0.03       # see the continuous case of the test above
         for r in (r1, r2):
-            assert r.costs[-1] < (1e-12 if discrete else 0.05)
-            assert symmetric_distance(r.T_WO, pb.T_WO, pts, syms).max() < tol
+            assert r.costs[-1] < (1e-12 if discrete else 1.0)
+            o = seen(pb)
+            assert symmetric_distance(r.T_WO[o], pb.T_WO[o], pts[o], syms[o]).max() < tol
             assert (r.T_WC[:, :3, 3] - pb.T_WC[:, :3, 3]).norm(dim=-1).max() < tol
         assert (pick > 0).any()
 
@@ -207,7 +220,7 @@ def test_robust_cap_limits_an_outlier_candidate():
     assert sum(worse_huber) < 0.5 * sum(worse_none)
     # 'cap' (the paper's truncated square) ignores it entirely once it is past the cap
     pb = make_problem(6, 6, seed=0, **EXACT)
-    view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb, n_continuous=360)
+    view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb, n_continuous=None)
     far = T_CO[:1].clone(); far[0, :2, 3] += 0.2
     r = bundle_adjust(torch.cat([view_ids, view_ids[:1]]), torch.cat([cand_obj, cand_obj[:1]]), torch.cat([T_CO, far]),
                       K, pts, syms, pb.T_WC, pb.T_WO, robust="cap", robust_cap_px=20.0)
@@ -291,7 +304,7 @@ def gt_pairs(pb, pairs, noise=0.0, seed=0):
 def test_initialize_scene_exact_relative_poses_give_the_exact_scene():
     for seed, (V, O) in enumerate([(4, 6), (8, 6), (8, 12)]):
         pb = make_problem(V, O, seed=seed, **EXACT)
-        view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb, n_continuous=360)
+        view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb, n_continuous=None)
         g = torch.Generator().manual_seed(seed)
         pairs = [(a, b) for a in range(V) for b in range(a + 1, V) if torch.rand(1, generator=g) < 0.6 or b == a + 1]
         vp, T, ps = gt_pairs(pb, pairs)
@@ -301,7 +314,8 @@ def test_initialize_scene_exact_relative_poses_give_the_exact_scene():
         # the world is camera 0's frame
         A = pb.T_WC[0] @ T_WC[0]
         assert torch.allclose(A @ T_WC, pb.T_WC, atol=1e-9)
-        assert symmetric_distance(A @ T_WO, pb.T_WO, pts, syms).max() < 1e-6
+        o = seen(pb)
+        assert symmetric_distance((A @ T_WO)[o], pb.T_WO[o], pts[o], syms[o]).max() < 1e-6
 
 
 def test_initialize_scene_disconnected_views_and_single_view():
