@@ -15,7 +15,13 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.installed" 2>/dev/null)" = "$wa
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 echo "setup: installing cosypose-nb and its pinned dependencies into $VENV (first time: a few minutes)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]"
+# (this machine's pip configuration points at local wheel folders that do not list every package: pip warns
+# about each; the warnings are dropped, errors are kept)
+set +e +o pipefail
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
+rc=${PIPESTATUS[0]}
+set -e -o pipefail
+[ "$rc" -eq 0 ] || { echo "setup: pip install failed ($rc)" >&2; exit 1; }
 # The kernel every notebook runs in (nbdev-test, papermill, jupyter-book) is this environment's python.
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$VENV/.installed"

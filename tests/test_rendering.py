@@ -11,7 +11,7 @@ from scipy.spatial import cKDTree
 
 from cosypose_nb.core import InputError
 from cosypose_nb.cameras import make_K, project_points
-from cosypose_nb.lib3d import make_T, random_rotations, invert_T
+from cosypose_nb.lib3d import make_T, random_rotations, invert_T, look_at
 from cosypose_nb.objects import load_default_objects
 from cosypose_nb import rendering as R
 
@@ -221,7 +221,7 @@ def test_scene_renderer_visibility(objects):
             labels = [objects.labels[i] for i in torch.randperm(len(objects.labels), generator=gen)[:n]]
             T_WO = make_T(random_rotations(n, gen), torch.cat([(torch.rand(n, 2, generator=gen, dtype=torch.float64) - 0.5) * 0.2,
                                                                torch.full((n, 1), 0.08, dtype=torch.float64)], 1))
-            T_WC = R.look_at(torch.tensor([0.3 * math.cos(trial), 0.3 * math.sin(trial) - 0.6, 0.5]), torch.tensor([0.0, 0.0, 0.05]))
+            T_WC = look_at(torch.tensor([0.3 * math.cos(trial), 0.3 * math.sin(trial) - 0.6, 0.5], dtype=torch.float64), torch.tensor([0.0, 0.0, 0.05], dtype=torch.float64))
             K = make_K(200.0, 200.0, 79.5, 59.5)
             view = sr.render(labels, T_WO, T_WC, K, (120, 160), masks=True)
             T_CW = invert_T(T_WC).numpy()
