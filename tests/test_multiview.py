@@ -241,3 +241,29 @@ def test_read_scenario(scenario):
     assert torch.allclose(sc.K, p.K) and sc.candidates.labels == p.candidates.labels
     assert torch.allclose(sc.candidates.T_CO, p.candidates.T_CO, atol=1e-9)
     assert (sc.candidates.view_ids == p.candidates.view_ids).all()
+
+
+def test_register_views_places_a_left_out_view(objects):
+    """A view left out by stage 2 is placed against the scene objects (ground truth here): coarsely, from its best
+    single candidate (its 2-5 degree error moves a camera a metre away by up to ~10 cm); the pose-space refinement
+    of the predictor then refines it with every candidate."""
+    from cosypose_nb.multiview import register_views
+    from cosypose_nb.matching import symmetric_centres
+    from cosypose_nb.lib3d import rotation_angle
+    for seed in range(6):
+        p = make_problem(4, 6, seed=seed, objects=objects, outlier_frac=0.2)
+        c = p.candidates
+        ok = torch.ones(4, dtype=torch.bool); ok[2] = False
+        T_WC = p.T_WC.clone(); T_WC[2] = torch.eye(4, dtype=torch.float64)
+        pts, syms = objects.points(p.obj_labels), objects.symmetries(p.obj_labels, n_continuous=32)
+        cpts, csyms = objects.points(c.labels), objects.symmetries(c.labels, n_continuous=32)
+        th = torch.clamp(0.25 * objects.diameters(p.obj_labels), min=0.05) * 1.5
+        T2, ok2 = register_views(c.view_ids, c.labels, c.T_CO, symmetric_centres(cpts, csyms), ok, T_WC,
+                                 p.obj_labels, p.T_WO, syms, symmetric_centres(pts, syms), th)
+        assert ok2.all() and torch.equal(T2[[0, 1, 3]], p.T_WC[[0, 1, 3]])
+        assert (T2[2, :3, 3] - p.T_WC[2, :3, 3]).norm() < 0.2
+        assert rotation_angle(T2[2, :3, :3], p.T_WC[2, :3, :3]) < np.deg2rad(10)
+    # nothing to match: the view stays out
+    T3, ok3 = register_views(c.view_ids, ["obj_nothing"] * len(c), c.T_CO, symmetric_centres(cpts, csyms), ok, T_WC,
+                             p.obj_labels, p.T_WO, syms, symmetric_centres(pts, syms), th)
+    assert not ok3[2] and torch.equal(T3, T_WC)
