@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/bundle_adjustment.html.md"""
 
 # %% ../nbs/21_bundle_adjustment.ipynb #620b2f91
 from __future__ import annotations
-import math
+import functools, math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +117,19 @@ def project_candidates(T_CO: torch.Tensor, K: torch.Tensor, points: torch.Tensor
     X = (points[:, None] @ syms[..., :3, :3].transpose(-1, -2) + syms[..., None, :3, 3]).reshape(C, S * M, 3)
     return _project(K @ T_CO[:, :3, :], X).view(C, S, M, 2)
 
+_CONST = {}
+
+def _constants(dtype, device):
+    """Constant tensors of the solver, made once per (dtype, device): the SE(3) generators (6, 16) --
+    `(xi @ gen).view(4, 4)` is the 4 x 4 matrix of a twist (rho, phi) -- and the 4 x 4 identity."""
+    key = (dtype, str(device))
+    if key not in _CONST:
+        G = torch.zeros(6, 16, dtype=dtype)
+        G[0, 3] = G[1, 7] = G[2, 11] = 1.0                                   # rho: the last column
+        G[3, 9], G[3, 6], G[4, 2], G[4, 8], G[5, 4], G[5, 1] = 1.0, -1.0, 1.0, -1.0, 1.0, -1.0   # phi: [phi]x
+        _CONST[key] = (G.to(device), torch.eye(4, dtype=dtype, device=device))
+    return _CONST[key]
+
 @dataclass
 class _Prepared:
     "A bundle-adjustment problem laid out for batched evaluation (only the candidates kept)."
@@ -125,24 +138,25 @@ class _Prepared:
     obj: torch.Tensor       # (C',) scene object of each kept candidate
     K_c: torch.Tensor       # (C', 3, 3)
     KT_c: torch.Tensor      # (C', 3, 4) K [R | t] of the candidate's own pose T_CO_c
-    pts_c: torch.Tensor     # (C', N, 3) model points of the candidate's object
-    syms_flat: torch.Tensor # (O S, 4, 4) the symmetries of all objects; candidate c's s-th is obj[c] S + s
-    sel: torch.Tensor       # (n_sel,) the points used to choose the symmetry
-    tsel: torch.Tensor      # (C', S, 2 n_sel) their pixels under T_CO_c @ S_s, for every s, minus their mean
-    tsel_sq: torch.Tensor   # (C', S) squared norms of `tsel`
-    cam_block: torch.Tensor # (V,) parameter block of each camera, `n_blocks` for a held (fixed) one
-    obj_block: torch.Tensor # (O,) parameter block of each object
-    n_blocks: int
-    n_sym: int
-    gidx: torch.Tensor      # (C', 12) parameter index of each candidate's 12 Jacobian columns (6 n_blocks: discarded)
-    hidx: torch.Tensor      # (C' 169,) flat index of each entry of the per-candidate 13x13 blocks [J | r]^T W [J | r] in (P+2) x (P+2)
-    score_w: torch.Tensor   # (C', S, 2 n_sel) -2 `tsel`
+    syms: torch.Tensor      # (O, S, 4, 4) the symmetries of each object
+    pts_c: torch.Tensor     # (C', N, 3) model points of the candidate's object, the n_sel selection points first
+    n_sel: int
+    tsel_sq: torch.Tensor   # (C', S, 1) squared norms of the centred selection pixels under each T_CO_c S_s
+    score_w: torch.Tensor   # (C', S, 2 n_sel) -2 x those centred pixels
     KT_t: torch.Tensor      # (C', 3, 3) K transposed
-    ar: torch.Tensor        # (C',) arange
     K_xy: torch.Tensor      # (C', 1, 2, 3) the first two rows of K
     K_z: torch.Tensor       # (C', 1, 1, 3) its last row
-    blk: torch.Tensor       # (V + O,) `cam_block` then `obj_block`
-    gen: torch.Tensor       # (6, 16) the SE(3) generators: twist (6,) @ gen = its 4 x 4 matrix, flattened
+    n_blocks: int
+    hidx: torch.Tensor      # (C' 169,) flat index of each entry of the per-candidate 13x13 blocks [J | r]^T W [J | r] in (P+2) x (P+2)
+    blk: torch.Tensor       # (V + O,) parameter block of each camera then object (`n_blocks` for a held camera)
+    gen: torch.Tensor       # (6, 16) SE(3) generators
+    eye4: torch.Tensor
+
+@functools.lru_cache(maxsize=64)
+def _selection_first(n: int, n_sel: int) -> np.ndarray:
+    "An order of `n` points with `n_sel` evenly spaced ones first (the points that choose the symmetry)."
+    sel = np.round(np.linspace(0, n - 1, n_sel)).astype(np.int64)
+    return np.concatenate([sel, np.setdiff1d(np.arange(n), sel)])
 
 def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
     C = view_ids.shape[0]
@@ -150,126 +164,133 @@ def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
     check_shape(T_CO, (C, 4, 4), "T_CO"); check_shape(T_WC, (None, 4, 4), "T_WC"); check_shape(T_WO, (None, 4, 4), "T_WO")
     V, O = T_WC.shape[0], T_WO.shape[0]
     check_shape(K, (V, 3, 3), "K"); check_shape(points, (O, None, 3), "points"); check_shape(syms, (O, None, 4, 4), "syms")
-    for name, x in (("T_CO", T_CO), ("K", K), ("points", points), ("T_WC", T_WC), ("T_WO", T_WO)):
-        check_finite(x, name)
+    if not torch.isfinite(torch.cat([x.reshape(-1) for x in (T_CO, K, points, T_WC, T_WO)])).all():   # one test, then which
+        for name, x in (("T_CO", T_CO), ("K", K), ("points", points), ("T_WC", T_WC), ("T_WO", T_WO)):
+            check_finite(x, name)
     if C and (view_ids.min() < 0 or view_ids.max() >= V):
         raise InputError(f"view_ids: values must lie in [0, {V}), got [{int(view_ids.min())}, {int(view_ids.max())}]")
     if C and cand_obj.max() >= O:
         raise InputError(f"cand_obj: values must be < n_objects = {O}, got {int(cand_obj.max())}")
 
-def _se3_generators(dtype, device) -> torch.Tensor:
-    "The six generators of se(3) for twists (rho, phi), as a (6, 16) matrix: `(xi @ gen).view(4, 4)` is the twist's 4 x 4 matrix."
-    G = [[0.0] * 16 for _ in range(6)]
-    G[0][3] = G[1][7] = G[2][11] = 1.0                                          # rho: the last column
-    G[3][9], G[3][6], G[4][2], G[4][8], G[5][4], G[5][1] = 1.0, -1.0, 1.0, -1.0, 1.0, -1.0   # phi: [phi]x
-    return torch.tensor(G, dtype=dtype, device=device)
+@functools.lru_cache(maxsize=64)
+def _selection_first(n: int, n_sel: int) -> np.ndarray:
+    "An order of `n` points with `n_sel` evenly spaced ones first (the points that choose the symmetry)."
+    sel = np.round(np.linspace(0, n - 1, n_sel)).astype(np.int64)
+    return np.concatenate([sel, np.setdiff1d(np.arange(n), sel)])
 
 def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep, n_sym_points=8) -> _Prepared:
-    dev = T_CO.device
-    cam, obj = view_ids[keep], cand_obj[keep]
-    C = len(cam)
+    """Lay the problem out: `view_ids`, `cand_obj` (C,), `keep` (C,) bool and `fixed_views` as numpy arrays or
+    tensors (the integer bookkeeping runs in numpy: tiny arrays, many steps), the rest tensors on the device."""
+    dev, dt = T_CO.device, T_CO.dtype
+    vi, co, keep = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x) for x in (view_ids, cand_obj, keep))
+    ki = np.flatnonzero(keep)
+    cam_np, obj_np = vi[ki], co[ki]
+    C, N = len(ki), points.shape[1]
     O, S = syms.shape[:2]
-    K_c, pts_c = K[cam], points[obj]
-    KT_c = K_c @ T_CO[keep][:, :3, :]
-    sel = torch.linspace(0, points.shape[1] - 1, min(n_sym_points, points.shape[1]), device=dev).round().long()
-    Xs = points[:, None, sel] @ syms[..., :3, :3].transpose(-1, -2) + syms[..., None, :3, 3]   # (O, S, n_sel, 3), per object
-    tsel = _project(KT_c, Xs[obj].reshape(C, S * len(sel), 3)).reshape(C, S, len(sel), 2)
-    tsel = (tsel - tsel.mean(2, keepdim=True)).reshape(C, S, 2 * len(sel))      # centred
-    free_cam = torch.ones(n_views, dtype=torch.bool, device=dev)
-    free_cam[fixed_views] = False
-    n_free_cam = int(free_cam.sum())
-    n_blocks = n_free_cam + n_objects
-    cam_block = torch.full((n_views,), n_blocks, dtype=torch.long, device=dev)
-    cam_block[free_cam] = torch.arange(n_free_cam, device=dev)
-    obj_block = torch.arange(n_objects, device=dev) + n_free_cam
-    ar6 = torch.arange(6, device=dev)
-    gidx = torch.cat([cam_block[cam, None] * 6 + ar6, obj_block[obj, None] * 6 + ar6], 1)   # (C', 12)
+    n_sel = min(n_sym_points, N)
+    perm = _selection_first(N, n_sel)
+    free_cam = np.ones(n_views, dtype=bool)
+    free_cam[np.asarray(fixed_views.cpu() if isinstance(fixed_views, torch.Tensor) else fixed_views, dtype=np.int64)] = False
+    n_free = int(free_cam.sum())
+    n_blocks = n_free + n_objects
     P = 6 * n_blocks
-    gidx = gidx.clamp(max=P)                                                           # held camera -> trash slot P
-    g13 = torch.cat([gidx, torch.full((C, 1), P + 1, dtype=torch.long, device=dev)], 1)  # residual column -> P + 1
+    blk = np.concatenate([np.where(free_cam, np.cumsum(free_cam) - 1, n_blocks), np.arange(n_objects) + n_free])
+    g13 = np.concatenate([np.minimum(blk[cam_np, None] * 6 + np.arange(6), P), blk[n_views + obj_np, None] * 6 + np.arange(6),
+                          np.full((C, 1), P + 1)], 1)                       # held camera -> slot P, residual -> P + 1
     hidx = (g13[:, :, None] * (P + 2) + g13[:, None, :]).reshape(-1)
-    return _Prepared(keep, cam, obj, K_c, KT_c, pts_c, syms.reshape(O * S, 4, 4), sel, tsel, tsel.square().sum(-1),
-                     cam_block, obj_block, n_blocks, S, gidx, hidx, -2 * tsel,
-                     K_c.transpose(1, 2).contiguous(), torch.arange(C, device=dev), K_c[:, None, :2, :], K_c[:, None, 2:3, :], torch.cat([cam_block, obj_block]),
-                     _se3_generators(T_CO.dtype, dev))
+    cam, obj, ki_t, perm_t, blk, hidx = (torch.as_tensor(x, device=dev) for x in (cam_np, obj_np, ki, perm, blk, hidx))
+    points = points[:, perm_t]
+    K_c, pts_c = K[cam], points[obj]
+    KT_c = K_c @ T_CO[ki_t, :3, :]
+    # pixels of the selection points under every T_CO_c S_s: the symmetric copies S_s x of the points, per
+    # object (O, 4, S n_sel), then one (3 x 4) @ (4 x S n_sel) product per candidate
+    Xh = torch.cat([points[:, :n_sel], torch.ones_like(points[:, :n_sel, :1])], -1)          # (O, n_sel, 4)
+    SX = (syms.reshape(O, S * 4, 4) @ Xh.transpose(1, 2)).view(O, S, 4, n_sel).transpose(1, 2).reshape(O, 4, S * n_sel)
+    uvw = torch.bmm(KT_c, SX[obj]).view(C, 3, S, n_sel)
+    tsel = uvw[:, :2] / uvw[:, 2:].clamp(min=1e-6)                                           # (C', 2, S, n_sel)
+    tsel = (tsel - tsel.mean(3, keepdim=True)).permute(0, 2, 3, 1).reshape(C, S, 2 * n_sel)  # centred, (x, y) last
+    gen, eye4 = _constants(dt, dev)
+    return _Prepared(keep, cam, obj, K_c, KT_c, syms, pts_c, n_sel, tsel.square().sum(-1, keepdim=True), -2 * tsel,
+                     K_c.transpose(1, 2), K_c[:, None, :2, :], K_c[:, None, 2:3, :], n_blocks, hidx, blk, gen, eye4)
 
 # %% ../nbs/21_bundle_adjustment.ipynb #b906693b
-def _aligned_targets(u: torch.Tensor, pr: _Prepared, s: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Choose, for each candidate, the symmetry `s*` whose version `T_CO_c @ S_s*` reprojects most like
-    the scene's projection `u` (C', N, 2). The comparison uses the selection points with their mean pixel
-    removed (summed squared distance; |u - t|^2 = |u|^2 - 2 u.t + |t|^2 is one batched product), so a
-    translation error of the current scene -- large at the start -- does not pick a wrong symmetry.
-    Since the candidate's centred pixels `t` sum to zero, `u.t` needs no centring of `u`, and `|u|^2`
-    is the same for every `s`: the score is `|t|^2 - 2 u.t`, one `baddbmm` with the precomputed `-2 t`.
-    Returns the pixels (C', N, 2) of all points under `T_CO_c @ S_s` with `s` the given choice (C',) if
-    any, else `s*`; then `s*` and the `s` used."""
-    C = u.shape[0]
-    us = u[:, pr.sel].reshape(C, 2 * len(pr.sel), 1)
-    best = torch.baddbmm(pr.tsel_sq[..., None], pr.score_w, us)[..., 0].argmin(1)   # (C',)
-    used = best if s is None else s
-    return _targets(pr, used), best, used
-
 def _targets(pr: _Prepared, s: torch.Tensor) -> torch.Tensor:
     "Pixels (C', N, 2) of the model points under the candidates' poses `T_CO_c @ S_s` for the symmetries `s` (C',)."
-    return _project(pr.KT_c @ pr.syms_flat[pr.obj * pr.n_sym + s], pr.pts_c)
+    return _project(pr.KT_c @ pr.syms[pr.obj, s], pr.pts_c)
 
-def _residual_system(u, tgt, Jg, pr: _Prepared, kind: str, delta: float):
-    """Residuals r = u - tgt (C', N, 2) of the scene's pixels `u` against the targets `tgt`, the robust cost
-    (summed) and, given the geometric Jacobian `Jg` (C', N, 2, 12), the Gauss-Newton system H (P, P), g (P,)."""
-    r = u - tgt                                                       # (C', N, 2)
-    rho, wt = robust_kernel((r * r).sum(-1), kind, delta)
-    cost = rho.sum()
-    if Jg is None:
-        return cost, r, None, None
-    C, N = r.shape[:2]
-    J = torch.cat([Jg, r[..., None]], -1).view(C, 2 * N, 13)
-    # one product per candidate gives its 12 x 12 block of J^T W J and, in the last column, of J^T W r
-    M = torch.bmm((J.view(C, N, 2, 13) * wt[..., None, None]).view(C, 2 * N, 13).transpose(1, 2), J)   # (C', 13, 13)
-    P = 6 * pr.n_blocks
-    Hg = torch.zeros((P + 2) * (P + 2), dtype=r.dtype, device=r.device).index_add_(0, pr.hidx, M.reshape(-1)).view(P + 2, P + 2)
-    return cost, r, Hg[:P, :P], Hg[:P, P + 1]
-
-def _evaluate(T_CW, T_WO, pr: _Prepared, kind: str, delta: float, jac: bool, eps: float = 1e-6, sidx=None,
-              reselect: bool = False):
-    """Residuals of the kept candidates at the scene (T_CW (V,4,4), T_WO (O,4,4)), with the symmetries
-    `sidx` (C',) if given, else those chosen here. Returns cost (robust, summed), r (C', N, 2), the
-    symmetries used (C',), with `jac` the Gauss-Newton system H (P, P), g (P,) over the free parameters
-    (else None, None), and the symmetries this scene would choose (C',). With `reselect`, the residuals
-    and the system are those of the symmetries this scene chooses (only the targets change: the
-    Jacobian's geometric part is reused), and a seventh output is the cost with the given `sidx`."""
-    C, N = pr.pts_c.shape[:2]
-    T = T_CW[pr.cam] @ T_WO[pr.obj]                                   # (C', 4, 4) scene T_CO
-    R = T[:, :3, :3]
-    p = torch.baddbmm(T[:, None, :3, 3], pr.pts_c, R.transpose(1, 2))   # (C', N, 3) camera frame
+def _forward(T_CW, T_WO, pr: _Prepared, eps: float = 1e-6):
+    """The scene's side: T = T_CW[v] T_WO[o] (C', 4, 4), the points in the camera p (C', N, 3), their pixels
+    u (C', N, 2) and depths w (C', N, 1), and the symmetry s* (C',) that best aligns each candidate with it."""
+    T = T_CW[pr.cam] @ T_WO[pr.obj]
+    p = torch.baddbmm(T[:, None, :3, 3], pr.pts_c, T[:, :3, :3].transpose(1, 2))
     uvw = torch.bmm(p, pr.KT_t)
     w = uvw[..., 2:].clamp(min=eps)
-    u = uvw[..., :2] / w                                              # (C', N, 2)
-    tgt, best, sidx = _aligned_targets(u, pr, sidx)
-    Jg = None
-    if jac:
-        # d u / d p (C', N, 2, 3); the camera's left increment: d p = rho + phi x p, so J_c = [A | p x A];
-        # the object's right increment: d p = R (rho + phi x X) (X the model point), so with B = A R, J_o = [B | X x B]
-        A = (pr.K_xy - u[..., :, None] * pr.K_z) / w[..., None]
-        B = A @ R[:, None]
-        Jg = torch.cat([A, torch.linalg.cross(p[:, :, None].expand_as(A), A, dim=-1),
-                        B, torch.linalg.cross(pr.pts_c[:, :, None].expand_as(B), B, dim=-1)], -1)   # (C', N, 2, 12)
-    cost, r, H, g = _residual_system(u, tgt, Jg, pr, kind, delta)
-    if not reselect:
-        return cost, r, sidx, H, g, best
-    cost_given = cost
-    if not torch.equal(best, sidx):
-        cost, r, H, g = _residual_system(u, _targets(pr, best), Jg, pr, kind, delta)
-        sidx = best
-    return cost, r, sidx, H, g, best, cost_given
+    u = uvw[..., :2] / w
+    C = u.shape[0]
+    best = torch.baddbmm(pr.tsel_sq, pr.score_w, u[:, :pr.n_sel].reshape(C, 2 * pr.n_sel, 1)).argmin(1)[:, 0]
+    return T, p, u, w, best
+
+def _aligned_targets(u: torch.Tensor, pr: _Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The targets (C', N, 2) of the symmetries that best align the candidates with the scene's pixels `u`
+    (C', N, 2) (the choice of `_forward`), and those symmetries (C',) twice (chosen, used)."""
+    C = u.shape[0]
+    best = torch.baddbmm(pr.tsel_sq, pr.score_w, u[:, :pr.n_sel].reshape(C, 2 * pr.n_sel, 1)).argmin(1)[:, 0]
+    return _targets(pr, best), best, best
+
+def _jacobian(T, p, u, w, pr: _Prepared) -> torch.Tensor:
+    """Geometric Jacobian (C', N, 2, 12) of the pixels: camera (left increment) then object (right increment)."""
+    A = (pr.K_xy - u[..., None] * pr.K_z) / w[..., None]                        # d u / d p (C', N, 2, 3)
+    C, N = A.shape[:2]
+    B = torch.bmm(A.view(C, 2 * N, 3), T[:, :3, :3]).view(C, N, 2, 3)
+    return torch.cat([A, torch.linalg.cross(p[:, :, None], A), B, torch.linalg.cross(pr.pts_c[:, :, None], B)], -1)
+
+def _residuals(u, tgt, kind: str, delta: float):
+    """Residuals r = u - tgt (C', N, 2) of the scene's pixels against the targets, their robust cost (summed)
+    and IRLS weights (C', N)."""
+    r = u - tgt
+    e = torch.linalg.vector_norm(r, dim=-1)                            # (C', N) pixel errors
+    if kind == "huber":                         # the same as `robust_kernel`, in fewer operations
+        cost = 2 * torch.nn.functional.huber_loss(e, torch.zeros_like(e), reduction="sum", delta=delta)
+        return r, cost, delta / e.clamp(min=delta)
+    rho, wt = robust_kernel(e * e, kind, delta)
+    return r, rho.sum(), wt
+
+def _system(Jg, r, wt, pr: _Prepared) -> torch.Tensor:
+    """The Gauss-Newton system from the geometric Jacobian `Jg` (C', N, 2, 12), residuals `r` (C', N, 2) and
+    weights `wt` (C', N): a (P+2) x (P+2) matrix whose top-left P x P block is H = J^T W J and whose column
+    P+1 holds g = J^T W r. One product per candidate gives its 12 x 12 block and its part of g."""
+    C, N = r.shape[:2]
+    J = torch.cat([Jg, r[..., None]], -1).view(C, 2 * N, 13)
+    M = torch.bmm((J.view(C, N, 2, 13) * wt[..., None, None]).view(C, 2 * N, 13).transpose(1, 2), J)
+    P2 = 6 * pr.n_blocks + 2
+    return torch.zeros(P2 * P2, dtype=r.dtype, device=r.device).index_add_(0, pr.hidx, M.view(-1)).view(P2, P2)
+
+def _se3_exp_batch(xi: torch.Tensor, gen: torch.Tensor, eye4: torch.Tensor) -> torch.Tensor:
+    """`se3_exp` of twists `xi` (B, 6) in fewer tensor operations: with `Xi` the twist's 4 x 4 matrix (`xi @ gen`),
+    `exp(Xi) = I + Xi + b Xi^2 + c Xi^3` (`Xi^3` has `-t^2 W` in its rotation block, which turns `Xi` into `a W`)."""
+    Xi = (xi @ gen).view(-1, 4, 4)
+    t = torch.linalg.vector_norm(xi[:, 3:], dim=-1).clamp(min=1e-15)[:, None, None]
+    b = 2 * ((0.5 * t).sin() / t).square()             # (1 - cos t) / t^2 without cancellation
+    c = (t - t.sin()) / t.pow(3)                        # its cancellation error is swamped by Xi^3 = O(t^2)
+    Xi2 = Xi @ Xi
+    return torch.addcmul(torch.addcmul(eye4 + Xi, b, Xi2), c, Xi2 @ Xi)
 
 def _apply_step(T_CW, T_WO, delta, pr: _Prepared):
-    "Move the scene by the increments `delta` (P,): T_CW <- exp(d_c) T_CW (left), T_WO <- T_WO exp(d_o) (right)."
-    d = torch.cat([delta.reshape(-1, 6), delta.new_zeros(1, 6)], 0)      # the last row: held blocks
-    # the exponential of all V + O twists at once (`matrix_exp` of their 4 x 4 matrices: the same values as
-    # `se3_exp`, in one call rather than some thirty small tensor operations)
-    E = torch.linalg.matrix_exp((d[pr.blk] @ pr.gen).view(-1, 4, 4))
+    "Move the scene by the increments `delta` (P,) or (P, 1): T_CW <- exp(d_c) T_CW (left), T_WO <- T_WO exp(d_o) (right)."
+    d = torch.nn.functional.pad(delta.view(-1, 6), (0, 0, 0, 1))      # a last row of zeros: the held blocks
+    E = _se3_exp_batch(d[pr.blk], pr.gen, pr.eye4)
     V = T_CW.shape[0]
     return E[:V] @ T_CW, T_WO @ E[V:]
+
+def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float = 20.0):
+    """One full evaluation at the scene (T_CW (V, 4, 4), T_WO (O, 4, 4)): robust cost, residuals (C', N, 2), the
+    symmetries chosen (C',), and the Gauss-Newton H (P, P) and g (P,) (for tests and figures; the solver
+    reuses the pieces)."""
+    fw = _forward(T_CW, T_WO, pr)
+    r, cost, wt = _residuals(fw[2], _targets(pr, fw[4]), kind, delta)
+    Hg = _system(_jacobian(*fw[:4], pr), r, wt, pr)
+    P = 6 * pr.n_blocks
+    return cost, r, fw[4], Hg[:P, :P], Hg[:P, P + 1]
 
 # %% ../nbs/21_bundle_adjustment.ipynb #8e57f3cd
 def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, K: torch.Tensor,
@@ -303,39 +324,55 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
         keep &= view_ok[view_ids]
         fixed |= ~view_ok
     points = subsample_points(points, n_points)
+    n_keep = int(keep.sum())
     pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep)
-    n_res = max(int(keep.sum()) * points.shape[1], 1)
+    n_res = max(n_keep * points.shape[1], 1)
+    P = 6 * pr.n_blocks
     lam, converged, it, lambdas = lambda0, False, 0, []
-    cost, r, sidx, H, g, _ = _evaluate(T_CW, T_WO, pr, robust, robust_cap_px, jac=True)
-    costs = [cost.item() / n_res]
-    if int(keep.sum()) == 0:
+    fw = _forward(T_CW, T_WO, pr)
+    sidx = fw[4]
+    tgt = _targets(pr, sidx)
+    r, cost, wt = _residuals(fw[2], tgt, robust, robust_cap_px)
+    c_old = cost.item()
+    costs = [c_old / n_res]
+    if n_keep == 0:
         n_iters = 0
-    c_old, system = cost.item(), None
+    system = None
     for it in range(1, n_iters + 1):
         lambdas.append(lam)
-        if system is None:                        # once per accepted step: what the iterations share
+        if system is None:                        # once per accepted step: the Jacobian, the normal equations
+            Hg = _system(_jacobian(*fw[:4], pr), r, wt, pr)
+            H, minus_g = Hg[:P, :P], -Hg[:P, P + 1:]
             dg = H.diagonal()
-            # the damping matrix diag(H) (1 where a parameter has no residual), -g and 2 g as columns
-            system = torch.diag(torch.where(dg > 0, dg, 1.0)), -g[:, None], 2 * g[:, None]
-        D, minus_g, two_g = system
+            dg = torch.where(dg > 0, dg, 1.0)[:, None]           # Marquardt's damping diag(H) (1 where no residual)
+            system = H, torch.diag(dg[:, 0]), dg, minus_g
+        H, D, dg, minus_g = system
         L, info = torch.linalg.cholesky_ex(torch.add(H, D, alpha=lam))
         if info.item() != 0:                      # not positive definite: damp more
             lam *= 10
             continue
         delta = torch.cholesky_solve(minus_g, L)                               # (P, 1)
-        # decrease of the cost the local model predicts (cost ~ sum w |r|^2: gradient 2 g, Hessian 2 H)
-        predicted = -(delta * torch.addmm(two_g, H, delta)).sum().item()
-        if predicted <= ftol * c_old or delta.abs().max().item() < xtol:
+        # decrease of the cost the local model predicts: with (H + lam D) delta = -g,
+        # -(2 g.delta + delta^T H delta) = delta.(-g + lam D delta)
+        pred, dmax = torch.stack([torch.vdot(delta.view(-1), torch.addcmul(minus_g, dg, delta, value=lam).view(-1)),
+                                  torch.linalg.vector_norm(delta, float("inf"))]).tolist()
+        if pred <= ftol * c_old or dmax < xtol:
             converged = True
             break
         T_CW_new, T_WO_new = _apply_step(T_CW, T_WO, delta, pr)
-        # the trial is judged with the symmetries of the current scene (a smooth cost), and the
-        # symmetries are chosen again once it is accepted
-        new = _evaluate(T_CW_new, T_WO_new, pr, robust, robust_cap_px, jac=True, sidx=sidx, reselect=True)
-        c_new = new[6].item()
+        # the trial is judged with the symmetries of the current scene (a smooth cost); once it is
+        # accepted the symmetries are chosen again (only the targets change), and the Jacobian is
+        # computed only if the iterations go on
+        fw_n = _forward(T_CW_new, T_WO_new, pr)
+        r_n, cost_n, wt_n = _residuals(fw_n[2], tgt, robust, robust_cap_px)
+        c_new = cost_n.item()
         if c_new < c_old:
-            T_CW, T_WO = T_CW_new, T_WO_new
-            cost, r, sidx, H, g = new[:5]
+            T_CW, T_WO, fw = T_CW_new, T_WO_new, fw_n
+            if not torch.equal(fw[4], sidx):
+                sidx = fw[4]
+                tgt = _targets(pr, sidx)
+                r_n, cost_n, wt_n = _residuals(fw[2], tgt, robust, robust_cap_px)
+            r, cost, wt = r_n, cost_n, wt_n
             c_new = min(c_new, cost.item())
             costs.append(cost.item() / n_res)
             lam, system = max(lam / 10, 1e-12), None
@@ -352,7 +389,7 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     sym_index = torch.full((len(view_ids),), -1, dtype=torch.long, device=dev)
     sym_index[keep] = sidx
     T_WC_out = invert_T(T_CW)
-    T_WC_out[fixed] = T_WC.to(dtype)[fixed]             # held views: bit-for-bit unchanged
+    T_WC_out[fixed] = T_WC.to(dtype)[fixed]
     return BAResult(T_WC_out.to(out_dtype), T_WO.to(out_dtype), costs, cand_errors, sym_index, it, converged, lambdas)
 
 # %% ../nbs/21_bundle_adjustment.ipynb #2c717d54

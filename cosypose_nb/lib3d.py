@@ -40,11 +40,10 @@ def make_T(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return T
 
 def invert_T(T: torch.Tensor) -> torch.Tensor:
-    "Inverse of rigid transforms `T` (..., 4, 4), using R^T (exact for rotations, no general inverse)."
+    "Inverse of rigid transforms `T` (..., 4, 4) (last row 0 0 0 1), using R^T (exact for rotations, no general inverse)."
     check_shape(T, (..., 4, 4), "T")
-    R, t = T[..., :3, :3], T[..., :3, 3]
-    Rt = R.transpose(-1, -2)
-    return make_T(Rt, -(Rt @ t.unsqueeze(-1)).squeeze(-1))
+    Rt = T[..., :3, :3].transpose(-1, -2)
+    return torch.cat([torch.cat([Rt, -(Rt @ T[..., :3, 3:])], -1), T[..., 3:, :]], -2)
 
 def compose(*Ts: torch.Tensor) -> torch.Tensor:
     "Chain transforms left to right: `compose(T_AB, T_BC) = T_AC`; batch dims broadcast."
