@@ -15,6 +15,7 @@ import torch
 from .core import InputError, check_shape, check_finite
 from .lib3d import make_T, invert_T, matrix_to_axis_angle, pose_to_9d, pose_from_9d
 from .symmetries import project_points
+from .matching import symmetric_centres
 
 # %% auto #0
 __all__ = ['ROBUST_KERNELS', 'skew', 'se3_exp', 'se3_log', 'robust_kernel', 'BAResult', 'subsample_points', 'project_candidates',
@@ -133,16 +134,15 @@ def _constants(dtype, device):
 @dataclass
 class _Prepared:
     "A bundle-adjustment problem laid out for batched evaluation (only the candidates kept)."
-    keep: torch.Tensor      # (C,) bool, candidates that enter the cost
     cam: torch.Tensor       # (C',) view of each kept candidate
     obj: torch.Tensor       # (C',) scene object of each kept candidate
     K_c: torch.Tensor       # (C', 3, 3)
     KT_c: torch.Tensor      # (C', 3, 4) K [R | t] of the candidate's own pose T_CO_c
+    RcT: torch.Tensor       # (C', 3, 3) the transposed rotation of T_CO_c
     syms: torch.Tensor      # (O, S, 4, 4) the symmetries of each object
-    pts_c: torch.Tensor     # (C', N, 3) model points of the candidate's object, the n_sel selection points first
-    n_sel: int
-    tsel_sq: torch.Tensor   # (C', S, 1) squared norms of the centred selection pixels under each T_CO_c S_s
-    score_w: torch.Tensor   # (C', S, 2 n_sel) -2 x those centred pixels
+    Q: torch.Tensor         # (C', S, 9) R_s Sigma (flattened) per symmetry s, Sigma the second moment of the points about the symmetric centre
+    pts_c: torch.Tensor     # (C', N, 3) model points of the candidate's object
+    pts_h: torch.Tensor     # (C', N, 4) the same, homogeneous
     KT_t: torch.Tensor      # (C', 3, 3) K transposed
     K_xy: torch.Tensor      # (C', 1, 2, 3) the first two rows of K
     K_z: torch.Tensor       # (C', 1, 1, 3) its last row
@@ -151,12 +151,6 @@ class _Prepared:
     blk: torch.Tensor       # (V + O,) parameter block of each camera then object (`n_blocks` for a held camera)
     gen: torch.Tensor       # (6, 16) SE(3) generators
     eye4: torch.Tensor
-
-@functools.lru_cache(maxsize=64)
-def _selection_first(n: int, n_sel: int) -> np.ndarray:
-    "An order of `n` points with `n_sel` evenly spaced ones first (the points that choose the symmetry)."
-    sel = np.round(np.linspace(0, n - 1, n_sel)).astype(np.int64)
-    return np.concatenate([sel, np.setdiff1d(np.arange(n), sel)])
 
 def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
     C = view_ids.shape[0]
@@ -172,23 +166,14 @@ def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
     if C and cand_obj.max() >= O:
         raise InputError(f"cand_obj: values must be < n_objects = {O}, got {int(cand_obj.max())}")
 
-@functools.lru_cache(maxsize=64)
-def _selection_first(n: int, n_sel: int) -> np.ndarray:
-    "An order of `n` points with `n_sel` evenly spaced ones first (the points that choose the symmetry)."
-    sel = np.round(np.linspace(0, n - 1, n_sel)).astype(np.int64)
-    return np.concatenate([sel, np.setdiff1d(np.arange(n), sel)])
-
-def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep, n_sym_points=8) -> _Prepared:
+def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep) -> _Prepared:
     """Lay the problem out: `view_ids`, `cand_obj` (C,), `keep` (C,) bool and `fixed_views` as numpy arrays or
     tensors (the integer bookkeeping runs in numpy: tiny arrays, many steps), the rest tensors on the device."""
     dev, dt = T_CO.device, T_CO.dtype
     vi, co, keep = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x) for x in (view_ids, cand_obj, keep))
     ki = np.flatnonzero(keep)
     cam_np, obj_np = vi[ki], co[ki]
-    C, N = len(ki), points.shape[1]
-    O, S = syms.shape[:2]
-    n_sel = min(n_sym_points, N)
-    perm = _selection_first(N, n_sel)
+    C = len(ki)
     free_cam = np.ones(n_views, dtype=bool)
     free_cam[np.asarray(fixed_views.cpu() if isinstance(fixed_views, torch.Tensor) else fixed_views, dtype=np.int64)] = False
     n_free = int(free_cam.sum())
@@ -198,48 +183,49 @@ def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixe
     g13 = np.concatenate([np.minimum(blk[cam_np, None] * 6 + np.arange(6), P), blk[n_views + obj_np, None] * 6 + np.arange(6),
                           np.full((C, 1), P + 1)], 1)                       # held camera -> slot P, residual -> P + 1
     hidx = (g13[:, :, None] * (P + 2) + g13[:, None, :]).reshape(-1)
-    cam, obj, ki_t, perm_t, blk, hidx = (torch.as_tensor(x, device=dev) for x in (cam_np, obj_np, ki, perm, blk, hidx))
-    points = points[:, perm_t]
-    K_c, pts_c = K[cam], points[obj]
-    KT_c = K_c @ T_CO[ki_t, :3, :]
-    # pixels of the selection points under every T_CO_c S_s: the symmetric copies S_s x of the points, per
-    # object (O, 4, S n_sel), then one (3 x 4) @ (4 x S n_sel) product per candidate
-    Xh = torch.cat([points[:, :n_sel], torch.ones_like(points[:, :n_sel, :1])], -1)          # (O, n_sel, 4)
-    SX = (syms.reshape(O, S * 4, 4) @ Xh.transpose(1, 2)).view(O, S, 4, n_sel).transpose(1, 2).reshape(O, 4, S * n_sel)
-    uvw = torch.bmm(KT_c, SX[obj]).view(C, 3, S, n_sel)
-    tsel = uvw[:, :2] / uvw[:, 2:].clamp(min=1e-6)                                           # (C', 2, S, n_sel)
-    tsel = (tsel - tsel.mean(3, keepdim=True)).permute(0, 2, 3, 1).reshape(C, S, 2 * n_sel)  # centred, (x, y) last
+    cam, obj, ki_t, blk, hidx = (torch.as_tensor(x, device=dev) for x in (cam_np, obj_np, ki, blk, hidx))
+    K_c, pts_c, T_c = K[cam], points[obj], T_CO[ki_t]
+    # the symmetry choice: R_s Sigma per object and symmetry (see `_best_symmetry`)
+    O, S = syms.shape[:2]
+    ch = torch.cat([points.mean(1), torch.ones_like(points[:, 0, :1])], -1)                    # (O, 4) centroids
+    centre = torch.bmm(syms.view(O, S * 4, 4), ch[:, :, None]).view(O, S, 4)[..., :3].mean(1)  # = symmetric_centres
+    y = points - centre[:, None]
+    Sig = torch.nn.functional.pad(y.transpose(1, 2) @ y, (0, 1, 0, 1))                          # (O, 4, 4)
+    Q = torch.bmm(syms.view(O, S * 4, 4), Sig).view(O, S, 4, 4)[..., :3, :3].reshape(O, S, 9)  # R_s Sigma
     gen, eye4 = _constants(dt, dev)
-    return _Prepared(keep, cam, obj, K_c, KT_c, syms, pts_c, n_sel, tsel.square().sum(-1, keepdim=True), -2 * tsel,
-                     K_c.transpose(1, 2), K_c[:, None, :2, :], K_c[:, None, 2:3, :], n_blocks, hidx, blk, gen, eye4)
+    return _Prepared(cam, obj, K_c, K_c @ T_c[:, :3, :], T_c[:, :3, :3].transpose(1, 2), syms, Q[obj], pts_c,
+                     torch.cat([pts_c, torch.ones_like(pts_c[..., :1])], -1), K_c.transpose(1, 2),
+                     K_c[:, None, :2, :], K_c[:, None, 2:3, :], n_blocks, hidx, blk, gen, eye4)
+
+
 
 # %% ../nbs/21_bundle_adjustment.ipynb #b906693b
 def _targets(pr: _Prepared, s: torch.Tensor) -> torch.Tensor:
     "Pixels (C', N, 2) of the model points under the candidates' poses `T_CO_c @ S_s` for the symmetries `s` (C',)."
     return _project(pr.KT_c @ pr.syms[pr.obj, s], pr.pts_c)
 
+def _best_symmetry(R: torch.Tensor, pr: _Prepared) -> torch.Tensor:
+    """The symmetry s* (C',) of each candidate whose version `T_CO_c S_s` is closest to the scene's rotations
+    `R` (C', 3, 3) over the model points, centred on the symmetric centre: with `y` the centred points,
+    `sum_y |R_c R_s y - R y|^2 = const - 2 <R_s Sigma, R_c^T R>` (Frobenius), so one product with the
+    precomputed `R_s Sigma` scores all S symmetries. Centring makes the choice immune to the translation
+    error of a poor start (which would otherwise lock a box on the wrong face)."""
+    return torch.bmm(pr.Q, torch.bmm(pr.RcT, R).view(-1, 9, 1))[..., 0].argmax(1)
+
 def _forward(T_CW, T_WO, pr: _Prepared, eps: float = 1e-6):
     """The scene's side: T = T_CW[v] T_WO[o] (C', 4, 4), the points in the camera p (C', N, 3), their pixels
     u (C', N, 2) and depths w (C', N, 1), and the symmetry s* (C',) that best aligns each candidate with it."""
     T = T_CW[pr.cam] @ T_WO[pr.obj]
-    p = torch.baddbmm(T[:, None, :3, 3], pr.pts_c, T[:, :3, :3].transpose(1, 2))
+    p = torch.bmm(pr.pts_h, T[:, :3, :].transpose(1, 2))
     uvw = torch.bmm(p, pr.KT_t)
     w = uvw[..., 2:].clamp(min=eps)
-    u = uvw[..., :2] / w
-    C = u.shape[0]
-    best = torch.baddbmm(pr.tsel_sq, pr.score_w, u[:, :pr.n_sel].reshape(C, 2 * pr.n_sel, 1)).argmin(1)[:, 0]
-    return T, p, u, w, best
+    return T, p, uvw[..., :2] / w, w, _best_symmetry(T[:, :3, :3], pr)
 
-def _aligned_targets(u: torch.Tensor, pr: _Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The targets (C', N, 2) of the symmetries that best align the candidates with the scene's pixels `u`
-    (C', N, 2) (the choice of `_forward`), and those symmetries (C',) twice (chosen, used)."""
-    C = u.shape[0]
-    best = torch.baddbmm(pr.tsel_sq, pr.score_w, u[:, :pr.n_sel].reshape(C, 2 * pr.n_sel, 1)).argmin(1)[:, 0]
-    return _targets(pr, best), best, best
-
-def _jacobian(T, p, u, w, pr: _Prepared) -> torch.Tensor:
-    """Geometric Jacobian (C', N, 2, 12) of the pixels: camera (left increment) then object (right increment)."""
-    A = (pr.K_xy - u[..., None] * pr.K_z) / w[..., None]                        # d u / d p (C', N, 2, 3)
+def _jacobian(T, p, u, w, pr: _Prepared, sw: torch.Tensor | None = None) -> torch.Tensor:
+    """Geometric Jacobian (C', N, 2, 12) of the pixels: camera (left increment) then object (right increment),
+    each point's rows scaled by `sw` (C', N) when given (the square roots of the IRLS weights)."""
+    s = 1 / w if sw is None else sw[..., None] / w
+    A = (pr.K_xy - u[..., None] * pr.K_z) * s[..., None]                      # d u / d p (C', N, 2, 3)
     C, N = A.shape[:2]
     B = torch.bmm(A.view(C, 2 * N, 3), T[:, :3, :3]).view(C, N, 2, 3)
     return torch.cat([A, torch.linalg.cross(p[:, :, None], A), B, torch.linalg.cross(pr.pts_c[:, :, None], B)], -1)
@@ -255,13 +241,14 @@ def _residuals(u, tgt, kind: str, delta: float):
     rho, wt = robust_kernel(e * e, kind, delta)
     return r, rho.sum(), wt
 
-def _system(Jg, r, wt, pr: _Prepared) -> torch.Tensor:
-    """The Gauss-Newton system from the geometric Jacobian `Jg` (C', N, 2, 12), residuals `r` (C', N, 2) and
-    weights `wt` (C', N): a (P+2) x (P+2) matrix whose top-left P x P block is H = J^T W J and whose column
-    P+1 holds g = J^T W r. One product per candidate gives its 12 x 12 block and its part of g."""
+def _system(Jg, r, sw, pr: _Prepared) -> torch.Tensor:
+    """The Gauss-Newton system from the Jacobian `Jg` (C', N, 2, 12) and residuals `r` (C', N, 2), both already
+    scaled by the square roots `sw` (C', N) of the weights: a (P+2) x (P+2) matrix whose top-left P x P block
+    is H = J^T W J and whose column P+1 holds g = J^T W r. One product per candidate gives its 12 x 12 block
+    and its part of g."""
     C, N = r.shape[:2]
-    J = torch.cat([Jg, r[..., None]], -1).view(C, 2 * N, 13)
-    M = torch.bmm((J.view(C, N, 2, 13) * wt[..., None, None]).view(C, 2 * N, 13).transpose(1, 2), J)
+    J = torch.cat([Jg, (r * sw[..., None])[..., None]], -1).view(C, 2 * N, 13)
+    M = torch.bmm(J.transpose(1, 2), J)
     P2 = 6 * pr.n_blocks + 2
     return torch.zeros(P2 * P2, dtype=r.dtype, device=r.device).index_add_(0, pr.hidx, M.view(-1)).view(P2, P2)
 
@@ -288,7 +275,8 @@ def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float =
     reuses the pieces)."""
     fw = _forward(T_CW, T_WO, pr)
     r, cost, wt = _residuals(fw[2], _targets(pr, fw[4]), kind, delta)
-    Hg = _system(_jacobian(*fw[:4], pr), r, wt, pr)
+    sw = wt.sqrt()
+    Hg = _system(_jacobian(*fw[:4], pr, sw), r, sw, pr)
     P = 6 * pr.n_blocks
     return cost, r, fw[4], Hg[:P, :P], Hg[:P, P + 1]
 
@@ -341,7 +329,8 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     for it in range(1, n_iters + 1):
         lambdas.append(lam)
         if system is None:                        # once per accepted step: the Jacobian, the normal equations
-            Hg = _system(_jacobian(*fw[:4], pr), r, wt, pr)
+            sw = wt.sqrt()
+            Hg = _system(_jacobian(*fw[:4], pr, sw), r, sw, pr)
             H, minus_g = Hg[:P, :P], -Hg[:P, P + 1:]
             dg = H.diagonal()
             dg = torch.where(dg > 0, dg, 1.0)[:, None]           # Marquardt's damping diag(H) (1 where no residual)
@@ -592,7 +581,8 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
     def cost_and_sym(TWO_9d, TCW_9d):
         T = pose_from_9d(TCW_9d)[cam] @ pose_from_9d(TWO_9d)[obj]
         u = project_points(pr.pts_c, pr.K_c, T)
-        tgt, sidx, _ = _aligned_targets(u, pr)                 # the same symmetry choice as `bundle_adjust`
+        sidx = _best_symmetry(T[:, :3, :3], pr)                # the same symmetry choice as `bundle_adjust`
+        tgt = _targets(pr, sidx)
         r = u - tgt
         rho, wt = robust_kernel((r * r).sum(-1), robust, robust_cap_px)
         return rho.sum() / n_pts, r, sidx, wt, tgt
