@@ -66,7 +66,8 @@ def check_poses(T, name: str = "T", path=None) -> torch.Tensor:
     eye = torch.eye(3, dtype=R.dtype, device=R.device)
     err = (R @ R.transpose(-1, -2) - eye).abs().amax()
     bottom = (T[..., 3, :].double() - torch.tensor([0, 0, 0, 1.], dtype=R.dtype, device=R.device)).abs().amax()
-    if err > 1e-3 or bottom > 1e-6 or (torch.linalg.det(R) < 0).any():
+    det = (torch.linalg.cross(R[..., 0, :], R[..., 1, :], dim=-1) * R[..., 2, :]).sum(-1)   # triple product
+    if err > 1e-3 or bottom > 1e-6 or (det < 0).any():
         raise InputError(f"{path + ': ' if path else ''}{name}: not a rigid transform "
                          f"(|R R^T - I| = {err:.2g}, last row off by {bottom:.2g})")
     return T

@@ -69,22 +69,29 @@ def _pad_syms(SR: list) -> torch.Tensor:
     n = max(len(s) for s in SR)
     return torch.stack([torch.cat([s, s[:1].expand(n - len(s), 9)]) for s in SR])
 
-def _best_symmetry(SR: list, lab: torch.Tensor, X: torch.Tensor, SRp: torch.Tensor | None = None,
-                   max_elems: int = 2_000_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """`max_s <R_s, X>` for each row: `SR[u]` (S_u, 9) the flattened symmetry rotations of label `u`, `lab` (Q,)
-    the label of each row, `X` (Q, 9). Returns the maxima (Q,) and the argmax (Q,): with the padded set `SRp`
-    (U, S_max, 9) in one batched product when small enough, else one matrix product per label."""
-    if SRp is not None and len(lab) * SRp.shape[1] <= max_elems:
-        return (SRp[lab] @ X[:, :, None])[:, :, 0].max(1)
-    best = torch.empty(len(lab), dtype=X.dtype, device=X.device)
-    arg = torch.zeros(len(lab), dtype=torch.long, device=X.device)
-    for u in torch.unique(lab).tolist():
-        rows = (lab == u).nonzero().flatten()
-        if len(SR[u]) == 1:
-            best[rows] = X[rows] @ SR[u][0]
-        else:
-            best[rows], arg[rows] = (X[rows] @ SR[u].T).max(1)
-    return best, arg
+def _symmetry_sets(SR: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All labels' flattened symmetry rotations `SR` [(S_u, 9)] laid end to end: (sum S_u, 9), the offset of each
+    label's block (U,), and an additive mask (U, sum S_u): 0 on the label's own block, -inf elsewhere."""
+    cat = torch.cat(SR)
+    n = torch.tensor([len(x) for x in SR], device=cat.device)
+    off = torch.cumsum(n, 0) - n
+    own = torch.repeat_interleave(torch.arange(len(SR), device=cat.device), n)
+    mask = torch.zeros(len(SR), len(cat), dtype=cat.dtype, device=cat.device)
+    mask[own[None] != torch.arange(len(SR), device=cat.device)[:, None]] = -torch.inf
+    return cat, off, mask
+
+def _best_symmetry(sets: tuple, lab: torch.Tensor, X: torch.Tensor, max_elems: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """`max_s <R_s, X>` for each row, over the symmetries of its label: `sets` from `_symmetry_sets`, `lab` (Q,)
+    the label of each row, `X` (Q, 9). Returns the maxima (Q,) and the argmax (Q,) (index within the label's
+    set): one product of X with all labels' symmetries, the other labels masked (in row chunks when large)."""
+    cat, off, mask = sets
+    step = max(1, max_elems // max(1, len(cat)))
+    out = [((X[k:k + step] @ cat.T) + mask[lab[k:k + step]]).max(1) for k in range(0, len(lab), step)] if len(lab) else []
+    if not out:
+        return X.new_zeros(0), torch.zeros(0, dtype=torch.long, device=X.device)
+    best = torch.cat([o.values for o in out]) if len(out) > 1 else out[0].values
+    arg = torch.cat([o.indices for o in out]) if len(out) > 1 else out[0].indices
+    return best, arg - off[lab]
 
 def _procrustes(xa: torch.Tensor, yb: torch.Tensor, Ra: torch.Tensor, Rb: torch.Tensor, Sig: torch.Tensor,
                 seg: torch.Tensor, n_seg: int, w_rot: float = 1.0) -> torch.Tensor:
@@ -100,25 +107,32 @@ def _procrustes(xa: torch.Tensor, yb: torch.Tensor, Ra: torch.Tensor, Rb: torch.
     Hc = (yb - my[seg])[:, :, None] * (xa - mx[seg])[:, None, :] + w_rot * (Rb @ Sig @ Ra.transpose(-1, -2))
     H = torch.zeros(n_seg, 3, 3, dtype=dt, device=dev).index_add(0, seg, Hc)
     U, _, Vh = torch.linalg.svd(H)
-    d = torch.sign(torch.linalg.det(Vh.transpose(-1, -2) @ U.transpose(-1, -2)))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = Vh.transpose(-1, -2) @ D @ U.transpose(-1, -2)
+    V = Vh.transpose(-1, -2)
+    R = V @ U.transpose(-1, -2)
+    d = (torch.linalg.cross(R[:, 0], R[:, 1]) * R[:, 2]).sum(-1)                 # det R = +-1 (triple product)
+    R = torch.where(d[:, None, None] < 0, torch.cat([V[..., :2], -V[..., 2:]], -1) @ U.transpose(-1, -2), R)
     return make_T(R, mx - (R @ my[:, :, None]).squeeze(-1))
 
 def symmetric_centres(points: torch.Tensor, syms: torch.Tensor) -> torch.Tensor:
     """A centre of each object that its symmetries fix: the centroid of its `points` (B, N, 3) averaged over its
     symmetries `syms` (B, S, 4, 4) (identity padding included, harmless). Returns (B, 3)."""
-    c = points.mean(1)
-    return ((syms[..., :3, :3] @ c[:, None, :, None]).squeeze(-1) + syms[..., :3, 3]).mean(1)
+    B, S = syms.shape[:2]
+    ch = torch.cat([points.mean(1), torch.ones_like(points[:, 0, :1])], -1)            # (B, 4) centroids
+    return torch.bmm(syms.reshape(B, S * 4, 4), ch[:, :, None]).view(B, S, 4)[..., :3].mean(1)
 
 def connected_objects(edges: torch.Tensor, n_cand: int, min_size: int = 2) -> tuple[torch.Tensor, int]:
     """Connected components of the graph on `n_cand` candidates with `edges` (E, 2): the object index of each
     candidate (C,), numbered in order of first candidate, -1 for components smaller than `min_size`; and their number."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
     e = edges.detach().cpu().numpy().reshape(-1, 2)
-    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_cand, n_cand))
-    n, comp = connected_components(g, directed=False)
+    comp = np.arange(n_cand)
+    while len(e):                               # label propagation with pointer jumping: O(log n) rounds
+        m = np.minimum(comp[e[:, 0]], comp[e[:, 1]])
+        new = comp.copy()
+        np.minimum.at(new, e[:, 0], m); np.minimum.at(new, e[:, 1], m)
+        new = new[new]
+        if np.array_equal(new, comp): break
+        comp = new
+    n = n_cand
     ok = np.bincount(comp, minlength=n)[comp] >= min_size
     _, first = np.unique(comp[ok], return_index=True)                 # first candidate of each kept component
     new_id = np.full(n, -1)
@@ -184,6 +198,7 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
         SR.append(syms_u[u, keep, :3, :3].reshape(-1, 9)); nsym.append(int(keep.sum()))
     nsym = torch.tensor(nsym, device=dev)
     SRp = _pad_syms(SR)                                                              # (U, S_max, 9)
+    sets = _symmetry_sets(SR)
     R, t = c.T_CO[:, :3, :3].to(dt), c.T_CO[:, :3, 3].to(dt)
     cc = _rot(R, cen_u[lab]) + t                                                    # (C, 3) centroids in their camera
     ray = cc / cc.norm(dim=-1, keepdim=True).clamp(min=1e-9)
@@ -200,6 +215,13 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
     starts = torch.cumsum(counts, 0) - counts
     mlab = lab[mi]
     mscale = torch.clamp(diam_u[mlab] * threshold_rel / threshold, min=1.0)       # threshold of a match / threshold
+    # the matches of each view pair padded to the largest count, with their centroids and viewing rays
+    Mmax = int(counts.max())
+    slot = torch.arange(Mmax, device=dev)
+    pad = (starts[:, None] + slot).clamp(max=M - 1)                              # (G, Mmax) match of each slot
+    valid = (slot < counts[:, None]).to(dt)
+    P_i = torch.cat([cc[mi[pad]], ray[mi[pad]]], -1)                             # (G, Mmax, 6) centroid, ray in view a
+    P_j = torch.cat([cc[mj[pad]], ray[mj[pad]]], -1).view(G, 2 * Mmax, 3)        # the same in view b, as 3-vectors
     if T_WC is not None:
         # -- known cameras: one hypothesis per view pair, no re-fit
         T_WC = T_WC.to(device=dev, dtype=dt)
@@ -228,7 +250,7 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
                 ci = cen_u[mlab[m1]]
                 q = _rot(R[mj[m1]].transpose(-1, -2), cc[mj[m2]] - t[mj[m1]]) - ci
                 r = _rot(R[mi[m1]].transpose(-1, -2), cc[mi[m2]] - t[mi[m1]]) - ci
-                _, s_best = _best_symmetry(SR, mlab[m1], (r[:, :, None] * q[:, None, :]).reshape(-1, 9))
+                _, s_best = _best_symmetry(sets, mlab[m1], (r[:, :, None] * q[:, None, :]).reshape(-1, 9))
                 hm.append(m1); hs.append(s_best)
         Smax = int(nsym.max())
         u = torch.unique(torch.cat(hm) * Smax + torch.cat(hs))
@@ -238,11 +260,16 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
         t_h = cc[mi[hm]] - _rot(R_h, cc[mj[hm]])
         hg = mg[hm]
         # -- score every hypothesis on every match of its view pair: depth-tolerant centroid distance, loose threshold
-        hh, mm = _ranges(starts[hg], counts[hg])
-        Rh = R_h[hh]
-        e = cc[mi[mm]] - _rot(Rh, cc[mj[mm]]) - t_h[hh]
-        d2 = depth_tolerant_sqnorm(e, ray[mi[mm]], _rot(Rh, ray[mj[mm]]), lam) / (loose_factor * threshold * mscale[mm]) ** 2
-        hscore = torch.zeros(len(hm), dtype=dt, device=dev).index_add(0, hh, (1 - d2).clamp(min=0))
+        #    (the matches of each view pair padded to the largest count: one batched product per hypothesis)
+        inv_th2 = 1 / (loose_factor * threshold * mscale[pad]) ** 2 * valid      # 0 on the padding
+        Pj = torch.bmm(P_j[hg], R_h.transpose(1, 2)).view(len(hm), Mmax, 6)      # R_h x for centroids and rays
+        Pi = P_i[hg]
+        e = Pi[..., :3] - Pj[..., :3] - t_h[:, None]
+        # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
+        it2 = inv_th2[hg]
+        h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * lam).logical_and_(valid[hg] > 0).nonzero(as_tuple=True)
+        d2 = depth_tolerant_sqnorm(e[h_, k_], Pi[h_, k_, 3:], Pj[h_, k_, 3:], lam) * it2[h_, k_]
+        hscore = torch.zeros(len(hm), dtype=dt, device=dev).index_add(0, h_, (1 - d2).clamp(min=0))
         # -- the top_k hypotheses of each view pair go to local optimisation
         order = torch.argsort(hg.to(dt) * (hscore.max() + 1) - hscore, stable=True)
         rank = torch.arange(len(order), device=dev) - torch.searchsorted(hg[order], hg[order])
@@ -250,23 +277,24 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
         T_slots, slot_g = make_T(R_h[sel], t_h[sel]), hg[sel]
     # -- local optimisation: inliers under the symmetric distance, one partner per candidate, closed-form re-fit
     Ns = len(slot_g)
-    sl_all, mm_all = _ranges(starts[slot_g], counts[slot_g])
+    Pi_s, Pj_s, pad_s, valid_s = P_i[slot_g], P_j[slot_g], pad[slot_g], valid[slot_g] > 0
+    msc_s = mscale[pad_s]
     ths = [threshold * loose_factor ** (1 - k / max(1, n_refine)) for k in range(n_refine)] + [threshold]
     for it, th in enumerate(ths):
         Rsl, tsl = T_slots[:, :3, :3], T_slots[:, :3, 3]
-        k_, l_ = mi[mm_all], mj[mm_all]
-        Rq = Rsl[sl_all]
-        e = cc[k_] - _rot(Rq, cc[l_]) - tsl[sl_all]
-        w = _rot(Rq, ray[l_])
-        thm = th * mscale[mm_all]
-        dc2 = depth_tolerant_sqnorm(e, ray[k_], w, lam)
-        pre = (dc2 < thm ** 2).nonzero().flatten()                      # the centroid term alone is a lower bound
-        sl, mm, dc2, thm = sl_all[pre], mm_all[pre], dc2[pre], thm[pre]
+        Pj = torch.bmm(Pj_s, Rsl.transpose(1, 2)).view(Ns, Mmax, 6)
+        e = Pi_s[..., :3] - Pj[..., :3] - tsl[:, None]
+        thm = th * msc_s
+        sl, k = ((e * e).sum(-1) < (1 + 2 * lam) * thm * thm).logical_and_(valid_s).nonzero(as_tuple=True)   # (bound, as above)
+        dc2 = depth_tolerant_sqnorm(e[sl, k], Pi_s[sl, k, 3:], Pj[sl, k, 3:], lam)
+        thm = thm[sl, k]
+        pre = dc2 < thm * thm                                           # the centroid term alone is a lower bound
+        sl, k, dc2, thm = sl[pre], k[pre], dc2[pre], thm[pre]
+        mm = pad_s[sl, k]
         lm = mlab[mm]
-        Mx = (R[mi[mm]].transpose(-1, -2) @ Rsl[sl] @ R[mj[mm]]) @ Sig_u[lm]              # (Q, 3, 3)
-        best_dot, smin = _best_symmetry(SR, lm, Mx.reshape(-1, 9), SRp)
-        d = (dc2 + (2 * trS[lm] - 2 * best_dot).clamp(min=0)).sqrt()
         Mr = R[mi[mm]].transpose(-1, -2) @ Rsl[sl] @ R[mj[mm]]
+        best_dot, smin = _best_symmetry(sets, lm, (Mr @ Sig_u[lm]).reshape(-1, 9))
+        d = (dc2 + (2 * trS[lm] - 2 * best_dot).clamp(min=0)).sqrt()
         cos_rot = ((_sym_rot(SRp, lm, smin) * Mr).sum((-1, -2)) - 1) / 2        # cos of the angle between R_k S and R R_l
         inl = (d < thm) & (cos_rot > cos_th)
         sl, mm, d, smin, thm = sl[inl], mm[inl], d[inl], smin[inl], thm[inl]
