@@ -6,6 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/matching.html.md"""
 
 # %% ../nbs/20_matching.ipynb #fcf6c824
 from __future__ import annotations
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,40 @@ def connected_objects(edges: torch.Tensor, n_cand: int, min_size: int = 2) -> tu
     out = np.where(ok, new_id[comp], -1)
     return torch.as_tensor(out, dtype=torch.long, device=edges.device), len(first)
 
+
+_LABEL_CACHE = weakref.WeakKeyDictionary()
+
+def _label_data(objects, uniq: tuple, n_continuous: int, dev, dt) -> tuple:
+    """What stage 2 needs of each label of `uniq`: diameters (U,), symmetric centres (U, 3), second moments of
+    the centred points (U, 3, 3) and their traces (U,), numbers of symmetries (U,), the flattened symmetry
+    rotations padded (U, S_max, 9) and laid end to end (`_symmetry_sets`). Cached per object set (it does
+    not change once built): the predictor matches the same labels more than once."""
+    try:
+        cache = _LABEL_CACHE.setdefault(objects, {})
+    except TypeError:                          # an object set that cannot be weakly referenced: no cache
+        cache = {}
+    key = (uniq, n_continuous, str(dev), dt)
+    if key in cache:
+        return cache[key]
+    labels = list(uniq)
+    pts = objects.points(labels, device=dev, dtype=dt)                               # (U, N, 3)
+    diam_u = objects.diameters(labels).to(device=dev, dtype=dt)
+    syms_u = objects.symmetries(labels, n_continuous=n_continuous, device=dev, dtype=dt)  # (U, S, 4, 4), identity-padded
+    cen_u = symmetric_centres(pts, syms_u)                                           # (U, 3)
+    pc = pts - cen_u[:, None]
+    Sig_u = pc.transpose(-1, -2) @ pc / pts.shape[1]                                 # (U, 3, 3) second moment
+    eye = torch.eye(4, dtype=dt, device=dev)
+    SR = []
+    for u in range(len(labels)):                   # drop the padding: keep the identity and the non-identity transforms
+        keep = (syms_u[u] - eye).abs().amax((-1, -2)) > 1e-9
+        keep[0] = True
+        SR.append(syms_u[u, keep, :3, :3].reshape(-1, 9))
+    out = (diam_u, cen_u, Sig_u, Sig_u.diagonal(dim1=-2, dim2=-1).sum(-1),
+           torch.tensor([len(x) for x in SR], device=dev), _pad_syms(SR), _symmetry_sets(SR))
+    if len(cache) > 64: cache.clear()
+    cache[key] = out
+    return out
+
 # %% ../nbs/20_matching.ipynb #a172de18
 def match_candidates(candidates: Candidates, objects, n_views: int | None = None, T_WC: torch.Tensor | None = None,
                      threshold: float = 0.05, threshold_rel: float = 0.25, depth_factor: float = 2.0,
@@ -183,22 +218,7 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
     if missing:
         raise InputError(f"candidates: no object model for label(s) {missing}")
     lab = torch.tensor([uniq.index(l) for l in c.labels], device=dev)
-    pts = objects.points(uniq, device=dev, dtype=dt)                                 # (U, N, 3)
-    diam_u = objects.diameters(uniq).to(device=dev, dtype=dt)
-    syms_u = objects.symmetries(uniq, n_continuous=n_continuous, device=dev, dtype=dt)  # (U, S, 4, 4), identity-padded
-    cen_u = symmetric_centres(pts, syms_u)                                           # (U, 3)
-    pc = pts - cen_u[:, None]
-    Sig_u = pc.transpose(-1, -2) @ pc / pts.shape[1]                                 # (U, 3, 3) second moment
-    trS = Sig_u.diagonal(dim1=-2, dim2=-1).sum(-1)
-    eye = torch.eye(4, dtype=dt, device=dev)
-    SR, nsym = [], []
-    for u in range(len(uniq)):                     # drop the padding: keep the identity and the non-identity transforms
-        keep = (syms_u[u] - eye).abs().amax((-1, -2)) > 1e-9
-        keep[0] = True
-        SR.append(syms_u[u, keep, :3, :3].reshape(-1, 9)); nsym.append(int(keep.sum()))
-    nsym = torch.tensor(nsym, device=dev)
-    SRp = _pad_syms(SR)                                                              # (U, S_max, 9)
-    sets = _symmetry_sets(SR)
+    diam_u, cen_u, Sig_u, trS, nsym, SRp, sets = _label_data(objects, tuple(uniq), n_continuous, dev, dt)
     R, t = c.T_CO[:, :3, :3].to(dt), c.T_CO[:, :3, 3].to(dt)
     cc = _rot(R, cen_u[lab]) + t                                                    # (C, 3) centroids in their camera
     ray = cc / cc.norm(dim=-1, keepdim=True).clamp(min=1e-9)
