@@ -221,14 +221,18 @@ def _forward(T_CW, T_WO, pr: _Prepared, eps: float = 1e-6):
     w = uvw[..., 2:].clamp(min=eps)
     return T, p, uvw[..., :2] / w, w, _best_symmetry(T[:, :3, :3], pr)
 
-def _jacobian(T, p, u, w, pr: _Prepared, sw: torch.Tensor | None = None) -> torch.Tensor:
+def _jacobian(T, p, u, w, pr: _Prepared, sw: torch.Tensor | None = None, r: torch.Tensor | None = None) -> torch.Tensor:
     """Geometric Jacobian (C', N, 2, 12) of the pixels: camera (left increment) then object (right increment),
-    each point's rows scaled by `sw` (C', N) when given (the square roots of the IRLS weights)."""
+    each point's rows scaled by `sw` (C', N) when given (the square roots of the IRLS weights); with the
+    residuals `r` (C', N, 2), their scaled values as a 13th column (C', N, 2, 13), in the same `cat`."""
     s = 1 / w if sw is None else sw[..., None] / w
     A = (pr.K_xy - u[..., None] * pr.K_z) * s[..., None]                      # d u / d p (C', N, 2, 3)
     C, N = A.shape[:2]
     B = torch.bmm(A.view(C, 2 * N, 3), T[:, :3, :3]).view(C, N, 2, 3)
-    return torch.cat([A, torch.linalg.cross(p[:, :, None], A), B, torch.linalg.cross(pr.pts_c[:, :, None], B)], -1)
+    parts = [A, torch.linalg.cross(p[:, :, None], A), B, torch.linalg.cross(pr.pts_c[:, :, None], B)]
+    if r is not None:
+        parts.append((r if sw is None else r * sw[..., None])[..., None])
+    return torch.cat(parts, -1)
 
 def _residuals(u, tgt, kind: str, delta: float):
     """Residuals r = u - tgt (C', N, 2) of the scene's pixels against the targets, their robust cost (summed)
@@ -241,16 +245,15 @@ def _residuals(u, tgt, kind: str, delta: float):
     rho, wt = robust_kernel(e * e, kind, delta)
     return r, rho.sum(), wt
 
-def _system(Jg, r, sw, pr: _Prepared) -> torch.Tensor:
-    """The Gauss-Newton system from the Jacobian `Jg` (C', N, 2, 12) and residuals `r` (C', N, 2), both already
-    scaled by the square roots `sw` (C', N) of the weights: a (P+2) x (P+2) matrix whose top-left P x P block
-    is H = J^T W J and whose column P+1 holds g = J^T W r. One product per candidate gives its 12 x 12 block
-    and its part of g."""
-    C, N = r.shape[:2]
-    J = torch.cat([Jg, (r * sw[..., None])[..., None]], -1).view(C, 2 * N, 13)
+def _system(J: torch.Tensor, pr: _Prepared) -> torch.Tensor:
+    """The Gauss-Newton system from `[J | r]` (C', N, 2, 13) (`_jacobian` with the residuals, both scaled by the
+    square roots of the weights): a (P+2) x (P+2) matrix whose top-left P x P block is H = J^T W J and whose
+    column P+1 holds g = J^T W r. One product per candidate gives its 12 x 12 block and its part of g."""
+    C, N = J.shape[:2]
+    J = J.view(C, 2 * N, 13)
     M = torch.bmm(J.transpose(1, 2), J)
     P2 = 6 * pr.n_blocks + 2
-    return torch.zeros(P2 * P2, dtype=r.dtype, device=r.device).index_add_(0, pr.hidx, M.view(-1)).view(P2, P2)
+    return torch.zeros(P2 * P2, dtype=M.dtype, device=M.device).index_add_(0, pr.hidx, M.view(-1)).view(P2, P2)
 
 def _se3_exp_batch(xi: torch.Tensor, gen: torch.Tensor, eye4: torch.Tensor) -> torch.Tensor:
     """`se3_exp` of twists `xi` (B, 6) in fewer tensor operations: with `Xi` the twist's 4 x 4 matrix (`xi @ gen`),
@@ -276,7 +279,7 @@ def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float =
     fw = _forward(T_CW, T_WO, pr)
     r, cost, wt = _residuals(fw[2], _targets(pr, fw[4]), kind, delta)
     sw = wt.sqrt()
-    Hg = _system(_jacobian(*fw[:4], pr, sw), r, sw, pr)
+    Hg = _system(_jacobian(*fw[:4], pr, sw, r), pr)
     P = 6 * pr.n_blocks
     return cost, r, fw[4], Hg[:P, :P], Hg[:P, P + 1]
 
@@ -330,7 +333,7 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
         lambdas.append(lam)
         if system is None:                        # once per accepted step: the Jacobian, the normal equations
             sw = wt.sqrt()
-            Hg = _system(_jacobian(*fw[:4], pr, sw), r, sw, pr)
+            Hg = _system(_jacobian(*fw[:4], pr, sw, r), pr)
             H, minus_g = Hg[:P, :P], -Hg[:P, P + 1:]
             dg = H.diagonal()
             dg = torch.where(dg > 0, dg, 1.0)[:, None]           # Marquardt's damping diag(H) (1 where no residual)
