@@ -437,9 +437,14 @@ def scene_reprojection_errors(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T
     unbatched = T_WC.dim() == 3
     if unbatched: T_WC, T_WO = T_WC[None], T_WO[None]
     (C, N), (B, S) = (len(view_ids), points.shape[1]), (T_WC.shape[0], syms.shape[1])
-    Xs = points[:, None] @ syms[..., :3, :3].transpose(-1, -2) + syms[..., None, :3, 3]        # (O, S, N, 3)
+    O = points.shape[0]
+    # the symmetric copies S_s x of the points, homogeneous, per object (O, 4, S N): one product per object,
+    # then one (3 x 4) @ (4 x S N) product per candidate
+    Xh = torch.cat([points, torch.ones_like(points[..., :1])], -1).transpose(1, 2)              # (O, 4, N)
+    SX = torch.bmm(syms.reshape(O, S * 4, 4), Xh).view(O, S, 4, N).transpose(1, 2).reshape(O, 4, S * N)
     Kc = K[view_ids]
-    t = _project(Kc @ T_CO[:, :3, :], Xs[cand_obj].reshape(C, S * N, 3)).reshape(C, S, 2 * N)  # (C, S, 2N)
+    uvw = torch.bmm(Kc @ T_CO[:, :3, :], SX[cand_obj]).view(C, 3, S, N)
+    t = (uvw[:, :2] / uvw[:, 2:].clamp(min=1e-6)).permute(0, 2, 3, 1).reshape(C, S, 2 * N)     # (C, S, 2N)
     T = (invert_T(T_WC)[:, view_ids] @ T_WO[:, cand_obj]).transpose(0, 1)                     # (C, B, 4, 4)
     u = _project((Kc[:, None] @ T[..., :3, :]).reshape(C * B, 3, 4),
                  points[cand_obj].repeat_interleave(B, 0)).reshape(C, B, 2 * N)                 # (C, B, 2N)
@@ -482,7 +487,10 @@ def initialize_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch
     vi, co = view_ids.cpu().numpy(), cand_obj.cpu().numpy()
     pairs, ps = view_pairs.cpu().numpy(), pair_scores.detach().cpu().double().numpy()
     Trel = T_C1C2.detach().cpu().double()
-    Trel, Trel_inv = Trel.numpy(), invert_T(Trel).numpy()
+    Trel = Trel.numpy()
+    Trel_inv = np.tile(np.eye(4), (P, 1, 1))                          # inverses of the rigid transforms, in numpy
+    Trel_inv[:, :3, :3] = Trel[:, :3, :3].transpose(0, 2, 1)
+    Trel_inv[:, :3, 3] = -np.einsum("pij,pj->pi", Trel_inv[:, :3, :3], Trel[:, :3, 3])
     # -- the component to reconstruct
     comp = view_components(view_pairs, n_views)
     n_assigned = np.bincount(vi[co >= 0], minlength=n_views) if C else np.zeros(n_views, int)
