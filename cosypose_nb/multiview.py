@@ -20,8 +20,8 @@ from .matching import MatchingResult, match_candidates, connected_objects, symme
 from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew
 
 # %% auto #0
-__all__ = ['ScenePrediction', 'nms_3d', 'refine_scene_poses', 'register_views', 'predict_scene', 'Scenario', 'read_scenario',
-           'write_scenario_results', 'write_example_scenario', 'multiview_cli']
+__all__ = ['ScenePrediction', 'nms_3d', 'refine_scene_poses', 'join_scene', 'register_views', 'predict_scene', 'Scenario',
+           'read_scenario', 'write_scenario_results', 'write_example_scenario', 'multiview_cli']
 
 # %% ../nbs/22_multiview.ipynb #1dd01000
 @dataclass
@@ -275,6 +275,51 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
     T_WC_out[fixed] = T_WC[fixed]
     return T_WC_out, T_WO, err_out, costs
 
+def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list[str], obj_labels: list[str],
+               T_CO: torch.Tensor, syms: torch.Tensor, centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
+               view_ok: torch.Tensor, sigma_lat: float = 0.01, sigma_depth: float = 0.03, sigma_rot_deg: float = 4.0,
+               max_err: float = 5.0) -> torch.Tensor:
+    """Let the unassigned candidates of placed views (`cand_obj` -1; below -1: kept out) join a scene object of their label that has
+    no candidate in their view yet, when their whitened pose-space error (as in `refine_scene_poses`: centre
+    error across / along the viewing ray over `sigma_lat` / `sigma_depth`, rotation error of the best symmetry
+    over `sigma_rot_deg`) against the scene pose `inv(T_WC) @ T_WO` is at most `max_err`; best pairs first,
+    one candidate per object and view. Objects: `obj_labels` (O), `syms` (O, S, 4, 4), `centres` (O, 3).
+    Returns the new `cand_obj` (C,)."""
+    dev, dt = T_CO.device, T_CO.dtype
+    O = len(obj_labels)
+    free = ((cand_obj == -1) & view_ok[view_ids]).nonzero().flatten().tolist()
+    if not free or O == 0: return cand_obj
+    obj_of = {}
+    for o, l in enumerate(obj_labels): obj_of.setdefault(l, []).append(o)
+    seen = torch.zeros(len(T_WC), O, dtype=torch.bool, device=dev)
+    m = cand_obj >= 0
+    seen[view_ids[m], cand_obj[m]] = True
+    ci, oi = [], []
+    for i in free:
+        for o in obj_of.get(cand_labels[i], []):
+            if not bool(seen[view_ids[i], o]): ci.append(i); oi.append(o)
+    if not ci: return cand_obj
+    ci, oi = torch.tensor(ci, device=dev), torch.tensor(oi, device=dev)
+    Tm, P = T_CO[ci], invert_T(T_WC[view_ids[ci]]) @ T_WO[oi]
+    cen = centres[oi]
+    p_meas = (Tm[:, :3, :3] @ cen[:, :, None])[:, :, 0] + Tm[:, :3, 3]
+    e = (P[:, :3, :3] @ cen[:, :, None])[:, :, 0] + P[:, :3, 3] - p_meas
+    ray = p_meas / p_meas.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    ed = (e * ray).sum(-1)
+    e2 = (e - ed[:, None] * ray).pow(2).sum(-1) / sigma_lat ** 2 + (ed / sigma_depth) ** 2
+    R = P[:, :3, :3][:, None] @ syms[oi][:, :, :3, :3]                                  # (n, S, 3, 3)
+    cos = ((((R * Tm[:, None, :3, :3]).sum((-1, -2)) - 1) / 2).amax(1)).clamp(-1, 1)   # best symmetry
+    e2 = e2 + (torch.arccos(cos) / float(np.deg2rad(sigma_rot_deg))) ** 2
+    err = e2.sqrt()
+    out = cand_obj.clone()
+    for k in torch.argsort(err).tolist():
+        if float(err[k]) > max_err: break
+        i, o = int(ci[k]), int(oi[k])
+        v = int(view_ids[i])
+        if out[i] >= 0 or seen[v, o]: continue
+        out[i] = o; seen[v, o] = True
+    return out
+
 # %% ../nbs/22_multiview.ipynb #41e9d433
 def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor, cand_centres: torch.Tensor,
                    view_ok: torch.Tensor, T_WC: torch.Tensor, ref_labels: list[str], T_WR: torch.Tensor, ref_syms: torch.Tensor,
@@ -324,7 +369,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
                   depth_factor: float = 2.0, n_ransac_iter: int = 2000, n_min_inliers: int = 3,
                   n_ba_iters: int = 100, nms_distance: float = 0.05, n_continuous: int = 32, rematch: bool = True,
                   pose_refine: bool = True, sigma_lat: float = 0.01, sigma_depth: float = 0.03, sigma_rot_deg: float = 4.0,
-                  reject: float = 5.0, outlier_px: float = 30.0, device=None,
+                  reject: float = 5.0, outlier_px: float = 30.0, join: bool = True, device=None,
                   generator: torch.Generator | None = None) -> ScenePrediction:
     """Reconstruct a scene from single-view `candidates` (C) and intrinsics `K` (V, 3, 3), one per view.
 
@@ -334,7 +379,8 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     `n_min_inliers` (see `match_candidates`). Stage 3: `n_ba_iters` Levenberg-Marquardt iterations (0: stage 2
     and the initial scene only). `rematch`: match again with the refined cameras. `pose_refine`: then refine in
     pose space (`refine_scene_poses` with `sigma_lat`, `sigma_depth` (m), `sigma_rot_deg`), dropping candidates
-    whose whitened error exceeds `reject`; without it, a second bundle adjustment, dropping candidates that
+    whose whitened error exceeds `reject`, and with `join` letting unassigned candidates within `reject` of a
+    scene object join it (`join_scene`); without it, a second bundle adjustment, dropping candidates that
     reproject worse than `outlier_px` pixels. `nms_distance` (m): 3D
     non-maximum suppression of same-label objects. `n_continuous`: steps of continuous symmetries. Runs in
     float64 on `device` (default: the candidates')."""
@@ -437,6 +483,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
         "Pose-space refinement; candidates far from their object leave it, then once more."
         t = time.perf_counter()
         _, syms, cen, _ = models.get(obj_labels, max(n_continuous, 64))
+        was = cand_obj
         for _ in range(2):
             T_WC1, T_WO1, err, _ = refine_scene_poses(vid, cand_obj, T_CO, syms, cen, T_WC1, T_WO1, fixed_view=root,
                                                       view_ok=view_ok, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
@@ -445,6 +492,21 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
             if not bad.any(): break
             cand_obj = cand_obj.clone()
             cand_obj[bad] = -1
+        if join:
+            # -- candidates that the matching left out but that agree with the refined scene join it
+            out = cand_obj.clone(); out[cand_obj < 0] = -2                               # only those unassigned now...
+            out[(cand_obj < 0) & (was < 0)] = -1                                        # ...and not just rejected
+            joined = join_scene(vid, out, sub.labels, obj_labels, T_CO, syms, cen, T_WC1, T_WO1, view_ok,
+                                sigma_lat, sigma_depth, sigma_rot_deg, max_err=reject)
+            new = (joined >= 0) & (cand_obj < 0)
+            if new.any():
+                cand_obj = torch.where(new, joined, cand_obj)
+                T_WC1, T_WO1, err, _ = refine_scene_poses(vid, cand_obj, T_CO, syms, cen, T_WC1, T_WO1, fixed_view=root,
+                                                          view_ok=view_ok, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
+                                                          sigma_rot_deg=sigma_rot_deg)
+                bad = (cand_obj >= 0) & ~(err <= reject)
+                if bad.any():
+                    cand_obj = cand_obj.clone(); cand_obj[bad] = -1
         timings["refine"] = timings.get("refine", 0.0) + time.perf_counter() - t
         return T_WC1, T_WO1, cand_obj
 
