@@ -23,11 +23,16 @@ __all__ = ['ROBUST_KERNELS', 'skew', 'se3_exp', 'se3_log', 'robust_kernel', 'BAR
            'bundle_adjust_dense_autograd']
 
 # %% ../nbs/21_bundle_adjustment.ipynb #a37c6b5a
+_SKEW = {}
+
 def skew(v: torch.Tensor) -> torch.Tensor:
-    "Cross-product matrices [v]x (..., 3, 3) of vectors `v` (..., 3): `skew(v) @ w = v x w`."
-    x, y, z = v.unbind(-1)
-    o = torch.zeros_like(x)
-    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
+    "Cross-product matrices [v]x (..., 3, 3) of vectors `v` (..., 3): `skew(v) @ w = v x w` (one product with a constant (3, 9) map)."
+    key = (v.dtype, str(v.device))
+    if key not in _SKEW:
+        G = torch.zeros(3, 9, dtype=v.dtype)
+        G[0, 7], G[0, 5], G[1, 2], G[1, 6], G[2, 3], G[2, 1] = 1, -1, 1, -1, 1, -1
+        _SKEW[key] = G.to(v.device)
+    return (v @ _SKEW[key]).view(*v.shape[:-1], 3, 3)
 
 def se3_exp(xi: torch.Tensor) -> torch.Tensor:
     """Exponential map of SE(3): twists `xi` (..., 6) = (rho, phi) -- translation part first, then the

@@ -180,7 +180,7 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
                      threshold: float = 0.05, threshold_rel: float = 0.25, depth_factor: float = 2.0,
                      loose_factor: float = 1.5, n_ransac_iter: int = 2000, n_min_inliers: int = 3, n_min_inliers_asym: int = 2, top_k: int = 4,
                      n_refine: int = 3, n_continuous: int = 32, rot_threshold_deg: float = 20.0, w_rot: float = 10.0,
-                     generator: torch.Generator | None = None) -> MatchingResult:
+                     generator: torch.Generator | None = None, validate: bool = True) -> MatchingResult:
     """Stage 2 on one scene: match `candidates` (C) across views, estimate relative camera poses, group them into objects.
 
     `objects`: object set with `points`, `symmetries`, `diameters` (`MeshDatabase` or `PointObjectSet`);
@@ -189,7 +189,8 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
     distance is below `max(threshold, threshold_rel * diameter)`, errors along the viewing rays counting
     `1 / depth_factor`. `n_ransac_iter`: most seed pairs tried per view pair; `n_min_inliers`: fewest inliers
     for a view pair to count; `top_k`, `n_refine`, `loose_factor`: local optimisation; `n_continuous`:
-    steps of a continuous symmetry. Candidates are used in float64 on their device."""
+    steps of a continuous symmetry. Candidates are used in float64 on their device; `validate=False` skips
+    their checks (shapes, finite rigid poses, view ids) when the caller has made them."""
     c = candidates
     C = len(c)
     dev = c.T_CO.device
@@ -197,7 +198,8 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
     V = int(n_views) if n_views is not None else (int(c.view_ids.max()) + 1 if C else 0)
     if T_WC is not None:
         V = max(V, len(T_WC))
-    c.validate(V)
+    if validate:                                   # (False: the caller has checked the candidates)
+        c.validate(V)
     if threshold <= 0 or threshold_rel < 0 or depth_factor < 1 or loose_factor < 1:
         raise InputError(f"match_candidates: need threshold > 0, threshold_rel >= 0, depth_factor >= 1, loose_factor >= 1 "
                          f"(got {threshold}, {threshold_rel}, {depth_factor}, {loose_factor})")

@@ -17,7 +17,7 @@ from .core import InputError, get_device, check_shape, check_finite, write_json,
 from .lib3d import invert_T
 from .mvproblems import Candidates
 from .matching import MatchingResult, match_candidates, connected_objects, symmetric_centres, depth_tolerant_sqnorm
-from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew
+from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew, _constants, _se3_exp_batch
 
 # %% auto #0
 __all__ = ['ScenePrediction', 'nms_3d', 'refine_scene_poses', 'join_scene', 'register_views', 'predict_scene', 'Scenario',
@@ -153,16 +153,6 @@ def _rotvec(R: torch.Tensor) -> torch.Tensor:
         out[near_pi] = matrix_to_axis_angle(R[near_pi])
     return out
 
-def _rotvec_to_matrix(w: torch.Tensor) -> torch.Tensor:
-    "Rodrigues: rotation vectors (N, 3) to rotations (N, 3, 3)."
-    th2 = (w * w).sum(-1)
-    th = th2.sqrt()
-    small = th2 < 1e-10
-    a = torch.where(small, 1 - th2 / 6, th.sin() / th.clamp(min=1e-12))
-    b = torch.where(small, 0.5 - th2 / 24, (1 - th.cos()) / th2.clamp(min=1e-24))
-    eye = torch.eye(3, dtype=w.dtype, device=w.device)
-    return (1 - b * th2)[:, None, None] * eye + a[:, None, None] * skew(w) + b[:, None, None] * (w[:, :, None] * w[:, None, :])
-
 def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, syms: torch.Tensor,
                        centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, fixed_view: int = 0,
                        view_ok: torch.Tensor | None = None, sigma_lat: float = 0.01, sigma_depth: float = 0.03,
@@ -205,6 +195,8 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
     idx = torch.cat([6 * cam_blk[v][:, None] + ar6, 6 * (nF + o)[:, None] + ar6], 1)    # (C, 12)
     hidx = (idx[:, :, None] * (nP + 6) + idx[:, None, :]).reshape(-1)
     gidx = idx.reshape(-1)
+    blk = torch.cat([cam_blk, nF + torch.arange(O, device=dev)])                     # parameter block of each pose
+    gen, eye4 = _constants(dt, dev)
     # best symmetry: argmax_S trace(R_P S R_m^T) = <S, R_P^T R_m>, one batched product over the S symmetries
     S = syms.shape[1]
     SyR = syms[..., :3, :3].reshape(O, S, 9)[o] if S > 1 else None                     # (C, S, 9)
@@ -251,11 +243,8 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
             L, info = torch.linalg.cholesky_ex(H + torch.diag(lam * Hd))
             if int(info) == 0:
                 delta = -torch.cholesky_solve(g[:, None], L)[:, 0]
-                xc = torch.zeros(V, 6, dtype=dt, device=dev)
-                xc[free] = delta[:6 * nF].reshape(-1, 6)
-                x = torch.cat([xc, delta[6 * nF:].reshape(O, 6)])
-                Tx = torch.zeros(V + O, 4, 4, dtype=dt, device=dev)
-                Tx[:, :3, :3] = _rotvec_to_matrix(x[:, :3]); Tx[:, :3, 3] = x[:, 3:]; Tx[:, 3, 3] = 1
+                x = torch.nn.functional.pad(delta.view(-1, 6), (0, 0, 0, 1))[blk]        # (V + O, 6), held cameras 0
+                Tx = _se3_exp_batch(torch.cat([x[:, 3:], x[:, :3]], 1), gen, eye4)       # exp of (rho, phi)
                 T_CW_n, T_WO_n = Tx[:V] @ T_CW, Tx[V:] @ T_WO
                 r_n, p_n = residuals(T_CW_n, T_WO_n)
                 c_n, w_n = robust(r_n)
@@ -406,12 +395,12 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     sub = cands[keep]
     # -- stage 2
     t = time.perf_counter()
-    m = match_candidates(sub, objects, V, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
+    m = match_candidates(sub, objects, V, validate=False, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
                          depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=n_min_inliers,
                          n_continuous=n_continuous, generator=generator)
     if m.n_objects == 0 and T_WC is None and n_min_inliers > 2:
         # no view pair reached the inlier count (views sharing at most two objects): accept two-inlier pairs
-        m = match_candidates(sub, objects, V, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
+        m = match_candidates(sub, objects, V, validate=False, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
                              depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=2,
                              n_continuous=n_continuous, generator=generator)
     timings["matching"] = time.perf_counter() - t
@@ -468,7 +457,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
         # -- match again with the refined cameras (placed views only)
         t = time.perf_counter()
         placed = view_ok[vid].nonzero().flatten()
-        m2 = match_candidates(sub[placed], objects, V, T_WC=T_WC1, threshold=ransac_threshold,
+        m2 = match_candidates(sub[placed], objects, V, validate=False, T_WC=T_WC1, threshold=ransac_threshold,
                               threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_min_inliers=1,
                               n_continuous=n_continuous)
         cand_obj = torch.full((len(sub),), -1, dtype=torch.long, device=dev)
