@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .core import InputError, check_shape, check_finite
+from .core import InputError, check_shape, check_finite, fast_inference, ordinary_tensors
 from .lib3d import make_T, invert_T, matrix_to_axis_angle, pose_to_9d, pose_from_9d
 from .symmetries import project_points
 from .matching import symmetric_centres
@@ -29,9 +29,10 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     "Cross-product matrices [v]x (..., 3, 3) of vectors `v` (..., 3): `skew(v) @ w = v x w` (one product with a constant (3, 9) map)."
     key = (v.dtype, str(v.device))
     if key not in _SKEW:
-        G = torch.zeros(3, 9, dtype=v.dtype)
-        G[0, 7], G[0, 5], G[1, 2], G[1, 6], G[2, 3], G[2, 1] = 1, -1, 1, -1, 1, -1
-        _SKEW[key] = G.to(v.device)
+        with ordinary_tensors():                  # kept across calls
+            G = torch.zeros(3, 9, dtype=v.dtype)
+            G[0, 7], G[0, 5], G[1, 2], G[1, 6], G[2, 3], G[2, 1] = 1, -1, 1, -1, 1, -1
+            _SKEW[key] = G.to(v.device)
     return (v @ _SKEW[key]).view(*v.shape[:-1], 3, 3)
 
 def se3_exp(xi: torch.Tensor) -> torch.Tensor:
@@ -130,10 +131,11 @@ def _constants(dtype, device):
     `(xi @ gen).view(4, 4)` is the 4 x 4 matrix of a twist (rho, phi) -- and the 4 x 4 identity."""
     key = (dtype, str(device))
     if key not in _CONST:
-        G = torch.zeros(6, 16, dtype=dtype)
-        G[0, 3] = G[1, 7] = G[2, 11] = 1.0                                   # rho: the last column
-        G[3, 9], G[3, 6], G[4, 2], G[4, 8], G[5, 4], G[5, 1] = 1.0, -1.0, 1.0, -1.0, 1.0, -1.0   # phi: [phi]x
-        _CONST[key] = (G.to(device), torch.eye(4, dtype=dtype, device=device))
+        with ordinary_tensors():                  # kept across calls
+            G = torch.zeros(6, 16, dtype=dtype)
+            G[0, 3] = G[1, 7] = G[2, 11] = 1.0                               # rho: the last column
+            G[3, 9], G[3, 6], G[4, 2], G[4, 8], G[5, 4], G[5, 1] = 1.0, -1.0, 1.0, -1.0, 1.0, -1.0   # phi: [phi]x
+            _CONST[key] = (G.to(device), torch.eye(4, dtype=dtype, device=device))
     return _CONST[key]
 
 @dataclass
@@ -289,6 +291,7 @@ def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float =
     return cost, r, fw[4], Hg[:P, :P], Hg[:P, P + 1]
 
 # %% ../nbs/21_bundle_adjustment.ipynb #8e57f3cd
+@fast_inference
 def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, K: torch.Tensor,
                   points: torch.Tensor, syms: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
                   fixed_view: int = 0, n_iters: int = 100, robust: str = "huber", robust_cap_px: float = 20.0,
@@ -457,6 +460,7 @@ def scene_reprojection_errors(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T
     d = (d2.min(-1).values.clamp(min=0) / N).sqrt().transpose(0, 1)                            # (B, C)
     return d[0] if unbatched else d
 
+@fast_inference
 def initialize_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, view_pairs: torch.Tensor,
                      T_C1C2: torch.Tensor, pair_scores: torch.Tensor, n_views: int, n_objects: int,
                      points: torch.Tensor | None = None, syms: torch.Tensor | None = None, K: torch.Tensor | None = None,

@@ -7,7 +7,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/core.html.md"""
 
 # %% ../nbs/01_core.ipynb #8f7d9576
 from __future__ import annotations
-import contextlib, io, json, os, tempfile
+import contextlib, dataclasses, functools, io, json, os, tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DEVICE_ENV', 'get_device', 'InputError', 'where', 'check_shape', 'check_finite', 'atomic_write', 'write_json',
-           'read_json', 'safe_torch_load']
+__all__ = ['DEVICE_ENV', 'ordinary_tensors', 'get_device', 'fast_inference', 'InputError', 'where', 'check_shape', 'check_finite',
+           'atomic_write', 'write_json', 'read_json', 'safe_torch_load']
 
 # %% ../nbs/01_core.ipynb #dd1c16de
 DEVICE_ENV = "COSYPOSE_NB_DEVICE"
@@ -36,6 +36,36 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but CUDA is not available on this machine")
     return dev
+
+# %% ../nbs/01_core.ipynb #0b598f2b
+def _ordinary(x):
+    "`x` with every inference tensor inside (tensors, tuples, lists, dicts, dataclasses) replaced by an ordinary copy."
+    if isinstance(x, torch.Tensor):
+        return x.clone() if x.is_inference() else x
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(_ordinary(v) for v in x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(_ordinary(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _ordinary(v) for k, v in x.items()}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.replace(x, **{f.name: _ordinary(getattr(x, f.name)) for f in dataclasses.fields(x) if f.init})
+    return x
+
+def fast_inference(fn):
+    """Decorator: run `fn` under `torch.inference_mode()` and return ordinary tensors (copied outside the mode),
+    so that callers may modify the results in place or use them with autograd."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        if torch.is_inference_mode_enabled():             # nested: the outermost call hands the results back
+            return fn(*args, **kw)
+        with torch.inference_mode():
+            out = fn(*args, **kw)
+        return _ordinary(out)
+    return wrapper
+
+ordinary_tensors = functools.partial(torch.inference_mode, False)
+ordinary_tensors.__doc__ = "Context manager: tensors made inside are ordinary ones, even within `torch.inference_mode()`."
 
 # %% ../nbs/01_core.ipynb #47db0182
 class InputError(ValueError):

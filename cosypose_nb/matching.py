@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .core import InputError
+from .core import InputError, fast_inference, ordinary_tensors
 from .lib3d import invert_T, make_T
 from .mvproblems import Candidates
 
@@ -156,7 +156,13 @@ def _label_data(objects, uniq: tuple, n_continuous: int, dev, dt) -> tuple:
     key = (uniq, n_continuous, str(dev), dt)
     if key in cache:
         return cache[key]
-    labels = list(uniq)
+    with ordinary_tensors():                       # (kept across calls: ordinary tensors)
+        out = _label_data_compute(objects, list(uniq), n_continuous, dev, dt)
+    if len(cache) > 64: cache.clear()
+    cache[key] = out
+    return out
+
+def _label_data_compute(objects, labels: list, n_continuous: int, dev, dt) -> tuple:
     pts = objects.points(labels, device=dev, dtype=dt)                               # (U, N, 3)
     diam_u = objects.diameters(labels).to(device=dev, dtype=dt)
     syms_u = objects.symmetries(labels, n_continuous=n_continuous, device=dev, dtype=dt)  # (U, S, 4, 4), identity-padded
@@ -169,13 +175,11 @@ def _label_data(objects, uniq: tuple, n_continuous: int, dev, dt) -> tuple:
         keep = (syms_u[u] - eye).abs().amax((-1, -2)) > 1e-9
         keep[0] = True
         SR.append(syms_u[u, keep, :3, :3].reshape(-1, 9))
-    out = (diam_u, cen_u, Sig_u, Sig_u.diagonal(dim1=-2, dim2=-1).sum(-1),
-           torch.tensor([len(x) for x in SR], device=dev), _pad_syms(SR), _symmetry_sets(SR))
-    if len(cache) > 64: cache.clear()
-    cache[key] = out
-    return out
+    return (diam_u, cen_u, Sig_u, Sig_u.diagonal(dim1=-2, dim2=-1).sum(-1),
+            torch.tensor([len(x) for x in SR], device=dev), _pad_syms(SR), _symmetry_sets(SR))
 
 # %% ../nbs/20_matching.ipynb #a172de18
+@fast_inference
 def match_candidates(candidates: Candidates, objects, n_views: int | None = None, T_WC: torch.Tensor | None = None,
                      threshold: float = 0.05, threshold_rel: float = 0.25, depth_factor: float = 2.0,
                      loose_factor: float = 1.5, n_ransac_iter: int = 2000, n_min_inliers: int = 3, n_min_inliers_asym: int = 2, top_k: int = 4,

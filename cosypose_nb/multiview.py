@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import InputError, get_device, check_shape, check_finite, write_json, where
+from .core import InputError, get_device, check_shape, check_finite, write_json, where, fast_inference
 from .lib3d import invert_T
 from .mvproblems import Candidates
 from .matching import MatchingResult, match_candidates, connected_objects, symmetric_centres, depth_tolerant_sqnorm
@@ -153,6 +153,7 @@ def _rotvec(R: torch.Tensor) -> torch.Tensor:
         out[near_pi] = matrix_to_axis_angle(R[near_pi])
     return out
 
+@fast_inference
 def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, syms: torch.Tensor,
                        centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, fixed_view: int = 0,
                        view_ok: torch.Tensor | None = None, sigma_lat: float = 0.01, sigma_depth: float = 0.03,
@@ -264,6 +265,7 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
     T_WC_out[fixed] = T_WC[fixed]
     return T_WC_out, T_WO, err_out, costs
 
+@fast_inference
 def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list[str], obj_labels: list[str],
                T_CO: torch.Tensor, syms: torch.Tensor, centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
                view_ok: torch.Tensor, sigma_lat: float = 0.01, sigma_depth: float = 0.03, sigma_rot_deg: float = 4.0,
@@ -310,6 +312,7 @@ def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list
     return out
 
 # %% ../nbs/22_multiview.ipynb #41e9d433
+@fast_inference
 def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor, cand_centres: torch.Tensor,
                    view_ok: torch.Tensor, T_WC: torch.Tensor, ref_labels: list[str], T_WR: torch.Tensor, ref_syms: torch.Tensor,
                    ref_centres: torch.Tensor, thresholds: torch.Tensor, min_inliers: int = 2, depth_factor: float = 1.0,
@@ -353,6 +356,7 @@ def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor
     return T_WC, view_ok
 
 # %% ../nbs/22_multiview.ipynb #56a9a84b
+@fast_inference
 def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.Tensor | None = None,
                   score_threshold: float = 0.3, ransac_threshold: float = 0.05, ransac_threshold_rel: float = 0.25,
                   depth_factor: float = 2.0, n_ransac_iter: int = 2000, n_min_inliers: int = 3,
