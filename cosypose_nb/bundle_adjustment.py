@@ -109,8 +109,12 @@ def subsample_points(points: torch.Tensor, n_points: int | None) -> torch.Tensor
     "At most `n_points` of the model points (B, N, 3), evenly spaced in the given order (all of them if `None`)."
     if n_points is None or points.shape[1] <= n_points:
         return points
-    idx = torch.linspace(0, points.shape[1] - 1, n_points, device=points.device).round().long()
-    return points[:, idx]
+    return points[:, torch.as_tensor(_even_index(points.shape[1], n_points), device=points.device)]
+
+@functools.lru_cache(maxsize=64)
+def _even_index(n: int, k: int) -> np.ndarray:
+    "`k` evenly spaced indices in `range(n)` (both ends included)."
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
 
 def _project(P: torch.Tensor, X: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     "Pixels (C, M, 2) of points `X` (C, M, 3) through projection matrices `P` = K [R | t] (C, 3, 4)."
@@ -141,6 +145,7 @@ def _constants(dtype, device):
 @dataclass
 class _Prepared:
     "A bundle-adjustment problem laid out for batched evaluation (only the candidates kept)."
+    ki: torch.Tensor        # (C',) index of each kept candidate among all C
     cam: torch.Tensor       # (C',) view of each kept candidate
     obj: torch.Tensor       # (C',) scene object of each kept candidate
     K_c: torch.Tensor       # (C', 3, 3)
@@ -200,7 +205,7 @@ def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixe
     Sig = torch.nn.functional.pad(y.transpose(1, 2) @ y, (0, 1, 0, 1))                          # (O, 4, 4)
     Q = torch.bmm(syms.view(O, S * 4, 4), Sig).view(O, S, 4, 4)[..., :3, :3].reshape(O, S, 9)  # R_s Sigma
     gen, eye4 = _constants(dt, dev)
-    return _Prepared(cam, obj, K_c, K_c @ T_c[:, :3, :], T_c[:, :3, :3].transpose(1, 2), syms, Q[obj], pts_c,
+    return _Prepared(ki_t, cam, obj, K_c, K_c @ T_c[:, :3, :], T_c[:, :3, :3].transpose(1, 2), syms, Q[obj], pts_c,
                      torch.cat([pts_c, torch.ones_like(pts_c[..., :1])], -1), K_c.transpose(1, 2),
                      K_c[:, None, :2, :], K_c[:, None, 2:3, :], n_blocks, hidx, blk, gen, eye4)
 
@@ -306,25 +311,27 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     `fixed_view` (and those not ok) keep their pose. Levenberg-Marquardt on SE(3) with analytic
     Jacobians, the normal equations assembled from per-candidate 12x12 blocks, solved by Cholesky in
     `dtype` (float64 by default) on the device of the inputs; the outputs have the dtype of `T_WC`."""
+    if isinstance(points, torch.Tensor) and points.dim() == 3:
+        points = subsample_points(points, n_points)                 # (the points not used need no check)
     _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO)
     V, O = T_WC.shape[0], T_WO.shape[0]
     if not 0 <= fixed_view < V:
         raise InputError(f"fixed_view: must lie in [0, {V}), got {fixed_view}")
     out_dtype, dev = T_WC.dtype, T_WC.device
-    view_ids, cand_obj = view_ids.to(dev).long(), cand_obj.to(dev).long()
-    T_CO, K, points, syms = (x.to(device=dev, dtype=dtype) for x in (T_CO, K, points, syms))
-    T_CW, T_WO = invert_T(T_WC.to(dtype)), T_WO.to(dtype)
-    keep = cand_obj >= 0
-    fixed = torch.zeros(V, dtype=torch.bool, device=dev)
+    # which candidates count and which views are held: integer bookkeeping, in numpy
+    vi, co = (np.asarray(x.detach().cpu(), dtype=np.int64) for x in (view_ids, cand_obj))
+    keep = co >= 0
+    fixed = np.zeros(V, dtype=bool)
     fixed[fixed_view] = True
     if view_ok is not None:
-        view_ok = torch.as_tensor(view_ok, device=dev).bool()
-        check_shape(view_ok, (V,), "view_ok")
-        keep &= view_ok[view_ids]
-        fixed |= ~view_ok
-    points = subsample_points(points, n_points)
+        vok = np.asarray(torch.as_tensor(view_ok).detach().cpu(), dtype=bool)
+        check_shape(vok, (V,), "view_ok")
+        keep &= vok[vi]
+        fixed |= ~vok
+    T_CO, K, points, syms = (x.to(device=dev, dtype=dtype) for x in (T_CO, K, points, syms))
+    T_CW, T_WO = invert_T(T_WC.to(dtype)), T_WO.to(dtype)
     n_keep = int(keep.sum())
-    pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep)
+    pr = _prepare(vi, co, T_CO, K, points, syms, V, O, np.flatnonzero(fixed), keep)
     n_res = max(n_keep * points.shape[1], 1)
     P = 6 * pr.n_blocks
     lam, converged, it, lambdas = lambda0, False, 0, []
@@ -385,11 +392,10 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
             break
         c_old = cost.item()
     cand_errors = torch.full((len(view_ids),), float("nan"), dtype=out_dtype, device=dev)
-    cand_errors[keep] = r.norm(dim=-1).mean(-1).to(out_dtype)
+    cand_errors[pr.ki] = r.norm(dim=-1).mean(-1).to(out_dtype)
     sym_index = torch.full((len(view_ids),), -1, dtype=torch.long, device=dev)
-    sym_index[keep] = sidx
-    T_WC_out = invert_T(T_CW)
-    T_WC_out[fixed] = T_WC.to(dtype)[fixed]
+    sym_index[pr.ki] = sidx
+    T_WC_out = torch.where(torch.as_tensor(fixed, device=dev)[:, None, None], T_WC.to(dtype), invert_T(T_CW))
     return BAResult(T_WC_out.to(out_dtype), T_WO.to(out_dtype), costs, cand_errors, sym_index, it, converged, lambdas)
 
 # %% ../nbs/21_bundle_adjustment.ipynb #2c717d54
