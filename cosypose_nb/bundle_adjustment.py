@@ -6,16 +6,15 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/bundle_adjustment.html.md"""
 
 # %% ../nbs/21_bundle_adjustment.ipynb #620b2f91
 from __future__ import annotations
-import functools, math
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .core import InputError, check_shape, check_finite, fast_inference, ordinary_tensors
-from .lib3d import make_T, invert_T, matrix_to_axis_angle, pose_to_9d, pose_from_9d
+from .lib3d import invert_T, matrix_to_axis_angle, pose_to_9d, pose_from_9d
 from .symmetries import project_points
-from .matching import symmetric_centres
 
 # %% auto #0
 __all__ = ['ROBUST_KERNELS', 'skew', 'se3_exp', 'se3_log', 'robust_kernel', 'BAResult', 'subsample_points', 'project_candidates',

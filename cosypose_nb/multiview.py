@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import InputError, get_device, check_shape, check_finite, write_json, where, fast_inference
+from .core import InputError, get_device, check_shape, check_finite, write_json, fast_inference
 from .lib3d import invert_T
 from .mvproblems import Candidates
-from .matching import MatchingResult, match_candidates, connected_objects, symmetric_centres, depth_tolerant_sqnorm
+from .matching import MatchingResult, match_candidates, symmetric_centres, depth_tolerant_sqnorm
 from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew, _constants, _se3_exp_batch
 
 # %% auto #0
@@ -276,7 +276,7 @@ def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list
     over `sigma_rot_deg`) against the scene pose `inv(T_WC) @ T_WO` is at most `max_err`; best pairs first,
     one candidate per object and view. Objects: `obj_labels` (O), `syms` (O, S, 4, 4), `centres` (O, 3).
     Returns the new `cand_obj` (C,)."""
-    dev, dt = T_CO.device, T_CO.dtype
+    dev = T_CO.device
     O = len(obj_labels)
     free = ((cand_obj == -1) & view_ok[view_ids]).nonzero().flatten().tolist()
     if not free or O == 0: return cand_obj
@@ -334,7 +334,6 @@ def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor
         cl = torch.tensor([lab_ids[labels[i]] for i in idx.tolist()], device=T_CO.device)
         ci, ri = (cl[:, None] == rl[None]).nonzero(as_tuple=True)                          # same-label (candidate, reference)
         if len(ci) == 0: continue
-        S = ref_syms.shape[1]
         # hypotheses: T_WC = T_WR @ S @ inv(T_CO)                                               (H = pairs x S)
         hyp = (T_WR[ri][:, None] @ ref_syms[ri] @ invert_T(T_CO[idx[ci]])[:, None]).reshape(-1, 4, 4)
         # each candidate's centre in the world under each hypothesis, against the same-label references
