@@ -56,6 +56,22 @@ def test_solves_19_of_20(problem_set):
     assert sum(ev["solved"] for _, _, ev in problem_set) >= 19, [round(ev["frac_ok"], 3) for _, _, ev in problem_set]
 
 
+def test_held_out_range_regression(objects):
+    """60 problems of another seed range (1000-1059, the same cycle of configurations): measured 58/60 (the two
+    failures are accuracy only, frac_ok 0.93: one 4-view reprojection of a small object over 0.1 d). Guards
+    the solved rate against regressions; the issue's 19 of 20 is asserted above."""
+    solved, fails = 0, []
+    for s in range(1000, 1060):
+        V, O = CONFIGS[s % 6]
+        p = make_problem(V, O, seed=s, objects=objects)
+        pr = predict_scene(p.candidates, p.K, objects)
+        ev = evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)
+        solved += ev["solved"]
+        if not ev["solved"]:
+            fails.append((s, ev["missing"], ev["duplicate"], ev["spurious"], round(ev["frac_ok"], 3)))
+    assert solved >= 57, fails
+
+
 def test_prediction_outputs(problem_set):
     "Shapes, rigid poses, reprojections = inv(T_WC) @ T_WO, scores = mean candidate score, n_cand/n_views consistent."
     for p, pr, _ in problem_set[:6]:
