@@ -70,7 +70,8 @@ class PointObjectSet:
 
     `symmetry_specs` {label: {'discrete': (D,4,4), 'continuous': [{'axis','offset'}]}} (optional) lets
     `symmetries(..., n_continuous=n)` rediscretise continuous symmetries; otherwise the given sets are used."""
-    def __init__(self, points: dict, symmetries: dict | None = None, symmetry_specs: dict | None = None):
+    def __init__(self, points: dict, symmetries: dict | None = None, symmetry_specs: dict | None = None,
+                 surface_points: dict | None = None):
         if not points: raise InputError("PointObjectSet: no objects given")
         pts = {k: np.asarray(v, dtype=np.float64) for k, v in points.items()}
         for k, p in pts.items():
@@ -90,6 +91,13 @@ class PointObjectSet:
             self._syms[k] = as_tensor(s, torch.float64)
         self._diam = {k: float(torch.cdist(p, p).max()) for k, p in self._points.items()}
         self._cache = {}
+        self._surface = None
+        if surface_points is not None:                  # a denser sampling of the same surfaces (for ADD-S)
+            surf = {k: np.asarray(v, dtype=np.float64) for k, v in surface_points.items()}
+            if set(surf) != set(pts) or any(p.ndim != 2 or p.shape[1] != 3 or not np.isfinite(p).all() for p in surf.values()):
+                raise InputError("PointObjectSet: surface_points must hold finite (M, 3) arrays for the same labels as points")
+            m = min(len(p) for p in surf.values())
+            self._surface = {k: torch.as_tensor(p[np.linspace(0, len(p) - 1, m).round().astype(int)]) for k, p in surf.items()}
 
     @property
     def labels(self) -> list[str]:
@@ -114,6 +122,15 @@ class PointObjectSet:
     @property
     def n_points(self) -> int:
         return len(next(iter(self._points.values())))
+
+    def surface_points(self, labels, device=None, dtype=torch.float64) -> torch.Tensor:
+        """A dense sampling of each label's surface (B, M, 3), for metrics (ADD-S): the `surface_points` given,
+        else the model points."""
+        if self._surface is None: return self.points(labels, device, dtype)
+        labels = list(labels); self._check(labels)
+        m = len(next(iter(self._surface.values())))
+        if not labels: return torch.zeros(0, m, 3, dtype=dtype, device=device)
+        return torch.stack([self._surface[l] for l in labels]).to(device=device, dtype=dtype)
 
     def object_symmetries(self, label, n_continuous=None) -> torch.Tensor:
         "Symmetries (S, 4, 4) of one label, continuous ones discretised into `n_continuous` steps when given."
@@ -169,47 +186,58 @@ def _sample_bowl(rng, r, n):
 def _rot(axis, angle):
     return make_T(axis_angle_to_matrix(torch.tensor(axis, dtype=torch.float64) * angle), torch.zeros(3, dtype=torch.float64)).numpy()
 
-def make_object_set(seed: int = 0, n_points: int = 256) -> PointObjectSet:
+def make_object_set(seed: int = 0, n_points: int = 256, n_surface_points: int | None = 2048) -> PointObjectSet:
     """Seven synthetic table-top objects, 10 to 25 cm across: asymmetric ones (an L-shaped block, a mug, a
     drill-like shape), a box with 180-degree symmetries, a square block with 8 symmetries, a can (continuous
-    about z plus a flip) and a bowl (continuous about z). Labels `obj_000001`..`obj_000007`."""
-    rng = np.random.default_rng(seed)
-    P, specs = {}, {}
-    def share(n, parts):  # split n points over parts proportional to weights
-        w = np.asarray(parts, float); k = np.floor(n * w / w.sum()).astype(int); k[0] += n - k.sum(); return k
-    def centred(p):
-        return p - (p.max(0) + p.min(0)) / 2
-    # 1: L-shaped block (asymmetric), 18 x 12 x 7 cm
-    k = share(n_points, [2, 1])
-    P["obj_000001"] = centred(np.concatenate([_sample_box(rng, (0.18, 0.06, 0.07), k[0], (0, -0.03, 0)),
-                                              _sample_box(rng, (0.06, 0.06, 0.07), k[1], (-0.06, 0.03, 0))]))
-    specs["obj_000001"] = {}
-    # 2: box 20 x 13 x 8 cm: half-turns about x, y, z
-    P["obj_000002"] = _sample_box(rng, (0.20, 0.13, 0.08), n_points)
-    specs["obj_000002"] = {"discrete": np.stack([_rot((1, 0, 0), math.pi), _rot((0, 1, 0), math.pi), _rot((0, 0, 1), math.pi)])}
-    # 3: can r 5 cm h 16 cm: continuous about z, and the flip about x
-    P["obj_000003"] = _sample_cylinder(rng, 0.05, 0.16, n_points)
-    specs["obj_000003"] = {"discrete": _rot((1, 0, 0), math.pi)[None], "continuous": [{"axis": np.array([0, 0, 1.]), "offset": np.zeros(3)}]}
-    # 4: mug: open-top cylinder r 6 cm h 13 cm with a handle (asymmetric)
-    k = share(n_points, [5, 1])
-    P["obj_000004"] = centred(np.concatenate([_sample_cylinder(rng, 0.06, 0.13, k[0], caps=(True, False)),
-                                              _sample_box(rng, (0.045, 0.015, 0.09), k[1], (0.082, 0, 0))]))
-    specs["obj_000004"] = {}
-    # 5: bowl r 10 cm: continuous about z
-    P["obj_000005"] = _sample_bowl(rng, 0.10, n_points)
-    specs["obj_000005"] = {"continuous": [{"axis": np.array([0, 0, 1.]), "offset": np.zeros(3)}]}
-    # 6: drill-like: a 22 cm bar, a handle and a battery block (asymmetric)
-    k = share(n_points, [4, 2, 1])
-    P["obj_000006"] = centred(np.concatenate([_sample_box(rng, (0.22, 0.05, 0.05), k[0], (0, 0, 0.06)),
-                                              _sample_box(rng, (0.045, 0.04, 0.11), k[1], (-0.05, 0, -0.02)),
-                                              _sample_box(rng, (0.06, 0.07, 0.04), k[2], (-0.05, 0, -0.09))]))
-    specs["obj_000006"] = {}
-    # 7: square block 10 x 10 x 6 cm: quarter-turns about z and half-turns about x (8 symmetries)
-    P["obj_000007"] = _sample_box(rng, (0.10, 0.10, 0.06), n_points)
-    specs["obj_000007"] = {"discrete": np.stack([_rot((0, 0, 1), a) for a in (math.pi / 2, math.pi, 3 * math.pi / 2)]
-                                                + [_rot((0, 0, 1), a) @ _rot((1, 0, 0), math.pi) for a in (0, math.pi / 2, math.pi, 3 * math.pi / 2)])}
+    about z plus a flip) and a bowl (continuous about z). Labels `obj_000001`..`obj_000007`.
+
+    The estimators see `n_points` points per object; ADD-S is measured on `n_surface_points` points of the
+    same surfaces (`surface_points`; None: the model points), dense enough that closest-point distances are
+    those to the surface, not to the next sample (256 points on the small block lie ~1.5 cm apart, the
+    size of its 0.1-diameter threshold)."""
+    def build(rng, n_points, shifts):
+        P, specs = {}, {}
+        def share(n, parts):  # split n points over parts proportional to weights
+            w = np.asarray(parts, float); k = np.floor(n * w / w.sum()).astype(int); k[0] += n - k.sum(); return k
+        def centred(p):              # centred on the model's bounding box (the surface sampling: the same shift)
+            label = f"obj_{len(P) + 1:06d}"
+            if label not in shifts: shifts[label] = (p.max(0) + p.min(0)) / 2
+            return p - shifts[label]
+        # 1: L-shaped block (asymmetric), 18 x 12 x 7 cm
+        k = share(n_points, [2, 1])
+        P["obj_000001"] = centred(np.concatenate([_sample_box(rng, (0.18, 0.06, 0.07), k[0], (0, -0.03, 0)),
+                                                  _sample_box(rng, (0.06, 0.06, 0.07), k[1], (-0.06, 0.03, 0))]))
+        specs["obj_000001"] = {}
+        # 2: box 20 x 13 x 8 cm: half-turns about x, y, z
+        P["obj_000002"] = _sample_box(rng, (0.20, 0.13, 0.08), n_points)
+        specs["obj_000002"] = {"discrete": np.stack([_rot((1, 0, 0), math.pi), _rot((0, 1, 0), math.pi), _rot((0, 0, 1), math.pi)])}
+        # 3: can r 5 cm h 16 cm: continuous about z, and the flip about x
+        P["obj_000003"] = _sample_cylinder(rng, 0.05, 0.16, n_points)
+        specs["obj_000003"] = {"discrete": _rot((1, 0, 0), math.pi)[None], "continuous": [{"axis": np.array([0, 0, 1.]), "offset": np.zeros(3)}]}
+        # 4: mug: open-top cylinder r 6 cm h 13 cm with a handle (asymmetric)
+        k = share(n_points, [5, 1])
+        P["obj_000004"] = centred(np.concatenate([_sample_cylinder(rng, 0.06, 0.13, k[0], caps=(True, False)),
+                                                  _sample_box(rng, (0.045, 0.015, 0.09), k[1], (0.082, 0, 0))]))
+        specs["obj_000004"] = {}
+        # 5: bowl r 10 cm: continuous about z
+        P["obj_000005"] = _sample_bowl(rng, 0.10, n_points)
+        specs["obj_000005"] = {"continuous": [{"axis": np.array([0, 0, 1.]), "offset": np.zeros(3)}]}
+        # 6: drill-like: a 22 cm bar, a handle and a battery block (asymmetric)
+        k = share(n_points, [4, 2, 1])
+        P["obj_000006"] = centred(np.concatenate([_sample_box(rng, (0.22, 0.05, 0.05), k[0], (0, 0, 0.06)),
+                                                  _sample_box(rng, (0.045, 0.04, 0.11), k[1], (-0.05, 0, -0.02)),
+                                                  _sample_box(rng, (0.06, 0.07, 0.04), k[2], (-0.05, 0, -0.09))]))
+        specs["obj_000006"] = {}
+        # 7: square block 10 x 10 x 6 cm: quarter-turns about z and half-turns about x (8 symmetries)
+        P["obj_000007"] = _sample_box(rng, (0.10, 0.10, 0.06), n_points)
+        specs["obj_000007"] = {"discrete": np.stack([_rot((0, 0, 1), a) for a in (math.pi / 2, math.pi, 3 * math.pi / 2)]
+                                                    + [_rot((0, 0, 1), a) @ _rot((1, 0, 0), math.pi) for a in (0, math.pi / 2, math.pi, 3 * math.pi / 2)])}
+        return P, specs
+    shifts = {}
+    P, specs = build(np.random.default_rng(seed), n_points, shifts)
+    S = build(np.random.default_rng(seed + 7919), n_surface_points, shifts)[0] if n_surface_points else None
     syms = {k: make_symmetries(s.get("discrete"), s.get("continuous"), n_continuous=64) for k, s in specs.items()}
-    return PointObjectSet(P, syms, specs)
+    return PointObjectSet(P, syms, specs, surface_points=S)
 
 # %% ../nbs/19_mvproblems.ipynb #375f6aba
 @dataclass
@@ -373,13 +401,23 @@ def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_nois
     return MVProblem(objects, K, T_WC, T_WO, obj_labels, cands, gt, visible, (H, W))
 
 # %% ../nbs/19_mvproblems.ipynb #7611a4e1
+def _adds(T1: torch.Tensor, T2: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """ADD-S (B,) of poses T1, T2 (B, 4, 4) over `points` (B, N, 3) (`symmetries.adds_distance`; for many points,
+    closest points by a k-d tree: memory O(N), not O(N^2))."""
+    if points.shape[1] <= 512:
+        return adds_distance(T1, T2, points)
+    from scipy.spatial import cKDTree
+    p1, p2 = transform_points(T1, points).numpy(), transform_points(T2, points).numpy()
+    return torch.tensor([cKDTree(a).query(b)[0].mean() for a, b in zip(p1, p2)], dtype=torch.float64)   # from each T2 point
+
 def _adds_pairs(objects, labels, T1, T2, n_points=None, n_continuous=64, n_align=64) -> torch.Tensor:
     """ADD-S (B,) between poses T1, T2 (B, 4, 4) of objects `labels` (B), over `n_points` model points (None: all of
     them, as the BOP toolkit's ADD-S does with the full model; a sparse subsample overstates closest-point distances),
     after moving T1 by the symmetry of the object (continuous ones in `n_continuous` steps) closest to T2, chosen on
     `n_align` of the points."""
     if len(labels) == 0: return torch.zeros(0, dtype=torch.float64)
-    pts_all = objects.points(labels, device='cpu', dtype=torch.float64)
+    surface = getattr(objects, "surface_points", objects.points)                    # the dense sampling when there is one
+    pts_all = surface(labels, device='cpu', dtype=torch.float64)
     sub = lambda n: pts_all[:, torch.linspace(0, pts_all.shape[1] - 1, min(n, pts_all.shape[1])).round().long()]
     pts = pts_all if n_points is None else sub(n_points)
     pa = sub(n_align)
@@ -393,7 +431,7 @@ def _adds_pairs(objects, labels, T1, T2, n_points=None, n_continuous=64, n_align
         p2 = transform_points(T2[sl], pa[sl])                                                         # (b, n_align, 3)
         best = (p1 - p2[:, None]).norm(dim=-1).mean(-1).argmin(1)                                     # ADD-closest symmetry
         T1b = T1S[torch.arange(len(T1S)), best]
-        out.append(torch.minimum(adds_distance(T1[sl], T2[sl], pts[sl]), adds_distance(T1b, T2[sl], pts[sl])))
+        out.append(torch.minimum(_adds(T1[sl], T2[sl], pts[sl]), _adds(T1b, T2[sl], pts[sl])))
     return torch.cat(out)
 
 def evaluate_scene(problem: MVProblem, labels: list[str], T_WO: torch.Tensor, T_WC: torch.Tensor,

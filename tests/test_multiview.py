@@ -51,15 +51,17 @@ def test_reprojection_accuracy_regression(problem_set):
 def test_solves_19_of_20(problem_set):
     """The full criterion of the issue: solved (every object seen twice found exactly once, 95% of per-view
     reprojections within 0.1 d ADD-S over the model's points, scene median ADD-S below the candidates') in 19 of 20.
-    (Measured: 19/20 here, 38/40 on seeds 100-139, 345/360 on held-out seeds 200-319, 500-559, 1000-1119, 3000-3059;
-    a pixel-reprojection-only bundle adjustment, as the original's, solves 6/20 here.)"""
+    (Measured with ADD-S over a dense sampling of the surfaces: 20/20 here, 39/40 on seeds 100-139, 471/480 on
+    held-out seeds 200-319, 500-559, 1000-1119, 3000-3059, 5000-5119 (over the 256 model points: 19/20, 38/40,
+    345/360 on the first four ranges); a pixel-reprojection-only bundle adjustment, as the original's,
+    solves 6/20 here.)"""
     assert sum(ev["solved"] for _, _, ev in problem_set) >= 19, [round(ev["frac_ok"], 3) for _, _, ev in problem_set]
 
 
 def test_held_out_range_regression(objects):
-    """60 problems of another seed range (1000-1059, the same cycle of configurations): measured 58/60 (the two
-    failures are accuracy only, frac_ok 0.93: one 4-view reprojection of a small object over 0.1 d). Guards
-    the solved rate against regressions; the issue's 19 of 20 is asserted above."""
+    """60 problems of another seed range (1000-1059, the same cycle of configurations): measured 59/60 (the
+    failure is accuracy only, frac_ok 0.93: one 4-view reprojection over 0.1 d). Guards the solved rate
+    against regressions; the issue's 19 of 20 is asserted above."""
     solved, fails = 0, []
     for s in range(1000, 1060):
         V, O = CONFIGS[s % 6]
@@ -69,7 +71,7 @@ def test_held_out_range_regression(objects):
         solved += ev["solved"]
         if not ev["solved"]:
             fails.append((s, ev["missing"], ev["duplicate"], ev["spurious"], round(ev["frac_ok"], 3)))
-    assert solved >= 57, fails
+    assert solved >= 58, fails
 
 
 def test_prediction_outputs(problem_set):
