@@ -334,17 +334,21 @@ def write_scene_camera(path, cameras: dict[int, dict]) -> Path:
     return path
 
 # %% ../nbs/05_bop.ipynb #a03f3ba9
+def _image_lists(path) -> list[tuple[int, list[tuple[str, dict]]]]:
+    "The entries of a per-image list file (`scene_gt`, `scene_gt_info`): [(im_id, [(field name, dict)])], checked."
+    out = []
+    for k, v in _dict(read_json(path), path, None).items():
+        out.append((_int_key(k, path, f"key {k!r}"),
+                    [(f"{k}[{j}]", _dict(o, path, f"{k}[{j}]")) for j, o in enumerate(_list(v, path, k))]))
+    return out
+
 def read_scene_gt(path, models_info=None) -> dict[int, list[dict]]:
     "Read `scene_gt.json`: {im_id: [{'obj_id', 'label', 'T_CO' (4, 4) float64 m}]}; unknown obj_ids (not in `models_info`) raise."
     path = _scene_file(path, SCENE_GT)
-    data = _dict(read_json(path), path, None)
     out = {}
-    for k, v in data.items():
-        im_id = _int_key(k, path, f"key {k!r}")
+    for im_id, entries in _image_lists(path):
         objs = []
-        for j, o in enumerate(_list(v, path, k)):
-            fld = f"{k}[{j}]"
-            o = _dict(o, path, fld)
+        for fld, o in entries:
             for key in ("obj_id", "cam_R_m2c", "cam_t_m2c"):
                 if key not in o:
                     raise InputError(f"{where(path, f'{fld}.{key}')}missing")
@@ -413,14 +417,10 @@ _INFO_COUNTS = ("px_count_all", "px_count_valid", "px_count_visib")
 def read_scene_gt_info(path) -> dict[int, list[dict]]:
     "Read `scene_gt_info.json`: {im_id: [{'bbox_obj', 'bbox_visib' (4,) xyxy, 'px_count_*' ints, 'visib_fract'}]}."
     path = _scene_file(path, SCENE_GT_INFO)
-    data = _dict(read_json(path), path, None)
     out = {}
-    for k, v in data.items():
-        im_id = _int_key(k, path, f"key {k!r}")
+    for im_id, entries in _image_lists(path):
         lst = []
-        for j, o in enumerate(_list(v, path, k)):
-            fld = f"{k}[{j}]"
-            o = _dict(o, path, fld)
+        for fld, o in entries:
             d = {}
             for b in ("bbox_obj", "bbox_visib"):
                 if b not in o:

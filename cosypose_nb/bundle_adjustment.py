@@ -15,6 +15,7 @@ import torch
 from .core import InputError, check_shape, check_finite, fast_inference, ordinary_tensors
 from .lib3d import invert_T, matrix_to_axis_angle, pose_to_9d, pose_from_9d
 from .symmetries import project_points
+from .matching import symmetric_centres
 
 # %% auto #0
 __all__ = ['ROBUST_KERNELS', 'skew', 'se3_exp', 'se3_log', 'robust_kernel', 'BAResult', 'subsample_points', 'project_candidates',
@@ -34,27 +35,36 @@ def skew(v: torch.Tensor) -> torch.Tensor:
             _SKEW[key] = G.to(v.device)
     return (v @ _SKEW[key]).view(*v.shape[:-1], 3, 3)
 
+_CONST = {}
+
+def _constants(dtype, device):
+    """Constant tensors of the solver, made once per (dtype, device): the SE(3) generators (6, 16) --
+    `(xi @ gen).view(4, 4)` is the 4 x 4 matrix of a twist (rho, phi) -- and the 4 x 4 identity."""
+    key = (dtype, str(device))
+    if key not in _CONST:
+        with ordinary_tensors():                  # kept across calls
+            G = torch.zeros(6, 16, dtype=dtype)
+            G[0, 3] = G[1, 7] = G[2, 11] = 1.0                               # rho: the last column
+            G[3, 9], G[3, 6], G[4, 2], G[4, 8], G[5, 4], G[5, 1] = 1.0, -1.0, 1.0, -1.0, 1.0, -1.0   # phi: [phi]x
+            _CONST[key] = (G.to(device), torch.eye(4, dtype=dtype, device=device))
+    return _CONST[key]
+
+def _se3_exp_batch(xi: torch.Tensor, gen: torch.Tensor, eye4: torch.Tensor) -> torch.Tensor:
+    """`se3_exp` of twists `xi` (B, 6), given the generators and identity of `_constants`: with `Xi` the twist's
+    4 x 4 matrix (`xi @ gen`), `exp(Xi) = I + Xi + b Xi^2 + c Xi^3` (`Xi^3` has `-t^2 W` in its rotation block,
+    which turns `Xi` into `a W`), three products of 4 x 4 matrices."""
+    Xi = (xi @ gen).view(-1, 4, 4)
+    t = torch.linalg.vector_norm(xi[:, 3:], dim=-1).clamp(min=1e-15)[:, None, None]
+    b = 2 * ((0.5 * t).sin() / t).square()             # (1 - cos t) / t^2 without cancellation
+    c = (t - t.sin()) / t.pow(3)                        # its cancellation error is swamped by Xi^3 = O(t^2)
+    Xi2 = Xi @ Xi
+    return torch.addcmul(torch.addcmul(eye4 + Xi, b, Xi2), c, Xi2 @ Xi)
+
 def se3_exp(xi: torch.Tensor) -> torch.Tensor:
     """Exponential map of SE(3): twists `xi` (..., 6) = (rho, phi) -- translation part first, then the
-    rotation vector in radians -- to rigid transforms (..., 4, 4). Small angles use Taylor series."""
+    rotation vector in radians -- to rigid transforms (..., 4, 4), in closed form (no Taylor branch needed)."""
     check_shape(xi, (..., 6), "xi")
-    rho, phi = xi[..., :3], xi[..., 3:]
-    th2 = (phi * phi).sum(-1)[..., None, None]                                  # (..., 1, 1)
-    small = th2 < 1e-8
-    th2s = torch.where(small, torch.ones_like(th2), th2)
-    th = th2s.sqrt()
-    sin, cos = torch.sin(th), torch.cos(th)
-    a = torch.where(small, 1 - th2 / 6, sin / th)                                 # sin t / t
-    b = torch.where(small, 0.5 - th2 / 24, (1 - cos) / th2s)                      # (1 - cos t) / t^2
-    c = torch.where(small, 1 / 6 - th2 / 120, (th - sin) / (th2s * th))           # (t - sin t) / t^3
-    W = skew(phi)
-    W2 = W @ W
-    eye = torch.eye(3, dtype=xi.dtype, device=xi.device)
-    R = eye + a * W + b * W2
-    t = rho[..., :, None] + (b * W + c * W2) @ rho[..., :, None]                 # V rho
-    bottom = torch.zeros(*xi.shape[:-1], 1, 4, dtype=xi.dtype, device=xi.device)
-    bottom[..., 3] = 1
-    return torch.cat([torch.cat([R, t], -1), bottom], -2)
+    return _se3_exp_batch(xi.reshape(-1, 6), *_constants(xi.dtype, xi.device)).view(*xi.shape[:-1], 4, 4)
 
 def se3_log(T: torch.Tensor) -> torch.Tensor:
     "Logarithm of SE(3), the inverse of `se3_exp` for angles below pi: transforms (..., 4, 4) to twists (..., 6)."
@@ -127,20 +137,6 @@ def project_candidates(T_CO: torch.Tensor, K: torch.Tensor, points: torch.Tensor
     X = (points[:, None] @ syms[..., :3, :3].transpose(-1, -2) + syms[..., None, :3, 3]).reshape(C, S * M, 3)
     return _project(K @ T_CO[:, :3, :], X).view(C, S, M, 2)
 
-_CONST = {}
-
-def _constants(dtype, device):
-    """Constant tensors of the solver, made once per (dtype, device): the SE(3) generators (6, 16) --
-    `(xi @ gen).view(4, 4)` is the 4 x 4 matrix of a twist (rho, phi) -- and the 4 x 4 identity."""
-    key = (dtype, str(device))
-    if key not in _CONST:
-        with ordinary_tensors():                  # kept across calls
-            G = torch.zeros(6, 16, dtype=dtype)
-            G[0, 3] = G[1, 7] = G[2, 11] = 1.0                               # rho: the last column
-            G[3, 9], G[3, 6], G[4, 2], G[4, 8], G[5, 4], G[5, 1] = 1.0, -1.0, 1.0, -1.0, 1.0, -1.0   # phi: [phi]x
-            _CONST[key] = (G.to(device), torch.eye(4, dtype=dtype, device=device))
-    return _CONST[key]
-
 @dataclass
 class _Prepared:
     "A bundle-adjustment problem laid out for batched evaluation (only the candidates kept)."
@@ -198,9 +194,7 @@ def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixe
     K_c, pts_c, T_c = K[cam], points[obj], T_CO[ki_t]
     # the symmetry choice: R_s Sigma per object and symmetry (see `_best_symmetry`)
     O, S = syms.shape[:2]
-    ch = torch.cat([points.mean(1), torch.ones_like(points[:, 0, :1])], -1)                    # (O, 4) centroids
-    centre = torch.bmm(syms.view(O, S * 4, 4), ch[:, :, None]).view(O, S, 4)[..., :3].mean(1)  # = symmetric_centres
-    y = points - centre[:, None]
+    y = points - symmetric_centres(points, syms)[:, None]
     Sig = torch.nn.functional.pad(y.transpose(1, 2) @ y, (0, 1, 0, 1))                          # (O, 4, 4)
     Q = torch.bmm(syms.view(O, S * 4, 4), Sig).view(O, S, 4, 4)[..., :3, :3].reshape(O, S, 9)  # R_s Sigma
     gen, eye4 = _constants(dt, dev)
@@ -265,16 +259,6 @@ def _system(J: torch.Tensor, pr: _Prepared) -> torch.Tensor:
     M = torch.bmm(J.transpose(1, 2), J)
     P2 = 6 * pr.n_blocks + 2
     return torch.zeros(P2 * P2, dtype=M.dtype, device=M.device).index_add_(0, pr.hidx, M.view(-1)).view(P2, P2)
-
-def _se3_exp_batch(xi: torch.Tensor, gen: torch.Tensor, eye4: torch.Tensor) -> torch.Tensor:
-    """`se3_exp` of twists `xi` (B, 6) in fewer tensor operations: with `Xi` the twist's 4 x 4 matrix (`xi @ gen`),
-    `exp(Xi) = I + Xi + b Xi^2 + c Xi^3` (`Xi^3` has `-t^2 W` in its rotation block, which turns `Xi` into `a W`)."""
-    Xi = (xi @ gen).view(-1, 4, 4)
-    t = torch.linalg.vector_norm(xi[:, 3:], dim=-1).clamp(min=1e-15)[:, None, None]
-    b = 2 * ((0.5 * t).sin() / t).square()             # (1 - cos t) / t^2 without cancellation
-    c = (t - t.sin()) / t.pow(3)                        # its cancellation error is swamped by Xi^3 = O(t^2)
-    Xi2 = Xi @ Xi
-    return torch.addcmul(torch.addcmul(eye4 + Xi, b, Xi2), c, Xi2 @ Xi)
 
 def _apply_step(T_CW, T_WO, delta, pr: _Prepared):
     "Move the scene by the increments `delta` (P,) or (P, 1): T_CW <- exp(d_c) T_CW (left), T_WO <- T_WO exp(d_o) (right)."

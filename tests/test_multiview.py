@@ -208,25 +208,25 @@ def test_cli_bad_inputs(scenario, tmp_path):
         d = tmp_path / name
         shutil.copytree(folder, d, ignore=shutil.ignore_patterns("results"))
         return d
+    def edited(name, line, edit):
+        "A copy of the scenario whose candidates.csv has `line` rewritten by `edit`."
+        d = copy(name)
+        lines = (d / "candidates.csv").read_text().splitlines()
+        lines[line] = edit(lines[line])
+        (d / "candidates.csv").write_text("\n".join(lines) + "\n")
+        return d
+    def set_field(k, value):
+        return lambda l: ",".join(value if i == k else f for i, f in enumerate(l.split(",")))
     # a label without a mesh
-    d = copy("nomesh")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    f = lines[1].split(","); f[2] = "77"; lines[1] = ",".join(f)
-    (d / "candidates.csv").write_text("\n".join(lines) + "\n")
+    d = edited("nomesh", 1, set_field(2, "77"))
     with pytest.raises(InputError, match="obj_000077"):
         multiview_cli([str(d)])
     # a NaN pose
-    d = copy("nan")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    f = lines[2].split(","); f[5] = "nan 0 500"; lines[2] = ",".join(f)
-    (d / "candidates.csv").write_text("\n".join(lines) + "\n")
+    d = edited("nan", 2, set_field(5, "nan 0 500"))
     with pytest.raises(InputError, match="candidates.csv"):
         multiview_cli([str(d)])
     # two scenes in one folder
-    d = copy("twoscenes")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    lines[1] = "2" + lines[1][lines[1].index(","):]
-    (d / "candidates.csv").write_text("\n".join(lines) + "\n")
+    d = edited("twoscenes", 1, lambda l: "2" + l[l.index(","):])
     with pytest.raises(InputError, match="scene_id"):
         multiview_cli([str(d)])
     # a view without camera, a missing file, a bad option
