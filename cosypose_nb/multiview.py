@@ -372,7 +372,8 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     and the initial scene only). `rematch`: match again with the refined cameras. `pose_refine`: then refine in
     pose space (`refine_scene_poses` with `sigma_lat`, `sigma_depth` (m), `sigma_rot_deg`), dropping candidates
     whose whitened error exceeds `reject`, and with `join` letting unassigned candidates within `reject` of a
-    scene object join it (`join_scene`); without it, a second bundle adjustment, dropping candidates that
+    scene object join it (`join_scene`) and left-out candidates that agree with one another under the refined
+    cameras form new objects; without it, a second bundle adjustment, dropping candidates that
     reproject worse than `outlier_px` pixels. `nms_distance` (m): 3D
     non-maximum suppression of same-label objects. `n_continuous`: steps of continuous symmetries. Runs in
     float64 on `device` (default: the candidates')."""
@@ -524,6 +525,23 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
                 r = register_and_rematch(view_ok & ~retry, T_WC1, T_WO1, cand_obj, obj_labels)
                 if r is not None:
                     view_ok, T_WC1, cand_obj, n_obj, T_WO1, obj_labels = r
+                    T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
+            if join:
+                # -- left-out candidates of placed views that agree with one another under the refined cameras
+                #    form new objects (one seen only by views that were registered through other objects)
+                t = time.perf_counter()
+                li = ((cand_obj < 0) & view_ok[vid]).nonzero().flatten()
+                m3 = match_candidates(sub[li], objects, V, validate=False, T_WC=T_WC1, threshold=ransac_threshold,
+                                      threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_min_inliers=1,
+                                      n_continuous=n_continuous) if len(li) >= 2 else None
+                timings["grow"] = time.perf_counter() - t
+                if m3 is not None and m3.n_objects:
+                    new_obj = torch.full_like(cand_obj, -1)
+                    new_obj[li] = m3.cand_obj
+                    cand_obj = torch.where(new_obj >= 0, new_obj + n_obj, cand_obj)
+                    T_WO1 = torch.cat([T_WO1, _group_init(vid, new_obj, T_CO, sc, T_WC1, m3.n_objects)])
+                    obj_labels = obj_labels + labels_of(new_obj, m3.n_objects)
+                    n_obj += m3.n_objects
                     T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
     elif rematch and n_ba_iters > 0:
         t = time.perf_counter()

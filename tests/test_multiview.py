@@ -74,6 +74,19 @@ def test_held_out_range_regression(objects):
     assert solved >= 58, fails
 
 
+@pytest.mark.parametrize("seed, missing", [(7045, 2), (288, 1)])
+def test_left_out_objects_form_new_objects(objects, seed, missing):
+    """4 views: an object seen by two views that share only it with each other (each view registered through
+    other objects) is left out by the matching; once the cameras are refined, its two candidates agree and
+    form a new object. Without that step (`join=False`) the objects are missing."""
+    V, O = CONFIGS[seed % 6]
+    p = make_problem(V, O, seed=seed, objects=objects)
+    ev = [evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)
+          for pr in (predict_scene(p.candidates, p.K, objects, join=j) for j in (True, False))]
+    assert (ev[0]["missing"], ev[0]["duplicate"], ev[0]["spurious"]) == (0, 0, 0) and ev[0]["solved"]
+    assert ev[1]["missing"] == missing
+
+
 def test_prediction_outputs(problem_set):
     "Shapes, rigid poses, reprojections = inv(T_WC) @ T_WO, scores = mean candidate score, n_cand/n_views consistent."
     for p, pr, _ in problem_set[:6]:
