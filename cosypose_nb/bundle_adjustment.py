@@ -485,10 +485,7 @@ def initialize_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch
     vi, co = view_ids.cpu().numpy(), cand_obj.cpu().numpy()
     pairs, ps = view_pairs.cpu().numpy(), pair_scores.detach().cpu().double().numpy()
     Trel = T_C1C2.detach().cpu().double()
-    Trel = Trel.numpy()
-    Trel_inv = np.tile(np.eye(4), (P, 1, 1))                          # inverses of the rigid transforms, in numpy
-    Trel_inv[:, :3, :3] = Trel[:, :3, :3].transpose(0, 2, 1)
-    Trel_inv[:, :3, 3] = -np.einsum("pij,pj->pi", Trel_inv[:, :3, :3], Trel[:, :3, 3])
+    Trel, Trel_inv = Trel.numpy(), invert_T(Trel).numpy()
     # -- the component to reconstruct
     comp = view_components(view_pairs, n_views)
     n_assigned = np.bincount(vi[co >= 0], minlength=n_views) if C else np.zeros(n_views, int)

@@ -115,11 +115,17 @@ def _procrustes(xa: torch.Tensor, yb: torch.Tensor, Ra: torch.Tensor, Rb: torch.
     return make_T(R, mx - (R @ my[:, :, None]).squeeze(-1))
 
 def symmetric_centres(points: torch.Tensor, syms: torch.Tensor) -> torch.Tensor:
-    """A centre of each object that its symmetries fix: the centroid of its `points` (B, N, 3) averaged over its
-    symmetries `syms` (B, S, 4, 4) (identity padding included, harmless). Returns (B, 3)."""
+    """A centre of each object that its symmetries fix: the centroid `c` of its `points` (B, N, 3) averaged over
+    its symmetry group `syms` (B, S, 4, 4). A batch pads smaller groups with identities; those beyond the
+    first are left out of the average (they would pull it towards `c`, off the fixed points when the
+    sampled points are not exactly symmetric). Returns (B, 3)."""
     B, S = syms.shape[:2]
-    ch = torch.cat([points.mean(1), torch.ones_like(points[:, 0, :1])], -1)            # (B, 4) centroids
-    return torch.bmm(syms.reshape(B, S * 4, 4), ch[:, :, None]).view(B, S, 4)[..., :3].mean(1)
+    c = points.mean(1)
+    ch = torch.cat([c, torch.ones_like(c[:, :1])], -1)                                  # (B, 4) centroids
+    Sc = torch.bmm(syms.reshape(B, S * 4, 4), ch[:, :, None]).view(B, S, 4)[..., :3]   # (B, S, 3) their images
+    eye = torch.eye(4, dtype=syms.dtype, device=syms.device)
+    extra = ((syms - eye).abs().amax((-1, -2)) <= 1e-9).sum(1).sub(1).clamp(min=0)      # (B,) padding identities
+    return (Sc.sum(1) - extra[:, None] * c) / (S - extra)[:, None]
 
 def connected_objects(edges: torch.Tensor, n_cand: int, min_size: int = 2) -> tuple[torch.Tensor, int]:
     """Connected components of the graph on `n_cand` candidates with `edges` (E, 2): the object index of each

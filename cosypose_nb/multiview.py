@@ -94,8 +94,7 @@ class _ObjectModels:
             nonid = (syms - eye).abs().flatten(-2).amax(-1) > 1e-12                           # (L, S) padding is identity
             last = torch.where(nonid, torch.arange(syms.shape[1], device=self.dev), torch.zeros_like(nonid, dtype=torch.long))
             n_sym = last.amax(1) + 1
-            cen = torch.stack([symmetric_centres(self.pts[i:i + 1], syms[i:i + 1, :int(n_sym[i])])[0] for i in range(len(self.lab))]) \
-                if len(self.lab) else self.pts.new_zeros(0, 3)
+            cen = symmetric_centres(self.pts, syms) if len(self.lab) else self.pts.new_zeros(0, 3)
             self.cache[n_continuous] = (syms, n_sym, cen)
         syms, n_sym, cen = self.cache[n_continuous]
         ii = torch.tensor([self.ix[l] for l in labels], dtype=torch.long, device=self.dev)
@@ -153,6 +152,32 @@ def _rotvec(R: torch.Tensor) -> torch.Tensor:
         out[near_pi] = matrix_to_axis_angle(R[near_pi])
     return out
 
+def _pose_whitening(T_CO: torch.Tensor, centres: torch.Tensor, sigma_lat: float, sigma_depth: float):
+    """The object centres `centres` (n, 3) under the candidates' poses `T_CO` (n, 4, 4), in their camera (n, 3), and
+    the whitening (n, 3, 3) of centre errors: across the candidate's viewing ray over `sigma_lat`, along it over
+    `sigma_depth` (m)."""
+    p_meas = (T_CO[:, :3, :3] @ centres[:, :, None])[:, :, 0] + T_CO[:, :3, 3]
+    ray = p_meas / p_meas.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    rr = ray[:, :, None] * ray[:, None, :]
+    eye3 = torch.eye(3, dtype=T_CO.dtype, device=T_CO.device)
+    return p_meas, (eye3 - rr) / sigma_lat + rr / sigma_depth
+
+def _pose_residuals(P: torch.Tensor, TmR: torch.Tensor, p_meas: torch.Tensor, Wt: torch.Tensor, centres: torch.Tensor,
+                    SyR: torch.Tensor | None, sigma_rot: float):
+    """Whitened pose-space residuals (n, 6) of scene poses `P` (n, 4, 4) against candidates with rotations `TmR`
+    (n, 3, 3), centres `p_meas` and whitening `Wt` (`_pose_whitening`): the whitened centre error (`centres`
+    (n, 3) in the object frame, fixed by the symmetries), then the rotation vector of the best symmetric
+    version of `P` against the candidate over `sigma_rot` (rad); `SyR` (n, S, 9) are the flattened symmetry
+    rotations (None: no symmetry). The best symmetry maximises trace(R_P S R_m^T) = <S, R_P^T R_m>: one batched
+    product over the S symmetries. Also returns the predicted centres (n, 3)."""
+    PR = P[:, :3, :3]
+    if SyR is not None:
+        s = torch.bmm(SyR, (PR.transpose(-1, -2) @ TmR).reshape(-1, 9, 1))[:, :, 0].argmax(1)
+        PR = PR @ SyR[torch.arange(len(s), device=s.device), s].reshape(-1, 3, 3)
+    p_pred = (P[:, :3, :3] @ centres[:, :, None])[:, :, 0] + P[:, :3, 3]
+    e_r = _rotvec(PR @ TmR.transpose(-1, -2))
+    return torch.cat([(Wt @ (p_pred - p_meas)[:, :, None])[:, :, 0], e_r / sigma_rot], -1), p_pred
+
 @fast_inference
 def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, syms: torch.Tensor,
                        centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, fixed_view: int = 0,
@@ -176,13 +201,9 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
     err_out = torch.full((len(view_ids),), float("nan"), dtype=dt, device=dev)
     if C == 0 or O == 0:
         return T_WC, T_WO, err_out, []
-    TmR, TmRt = Tm[:, :3, :3], Tm[:, :3, :3].transpose(-1, -2)
-    cen = centres[o]
-    p_meas = (TmR @ cen[:, :, None])[:, :, 0] + Tm[:, :3, 3]
-    ray = p_meas / p_meas.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    rr = ray[:, :, None] * ray[:, None, :]
+    TmR, cen = Tm[:, :3, :3], centres[o]
+    p_meas, Wt = _pose_whitening(Tm, cen, sigma_lat, sigma_depth)
     eye3 = torch.eye(3, dtype=dt, device=dev)
-    Wt = (eye3 - rr) / sigma_lat + rr / sigma_depth                                    # whitening of centre errors
     sr = float(np.deg2rad(sigma_rot_deg))
     T_CW = invert_T(T_WC)
     fixed = torch.zeros(V, dtype=torch.bool, device=dev); fixed[fixed_view] = True
@@ -198,25 +219,13 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
     gidx = idx.reshape(-1)
     blk = torch.cat([cam_blk, nF + torch.arange(O, device=dev)])                     # parameter block of each pose
     gen, eye4 = _constants(dt, dev)
-    # best symmetry: argmax_S trace(R_P S R_m^T) = <S, R_P^T R_m>, one batched product over the S symmetries
     S = syms.shape[1]
     SyR = syms[..., :3, :3].reshape(O, S, 9)[o] if S > 1 else None                     # (C, S, 9)
-    arC = torch.arange(C, device=dev)
     # constant parts of the Jacobian (left increments in the camera frame: delta = xi_cam + Ad(T_CW) xi_obj)
     Bc = torch.zeros(C, 3, 12, dtype=dt, device=dev); Bc[:, :, 3:6] = eye3               # Wt @ Bc: centre rows
     Jr = torch.zeros(C, 3, 12, dtype=dt, device=dev); Jr[:, :, 0:3] = eye3 / sr          # rotation rows
     def residuals(T_CW, T_WO):
-        P = T_CW[v] @ T_WO[o]
-        PR = P[:, :3, :3]
-        if SyR is not None:
-            s = torch.bmm(SyR, (PR.transpose(-1, -2) @ TmR).reshape(C, 9, 1))[:, :, 0].argmax(1)
-            Rb = PR @ SyR[arC, s].reshape(C, 3, 3)
-        else:
-            Rb = PR
-        p_pred = (PR @ cen[:, :, None])[:, :, 0] + P[:, :3, 3]                         # S fixes the centre
-        e_r = _rotvec(Rb @ TmRt)
-        r = torch.cat([(Wt @ (p_pred - p_meas)[:, :, None])[:, :, 0], e_r / sr], -1)  # (C, 6)
-        return r, p_pred
+        return _pose_residuals(T_CW[v] @ T_WO[o], TmR, p_meas, Wt, cen, SyR, sr)      # (C, 6), (C, 3)
     def robust(r):
         n = r.norm(dim=-1)
         inl = n <= huber
@@ -291,17 +300,11 @@ def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list
             if not bool(seen[view_ids[i], o]): ci.append(i); oi.append(o)
     if not ci: return cand_obj
     ci, oi = torch.tensor(ci, device=dev), torch.tensor(oi, device=dev)
-    Tm, P = T_CO[ci], invert_T(T_WC[view_ids[ci]]) @ T_WO[oi]
-    cen = centres[oi]
-    p_meas = (Tm[:, :3, :3] @ cen[:, :, None])[:, :, 0] + Tm[:, :3, 3]
-    e = (P[:, :3, :3] @ cen[:, :, None])[:, :, 0] + P[:, :3, 3] - p_meas
-    ray = p_meas / p_meas.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    ed = (e * ray).sum(-1)
-    e2 = (e - ed[:, None] * ray).pow(2).sum(-1) / sigma_lat ** 2 + (ed / sigma_depth) ** 2
-    R = P[:, :3, :3][:, None] @ syms[oi][:, :, :3, :3]                                  # (n, S, 3, 3)
-    cos = ((((R * Tm[:, None, :3, :3]).sum((-1, -2)) - 1) / 2).amax(1)).clamp(-1, 1)   # best symmetry
-    e2 = e2 + (torch.arccos(cos) / float(np.deg2rad(sigma_rot_deg))) ** 2
-    err = e2.sqrt()
+    Tm, P, cen = T_CO[ci], invert_T(T_WC[view_ids[ci]]) @ T_WO[oi], centres[oi]
+    p_meas, Wt = _pose_whitening(Tm, cen, sigma_lat, sigma_depth)
+    S = syms.shape[1]
+    SyR = syms[oi][..., :3, :3].reshape(len(oi), S, 9) if S > 1 else None
+    err = _pose_residuals(P, Tm[:, :3, :3], p_meas, Wt, cen, SyR, float(np.deg2rad(sigma_rot_deg)))[0].norm(dim=-1)
     out = cand_obj.clone()
     for k in torch.argsort(err).tolist():
         if float(err[k]) > max_err: break
@@ -526,23 +529,25 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
                 if r is not None:
                     view_ok, T_WC1, cand_obj, n_obj, T_WO1, obj_labels = r
                     T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
-            if join:
-                # -- left-out candidates of placed views that agree with one another under the refined cameras
-                #    form new objects (one seen only by views that were registered through other objects)
+            # -- left-out candidates of placed views that agree with one another under the refined cameras
+            #    form new objects (one seen only by views that were registered through other objects); the
+            #    refinement with them sharpens the cameras, which can let another group form (a few rounds)
+            for _ in range(3 if join else 0):
                 t = time.perf_counter()
                 li = ((cand_obj < 0) & view_ok[vid]).nonzero().flatten()
                 m3 = match_candidates(sub[li], objects, V, validate=False, T_WC=T_WC1, threshold=ransac_threshold,
                                       threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_min_inliers=1,
                                       n_continuous=n_continuous) if len(li) >= 2 else None
-                timings["grow"] = time.perf_counter() - t
-                if m3 is not None and m3.n_objects:
-                    new_obj = torch.full_like(cand_obj, -1)
-                    new_obj[li] = m3.cand_obj
-                    cand_obj = torch.where(new_obj >= 0, new_obj + n_obj, cand_obj)
-                    T_WO1 = torch.cat([T_WO1, _group_init(vid, new_obj, T_CO, sc, T_WC1, m3.n_objects)])
-                    obj_labels = obj_labels + labels_of(new_obj, m3.n_objects)
-                    n_obj += m3.n_objects
-                    T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
+                timings["grow"] = timings.get("grow", 0.0) + time.perf_counter() - t
+                if m3 is None or m3.n_objects == 0:
+                    break
+                new_obj = torch.full_like(cand_obj, -1)
+                new_obj[li] = m3.cand_obj
+                cand_obj = torch.where(new_obj >= 0, new_obj + n_obj, cand_obj)
+                T_WO1 = torch.cat([T_WO1, _group_init(vid, new_obj, T_CO, sc, T_WC1, m3.n_objects)])
+                obj_labels = obj_labels + labels_of(new_obj, m3.n_objects)
+                n_obj += m3.n_objects
+                T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
     elif rematch and n_ba_iters > 0:
         t = time.perf_counter()
         pts, syms, _, _ = models.get(obj_labels, n_continuous)

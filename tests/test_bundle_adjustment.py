@@ -98,6 +98,19 @@ def test_robust_kernels_weights_are_derivatives():
         robust_kernel(s, "tukey", 20.0)
 
 
+def test_solver_residuals_use_the_robust_kernels():
+    "The solver's cost and weights (`_residuals`: Huber in fewer operations) are those of `robust_kernel`, every kind."
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(7, 30, 2, generator=g, dtype=torch.float64) * 30            # errors on both sides of the cap
+    tgt = torch.randn(7, 30, 2, generator=g, dtype=torch.float64)
+    for kind in ba.ROBUST_KERNELS:
+        r, cost, w = ba._residuals(u, tgt, kind, 20.0)
+        rho, w_ref = robust_kernel(((u - tgt) ** 2).sum(-1), kind, 20.0)
+        assert torch.equal(r, u - tgt)
+        assert torch.allclose(cost, rho.sum(), rtol=1e-12, atol=0), kind
+        assert torch.allclose(w, w_ref, rtol=1e-12, atol=0), kind
+
+
 # -- the analytic Jacobians against finite differences ------------------------------------------
 @pytest.mark.parametrize("seed", range(4))
 def test_normal_equations_match_finite_difference_jacobian(seed):
