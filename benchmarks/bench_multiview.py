@@ -35,6 +35,7 @@ except ImportError:
     evaluate_scene = None
 from cosypose_nb.bundle_adjustment import initialize_scene, bundle_adjust, bundle_adjust_dense_autograd
 from cosypose_nb.multiview import predict_scene
+from cosypose_nb.matching import symmetric_centres
 
 try:
     from cosypose_nb.matching import match_candidates
@@ -102,21 +103,23 @@ def scene_objects(pb, cand_obj, n_objects):
 
 
 def scene_models(pb, s2):
-    "Model points and symmetries of the scene objects of stage 2 (looked up once, outside the timings)."
+    """Model points, symmetries and symmetric centres of the scene objects of stage 2: constants of the object
+    models, looked up once, outside the timings (as `predict_scene` does once per label)."""
     labels, _ = scene_objects(pb, s2[3], s2[4])
-    return pb.objects.points(labels), pb.objects.symmetries(labels, n_continuous=32)   # predict_scene's discretisation
+    pts, syms = pb.objects.points(labels), pb.objects.symmetries(labels, n_continuous=32)   # predict_scene's discretisation
+    return pts, syms, symmetric_centres(pts, syms)
 
 
 def run_stage3(pb, s2, ba_fn=bundle_adjust, init=None, models=None, **kw):
     "Stage 3: `initialize_scene` (unless `init` is given) then the Levenberg-Marquardt `ba_fn`."
     vp, Trel, ps, cand_obj, n_obj = s2
     c = pb.candidates
-    pts, syms = models if models is not None else scene_models(pb, s2)
+    pts, syms, cen = models if models is not None else scene_models(pb, s2)
     if init is None:
         init = initialize_scene(c.view_ids, cand_obj, c.T_CO, vp, Trel, ps, pb.n_views, n_obj, pts, syms, pb.K)
     T_WC0, T_WO0, ok = init
     root = int(ok.nonzero()[0, 0])
-    res = ba_fn(c.view_ids, cand_obj, c.T_CO, pb.K, pts, syms, T_WC0, T_WO0, fixed_view=root, view_ok=ok, **kw)
+    res = ba_fn(c.view_ids, cand_obj, c.T_CO, pb.K, pts, syms, T_WC0, T_WO0, fixed_view=root, view_ok=ok, centres=cen, **kw)
     return res, ok, init
 
 

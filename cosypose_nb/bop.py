@@ -74,11 +74,19 @@ def _num(x, path, field: str, positive: bool = False) -> float:
 
 def _int_key(k, path, field: str) -> int:
     "A JSON object key that must be a non-negative integer (an im_id or obj_id)."
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 0:
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and 0 <= k < 2 ** 31:
         return int(k)
-    if isinstance(k, str) and k.strip().isdigit():
+    if isinstance(k, str) and k.strip().isascii() and k.strip().isdigit() and int(k) < 2 ** 31:
         return int(k)
-    raise InputError(f"{where(path, field)}expected a non-negative integer key, got {k!r}")
+    raise InputError(f"{where(path, field)}expected a non-negative integer key (< 2^31), got {k!r}")
+
+def _unique_keys(keys, path) -> list[int]:
+    "The integer keys of a per-image or per-object JSON object, checked: no id given twice (as '1' and '01')."
+    ids = [_int_key(k, path, f"key {k!r}") for k in keys]
+    if len(set(ids)) < len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(f"{path}: ids {dup} given more than once (keys {[k for k, i in zip(keys, ids) if i in dup]})")
+    return ids
 
 def _dict(x, path, field: str | None) -> dict:
     if not isinstance(x, dict):
@@ -159,6 +167,7 @@ def read_models_info(path) -> dict[int, dict]:
     float64 np (translations m), 'symmetries_continuous' [{'axis' (3,), 'offset' (3,) m}]}}."""
     path = _models_info_path(path)
     data = _dict(read_json(path), path, None)
+    _unique_keys(list(data), path)
     return {_int_key(k, path, f"key {k!r}"): _parse_model_info(v, path, str(k)) for k, v in sorted(data.items(), key=lambda kv: str(kv[0]).zfill(12))}
 
 def write_models_info(path, infos: dict[int, dict]) -> Path:
@@ -300,8 +309,7 @@ def read_scene_camera(path) -> dict[int, dict]:
     path = _scene_file(path, SCENE_CAMERA)
     data = _dict(read_json(path), path, None)
     out = {}
-    for k, v in data.items():
-        im_id = _int_key(k, path, f"key {k!r}")
+    for im_id, (k, v) in zip(_unique_keys(list(data), path), data.items()):
         v = _dict(v, path, k)
         if "cam_K" not in v:
             raise InputError(f"{where(path, f'{k}.cam_K')}missing")
@@ -337,9 +345,9 @@ def write_scene_camera(path, cameras: dict[int, dict]) -> Path:
 def _image_lists(path) -> list[tuple[int, list[tuple[str, dict]]]]:
     "The entries of a per-image list file (`scene_gt`, `scene_gt_info`): [(im_id, [(field name, dict)])], checked."
     out = []
-    for k, v in _dict(read_json(path), path, None).items():
-        out.append((_int_key(k, path, f"key {k!r}"),
-                    [(f"{k}[{j}]", _dict(o, path, f"{k}[{j}]")) for j, o in enumerate(_list(v, path, k))]))
+    data = _dict(read_json(path), path, None)
+    for im_id, (k, v) in zip(_unique_keys(list(data), path), data.items()):
+        out.append((im_id, [(f"{k}[{j}]", _dict(o, path, f"{k}[{j}]")) for j, o in enumerate(_list(v, path, k))]))
     return out
 
 def read_scene_gt(path, models_info=None) -> dict[int, list[dict]]:
@@ -606,41 +614,49 @@ def read_results_csv(path) -> pd.DataFrame:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     rows = []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != RESULTS_HEADER:
-            raise InputError(f"{path}: line 1: header: expected {','.join(RESULTS_HEADER)}, got {','.join(header or [])!r}")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != 7:
-                raise InputError(f"{path}: line {line}: expected 7 fields ({','.join(RESULTS_HEADER)}), got {len(row)}")
-            r = {}
-            for c, v in zip(("scene_id", "im_id", "obj_id"), row[:3]):
-                try:
-                    r[c] = int(v)
-                except ValueError:
-                    raise InputError(f"{path}: line {line}: {c}: expected an integer, got {v!r}") from None
-                if r[c] < 0:
-                    raise InputError(f"{path}: line {line}: {c}: expected a non-negative integer, got {v!r}")
-            for c, v in (("score", row[3]), ("time", row[6])):
-                try:
-                    r[c] = float(v)
-                except ValueError:
-                    raise InputError(f"{path}: line {line}: {c}: expected a number, got {v!r}") from None
-                if not math.isfinite(r[c]):
-                    raise InputError(f"{path}: line {line}: {c}: must be finite, got {v!r}")
-            fld = {}
-            for c, v, n in (("R", row[4], 9), ("t", row[5], 3)):
-                try:
-                    fld[c] = [float(x) for x in v.split()]
-                except ValueError:
-                    raise InputError(f"{path}: line {line}: {c}: expected {n} space-separated numbers, got {v!r}") from None
-            r["T_CO"] = _T_from_Rt_mm(fld["R"], fld["t"], path, f"line {line}: R", f"line {line}: t")
-            r["label"] = label_from_obj_id(r["obj_id"])
-            rows.append(r)
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:     # (a byte-order mark, as Excel writes, is skipped)
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or tuple(h.strip() for h in header) != RESULTS_HEADER:
+                raise InputError(f"{path}: line 1: header: expected {','.join(RESULTS_HEADER)}, got {','.join(header or [])!r}")
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != 7:
+                    raise InputError(f"{path}: line {line}: expected 7 fields ({','.join(RESULTS_HEADER)}), got {len(row)}")
+                r = {}
+                for c, v in zip(("scene_id", "im_id", "obj_id"), row[:3]):
+                    try:
+                        r[c] = int(v)
+                    except ValueError:
+                        raise InputError(f"{path}: line {line}: {c}: expected an integer, got {v!r}") from None
+                    if not 0 <= r[c] < 2 ** 31:
+                        raise InputError(f"{path}: line {line}: {c}: expected a non-negative integer (< 2^31), got {v!r}")
+                for c, v in (("score", row[3]), ("time", row[6])):
+                    try:
+                        r[c] = float(v)
+                    except ValueError:
+                        raise InputError(f"{path}: line {line}: {c}: expected a number, got {v!r}") from None
+                    if not math.isfinite(r[c]):
+                        raise InputError(f"{path}: line {line}: {c}: must be finite, got {v!r}")
+                fld = {}
+                for c, v, n in (("R", row[4], 9), ("t", row[5], 3)):
+                    try:
+                        fld[c] = [float(x) for x in v.split()]
+                    except ValueError:
+                        raise InputError(f"{path}: line {line}: {c}: expected {n} space-separated numbers, got {v!r}") from None
+                r["T_CO"] = _T_from_Rt_mm(fld["R"], fld["t"], path, f"line {line}: R", f"line {line}: t")
+                r["label"] = label_from_obj_id(r["obj_id"])
+                rows.append(r)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise InputError(f"{path}: line {reader.line_num if reader else 1}: {e}") from None
     df = pd.DataFrame(rows, columns=RESULTS_COLUMNS).astype({"scene_id": "int64", "im_id": "int64", "obj_id": "int64",
                                                              "score": "float64", "time": "float64"})
     _check_times(df, path)

@@ -173,9 +173,18 @@ def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
     if C and cand_obj.max() >= O:
         raise InputError(f"cand_obj: values must be < n_objects = {O}, got {int(cand_obj.max())}")
 
-def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep) -> _Prepared:
+def _check_centres(centres, n_objects: int, dev, dtype) -> torch.Tensor | None:
+    "`centres` (O, 3) checked (shape, finite) and on the solver's device and dtype; `None` stays `None`."
+    if centres is None:
+        return None
+    centres = torch.as_tensor(centres)
+    check_shape(centres, (n_objects, 3), "centres"); check_finite(centres, "centres")
+    return centres.to(device=dev, dtype=dtype)
+
+def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep, centres=None) -> _Prepared:
     """Lay the problem out: `view_ids`, `cand_obj` (C,), `keep` (C,) bool and `fixed_views` as numpy arrays or
-    tensors (the integer bookkeeping runs in numpy: tiny arrays, many steps), the rest tensors on the device."""
+    tensors (the integer bookkeeping runs in numpy: tiny arrays, many steps), the rest tensors on the device;
+    `centres` (O, 3) the objects' symmetric centres (`matching.symmetric_centres`), computed here if `None`."""
     dev, dt = T_CO.device, T_CO.dtype
     vi, co, keep = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x) for x in (view_ids, cand_obj, keep))
     ki = np.flatnonzero(keep)
@@ -194,7 +203,7 @@ def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixe
     K_c, pts_c, T_c = K[cam], points[obj], T_CO[ki_t]
     # the symmetry choice: R_s Sigma per object and symmetry (see `_best_symmetry`)
     O, S = syms.shape[:2]
-    y = points - symmetric_centres(points, syms)[:, None]
+    y = points - (symmetric_centres(points, syms) if centres is None else centres)[:, None]
     Sig = torch.nn.functional.pad(y.transpose(1, 2) @ y, (0, 1, 0, 1))                          # (O, 4, 4)
     Q = torch.bmm(syms.view(O, S * 4, 4), Sig).view(O, S, 4, 4)[..., :3, :3].reshape(O, S, 9)  # R_s Sigma
     gen, eye4 = _constants(dt, dev)
@@ -284,7 +293,8 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
                   points: torch.Tensor, syms: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
                   fixed_view: int = 0, n_iters: int = 100, robust: str = "huber", robust_cap_px: float = 20.0,
                   n_points: int | None = 32, view_ok: torch.Tensor | None = None, lambda0: float = 1e-4,
-                  ftol: float = 1e-4, xtol: float = 1e-10, dtype: torch.dtype = torch.float64) -> BAResult:
+                  ftol: float = 1e-4, xtol: float = 1e-10, dtype: torch.dtype = torch.float64,
+                  centres: torch.Tensor | None = None) -> BAResult:
     """Object-level bundle adjustment: refine cameras `T_WC` (V, 4, 4) and objects `T_WO` (O, 4, 4) so
     that every candidate -- view `view_ids` (C,), scene object `cand_obj` (C,), pose `T_CO` (C, 4, 4) --
     reprojects like the scene, up to the object's symmetries. `K` (V, 3, 3) intrinsics, `points`
@@ -293,7 +303,10 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     Candidates with `cand_obj < 0`, or in a view with `view_ok` False, are ignored; the view
     `fixed_view` (and those not ok) keep their pose. Levenberg-Marquardt on SE(3) with analytic
     Jacobians, the normal equations assembled from per-candidate 12x12 blocks, solved by Cholesky in
-    `dtype` (float64 by default) on the device of the inputs; the outputs have the dtype of `T_WC`."""
+    `dtype` (float64 by default) on the device of the inputs; the outputs have the dtype of `T_WC`.
+    `centres` (O, 3): the objects' symmetric centres (`matching.symmetric_centres` of their points), which
+    the symmetry choice turns about; constants of the models, so a caller that solves many scenes with the
+    same models passes them (`None`: computed from the subsampled points)."""
     if isinstance(points, torch.Tensor) and points.dim() == 3:
         points = subsample_points(points, n_points)                 # (the points not used need no check)
     _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO)
@@ -312,9 +325,10 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
         keep &= vok[vi]
         fixed |= ~vok
     T_CO, K, points, syms = (x.to(device=dev, dtype=dtype) for x in (T_CO, K, points, syms))
+    centres = _check_centres(centres, O, dev, dtype)
     T_CW, T_WO = invert_T(T_WC.to(dtype)), T_WO.to(dtype)
     n_keep = int(keep.sum())
-    pr = _prepare(vi, co, T_CO, K, points, syms, V, O, np.flatnonzero(fixed), keep)
+    pr = _prepare(vi, co, T_CO, K, points, syms, V, O, np.flatnonzero(fixed), keep, centres)
     n_res = max(n_keep * points.shape[1], 1)
     P = 6 * pr.n_blocks
     lam, converged, it, lambdas = lambda0, False, 0, []
@@ -552,7 +566,8 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
                                  fixed_view: int = 0, n_iters: int = 100, robust: str = "huber",
                                  robust_cap_px: float = 20.0, n_points: int | None = 32,
                                  view_ok: torch.Tensor | None = None, lambda0: float = 1e-3, L_down: float = 9.0,
-                                 L_up: float = 11.0, eps: float = 1e-5, dtype: torch.dtype = torch.float64) -> BAResult:
+                                 L_up: float = 11.0, eps: float = 1e-5, dtype: torch.dtype = torch.float64,
+                                 centres: torch.Tensor | None = None) -> BAResult:
     """The reference: Levenberg-Marquardt built the way the paper's implementation is. Same inputs,
     residuals, robust cost and symmetry choice as `bundle_adjust`, but each pose is a 9-vector (6D
     rotation + translation) updated additively, the full Jacobian (residuals x 9 (V + O)) comes from
@@ -572,7 +587,8 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
         keep &= view_ok[view_ids]
         fixed |= ~view_ok
     points = subsample_points(points, n_points)
-    pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep)
+    pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep,
+                  _check_centres(centres, O, dev, dtype))
     cam, obj = pr.cam, pr.obj
     C, N = len(cam), points.shape[1]
     # one row per scalar residual: (candidate, point, x/y)

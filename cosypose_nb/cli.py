@@ -48,3 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"cosypose-nb {sub}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                   # a path that is a folder, unreadable, not writable...: say which, no traceback
+        print(f"cosypose-nb {sub}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2

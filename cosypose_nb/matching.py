@@ -265,16 +265,20 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
         symm = nsym[mlab] > 1
         if symm.any():
             sm = symm.nonzero().flatten()                                     # symmetric seeds, with every m2 of their group
-            r1, m2 = _ranges(starts[mg[sm]], counts[mg[sm]])
-            m1 = sm[r1]
+            cnt = counts[mg[sm]]
+            big = cnt * (cnt - 1) > n_ransac_iter
+            r1, m2 = _ranges(starts[mg[sm[~big]]], cnt[~big])
+            m1 = sm[~big][r1]
+            if big.any():     # too many seed pairs in a view pair: a random subset (RANSAC), drawn without listing them
+                sb, cb = sm[big], cnt[big]                   # ~n_ransac_iter / (count - 1) partners per seed
+                rb = torch.repeat_interleave(torch.arange(len(sb), device=dev), (n_ransac_iter + cb - 2) // (cb - 1))
+                draw = torch.rand(len(rb), generator=generator, dtype=dt).to(dev)
+                m1 = torch.cat([m1, sb[rb]])
+                m2 = torch.cat([m2, starts[mg[sb[rb]]] + torch.minimum((draw * cb[rb]).long(), cb[rb] - 1)])
             # a second match must involve other candidates, and keep the distance between the two objects (rigid motion)
             ok = (mi[m1] != mi[m2]) & (mj[m1] != mj[m2]) & \
                  (((cc[mi[m1]] - cc[mi[m2]]).norm(dim=-1) - (cc[mj[m1]] - cc[mj[m2]]).norm(dim=-1)).abs()
                   < 2 * loose_factor * threshold * torch.maximum(mscale[m1], mscale[m2]))
-            n_pairs = (counts * (counts - 1))[mg[m1]]
-            if (n_pairs > n_ransac_iter).any():        # too many seed pairs in a view pair: a random subset (RANSAC)
-                draw = torch.rand(len(m1), generator=generator, dtype=dt).to(dev)
-                ok &= (n_pairs <= n_ransac_iter) | (draw < n_ransac_iter / n_pairs.to(dt))
             m1, m2 = m1[ok], m2[ok]
             if len(m1):
                 # frames of seed object i (view a) and j (view b): q = m2's b-centroid in Oj, r = m2's a-centroid in Oi;
@@ -294,14 +298,18 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
         # -- score every hypothesis on every match of its view pair: depth-tolerant centroid distance, loose threshold
         #    (the matches of each view pair padded to the largest count: one batched product per hypothesis)
         inv_th2 = 1 / (loose_factor * threshold * mscale[pad]) ** 2 * valid      # 0 on the padding
-        Pj = torch.bmm(P_j[hg], R_h.transpose(1, 2)).view(len(hm), Mmax, 6)      # R_h x for centroids and rays
-        Pi = P_i[hg]
-        e = Pi[..., :3] - Pj[..., :3] - t_h[:, None]
-        # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
-        it2 = inv_th2[hg]
-        h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * lam).logical_and_(valid[hg] > 0).nonzero(as_tuple=True)
-        d2 = depth_tolerant_sqnorm(e[h_, k_], Pi[h_, k_, 3:], Pj[h_, k_, 3:], lam) * it2[h_, k_]
-        hscore = torch.zeros(len(hm), dtype=dt, device=dev).index_add(0, h_, (1 - d2).clamp(min=0))
+        hscore = torch.zeros(len(hm), dtype=dt, device=dev)
+        step = max(1, 4_000_000 // Mmax)                 # hypotheses per chunk: memory bounded for crowded view pairs
+        for h0 in range(0, len(hm), step):
+            hc = hg[h0:h0 + step]
+            Pj = torch.bmm(P_j[hc], R_h[h0:h0 + step].transpose(1, 2)).view(len(hc), Mmax, 6)   # R_h x, centroids and rays
+            Pi = P_i[hc]
+            e = Pi[..., :3] - Pj[..., :3] - t_h[h0:h0 + step, None]
+            # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
+            it2 = inv_th2[hc]
+            h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * lam).logical_and_(valid[hc] > 0).nonzero(as_tuple=True)
+            d2 = depth_tolerant_sqnorm(e[h_, k_], Pi[h_, k_, 3:], Pj[h_, k_, 3:], lam) * it2[h_, k_]
+            hscore.index_add_(0, h_ + h0, (1 - d2).clamp(min=0))
         # -- the top_k hypotheses of each view pair go to local optimisation
         order = torch.argsort(hg.to(dt) * (hscore.max() + 1) - hscore, stable=True)
         rank = torch.arange(len(order), device=dev) - torch.searchsorted(hg[order], hg[order])

@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview.html.md"""
 
 # %% ../nbs/22_multiview.ipynb #ff11a040
 from __future__ import annotations
-import argparse, time
+import argparse, os, shutil, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +20,8 @@ from .matching import MatchingResult, match_candidates, symmetric_centres, depth
 from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew, _constants, _se3_exp_batch
 
 # %% auto #0
-__all__ = ['ScenePrediction', 'nms_3d', 'refine_scene_poses', 'join_scene', 'register_views', 'predict_scene', 'Scenario',
-           'read_scenario', 'write_scenario_results', 'write_example_scenario', 'multiview_cli']
+__all__ = ['MAX_CONTINUOUS', 'ScenePrediction', 'nms_3d', 'refine_scene_poses', 'join_scene', 'register_views', 'predict_scene',
+           'Scenario', 'read_scenario', 'write_scenario_results', 'write_example_scenario', 'multiview_cli']
 
 # %% ../nbs/22_multiview.ipynb #1dd01000
 @dataclass
@@ -65,6 +65,33 @@ def _empty_scene(C, V, K, dev, dt, cand_obj=None, matching=None, timings=None) -
                            torch.full((C,), -1, dtype=torch.long, device=dev) if cand_obj is None else cand_obj,
                            matching, None, timings or {})
 
+MAX_CONTINUOUS = 1024      # most steps discretising a continuous symmetry (memory grows with it)
+
+def _check_predictor_args(candidates, objects, **kw):
+    "`predict_scene`'s arguments: an object set, integer view ids, finite numbers in range (`InputError` naming the argument)."
+    if objects is None or not hasattr(objects, "points"):
+        raise InputError(f"objects: an object set (MeshDatabase or PointObjectSet) is required, got {type(objects).__name__}")
+    vid = getattr(candidates, "view_ids", None)
+    if not isinstance(vid, torch.Tensor) or vid.is_floating_point() or vid.is_complex() or vid.dtype == torch.bool:
+        raise InputError(f"candidates.view_ids: expected an integer tensor, got {getattr(vid, 'dtype', type(vid).__name__)}")
+    positive = ("ransac_threshold", "depth_factor", "sigma_lat", "sigma_depth", "sigma_rot_deg", "reject", "outlier_px")
+    for name, x in kw.items():
+        if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not np.isfinite(x):
+            raise InputError(f"{name}: expected a finite number, got {x!r}")
+        if name in positive and x <= 0:
+            raise InputError(f"{name}: must be > 0, got {x}")
+        if x < 0:
+            raise InputError(f"{name}: must be >= 0, got {x}")
+    if kw["depth_factor"] < 1:
+        raise InputError(f"depth_factor: must be >= 1, got {kw['depth_factor']}")
+    for name in ("n_ransac_iter", "n_min_inliers", "n_continuous"):
+        if int(kw[name]) != kw[name] or kw[name] < 1:
+            raise InputError(f"{name}: must be an integer >= 1, got {kw[name]}")
+    if int(kw["n_ba_iters"]) != kw["n_ba_iters"]:
+        raise InputError(f"n_ba_iters: must be an integer >= 0, got {kw['n_ba_iters']}")
+    if kw["n_continuous"] > MAX_CONTINUOUS:
+        raise InputError(f"n_continuous: must be <= {MAX_CONTINUOUS}, got {kw['n_continuous']}")
+
 def _check_K(K, n_views=None) -> torch.Tensor:
     K = torch.as_tensor(K, dtype=torch.float64) if not isinstance(K, torch.Tensor) else K
     check_shape(K, (None, 3, 3), "K")
@@ -73,6 +100,9 @@ def _check_K(K, n_views=None) -> torch.Tensor:
         raise InputError(f"K: expected {n_views} intrinsic matrices (one per view), got {len(K)}")
     if len(K) and ((K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)).any():
         raise InputError("K: focal lengths must be positive")
+    last = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device)
+    if len(K) and ((K[:, 2] - last).abs() > 1e-9).any() or len(K) and (K[:, 1, 0].abs() > 1e-9).any():
+        raise InputError("K: expected intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
     return K
 
 class _ObjectModels:
@@ -315,19 +345,46 @@ def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list
     return out
 
 # %% ../nbs/22_multiview.ipynb #41e9d433
+def _register_scores(hyp, pc, R_c, cw, same, T_WR, ref_syms, thresholds, depth_factor, ref_rays, cos_th):
+    """Score camera hypotheses `hyp` (H, 4, 4) of one view: its candidates' centres `pc` (n, 3) and rotations `R_c`
+    (n, 3, 3) in the camera frame against the references' world centres `cw` (R, 3), same-label mask `same`
+    (n, R). Returns the number of candidates with an inlier reference (H,) and the sum of the inliers'
+    distances (H,) (the tie-break)."""
+    pw = (hyp[:, None, :3, :3] @ pc[None, :, :, None]).squeeze(-1) + hyp[:, None, :3, 3]      # (H, n, 3)
+    e = pw[:, :, None] - cw[None, None]                                                    # (H, n, R, 3)
+    if depth_factor > 1:
+        u = (hyp[:, None, :3, :3] @ (pc / pc.norm(dim=-1, keepdim=True))[None, :, :, None]).squeeze(-1)   # (H, n, 3) rays
+        w = torch.zeros_like(cw) if ref_rays is None else ref_rays
+        d = depth_tolerant_sqnorm(e, u[:, :, None].expand_as(e), w[None, None].expand_as(e), depth_factor ** 2 - 1).sqrt()
+    else:
+        d = e.norm(dim=-1)                                                                 # (H, n, R)
+    ok = (d < thresholds[None, None]) & same[None]
+    h_, n_, r_ = ok.nonzero(as_tuple=True)                      # orientation of those: R_ref^T R_cand in the world
+    M = T_WR[r_, :3, :3].transpose(-1, -2) @ hyp[h_, :3, :3] @ R_c[n_]
+    cos = ((ref_syms[r_, :, :3, :3] * M[:, None]).sum((-1, -2)).amax(-1) - 1) / 2              # the best symmetry's
+    ok[h_, n_, r_] = cos > cos_th
+    return ok.any(-1).sum(-1), torch.where(ok, d, torch.zeros_like(d)).sum((-1, -2))
+
+# %% ../nbs/22_multiview.ipynb #14766279
 @fast_inference
 def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor, cand_centres: torch.Tensor,
                    view_ok: torch.Tensor, T_WC: torch.Tensor, ref_labels: list[str], T_WR: torch.Tensor, ref_syms: torch.Tensor,
                    ref_centres: torch.Tensor, thresholds: torch.Tensor, min_inliers: int = 2, depth_factor: float = 1.0,
-                   ref_rays: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   ref_rays: torch.Tensor | None = None, rot_threshold_deg: float = 20.0,
+                   max_elems: int = 2_000_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Place the views with `view_ok` False against references (scene objects or placed candidates): `ref_labels`
     (R), poses `T_WR` (R, 4, 4), symmetries `ref_syms` (R, S, 4, 4), symmetric centres `ref_centres` (R, 3) in
     the object frame, inlier `thresholds` (R,) metres. Candidates: `view_ids` (C,), `labels`, `T_CO` (C, 4, 4),
     symmetric centres of their objects `cand_centres` (C, 3). Distances along the candidate's viewing ray, and
     along the reference's (`ref_rays` (R, 3) world unit rays, zero for none), count `1 / depth_factor`, as in
-    `match_candidates`. Returns the updated (`T_WC` (V, 4, 4), `view_ok` (V,))."""
+    `match_candidates`; an inlier's orientation must also agree with its reference's, up to a symmetry of the
+    reference, within `rot_threshold_deg` (as stage 2's inliers: a view placed by one symmetric object can
+    otherwise turn about its axis and still bring other objects' centres onto same-label references).
+    Hypotheses are scored in chunks of at most `max_elems` (hypothesis, candidate, reference) distances, so
+    memory stays bounded with many candidates per view. Returns the updated (`T_WC` (V, 4, 4), `view_ok` (V,))."""
     T_WC, view_ok = T_WC.clone(), view_ok.clone()
     if len(ref_labels) == 0: return T_WC, view_ok
+    cos_th = float(np.cos(np.deg2rad(rot_threshold_deg)))
     lab_ids = {l: i for i, l in enumerate(sorted(set(ref_labels) | set(labels)))}
     rl = torch.tensor([lab_ids[l] for l in ref_labels], device=T_CO.device)
     cw = (T_WR[:, :3, :3] @ ref_centres[..., None]).squeeze(-1) + T_WR[:, :3, 3]          # (R, 3) world centres
@@ -341,18 +398,15 @@ def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor
         hyp = (T_WR[ri][:, None] @ ref_syms[ri] @ invert_T(T_CO[idx[ci]])[:, None]).reshape(-1, 4, 4)
         # each candidate's centre in the world under each hypothesis, against the same-label references
         pc = (T_CO[idx][:, :3, :3] @ cand_centres[idx][..., None]).squeeze(-1) + T_CO[idx][:, :3, 3]   # (n, 3) camera frame
-        pw = (hyp[:, None, :3, :3] @ pc[None, :, :, None]).squeeze(-1) + hyp[:, None, :3, 3]   # (H, n, 3)
-        e = pw[:, :, None] - cw[None, None]                                                    # (H, n, R, 3)
-        if depth_factor > 1:
-            u = (hyp[:, None, :3, :3] @ (pc / pc.norm(dim=-1, keepdim=True))[None, :, :, None]).squeeze(-1)   # (H, n, 3) rays
-            w = torch.zeros_like(cw) if ref_rays is None else ref_rays
-            d = depth_tolerant_sqnorm(e, u[:, :, None].expand_as(e), w[None, None].expand_as(e), depth_factor ** 2 - 1).sqrt()
-        else:
-            d = e.norm(dim=-1)                                                                 # (H, n, R)
         same = cl[:, None] == rl[None]                                                         # (n, R)
-        ok = (d < thresholds[None, None]) & same[None]
-        n_in = ok.any(-1).sum(-1)                                                              # (H,)
-        best = int(torch.argmax(n_in.to(torch.float64) - 1e-3 * torch.where(ok, d, torch.zeros_like(d)).sum((-1, -2))))
+        n_in, dsum = [], []
+        step = max(1, max_elems // (len(idx) * len(rl)))           # hypotheses per chunk: (step, n, R) distances
+        for h0 in range(0, len(hyp), step):
+            a, b = _register_scores(hyp[h0:h0 + step], pc, T_CO[idx, :3, :3], cw, same, T_WR, ref_syms, thresholds,
+                                    depth_factor, ref_rays, cos_th)
+            n_in.append(a); dsum.append(b)
+        n_in, dsum = torch.cat(n_in), torch.cat(dsum)
+        best = int(torch.argmax(n_in.to(torch.float64) - 1e-3 * dsum))
         if int(n_in[best]) >= min_inliers:
             T_WC[v] = hyp[best]; view_ok[v] = True
     return T_WC, view_ok
@@ -382,6 +436,11 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     float64 on `device` (default: the candidates')."""
     t0 = time.perf_counter()
     timings = {}
+    _check_predictor_args(candidates, objects, score_threshold=score_threshold, ransac_threshold=ransac_threshold,
+                          ransac_threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_ransac_iter=n_ransac_iter,
+                          n_min_inliers=n_min_inliers, n_ba_iters=n_ba_iters, nms_distance=nms_distance,
+                          n_continuous=n_continuous, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
+                          sigma_rot_deg=sigma_rot_deg, reject=reject, outlier_px=outlier_px)
     dev = get_device(device) if device is not None else candidates.T_CO.device
     dt = torch.float64
     K = _check_K(K).to(device=dev, dtype=dt)
@@ -405,8 +464,8 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     m = match_candidates(sub, objects, V, validate=False, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
                          depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=n_min_inliers,
                          n_continuous=n_continuous, generator=generator)
-    if m.n_objects == 0 and T_WC is None and n_min_inliers > 2:
-        # no view pair reached the inlier count (views sharing at most two objects): accept two-inlier pairs
+    if m.n_objects == 0 and T_WC is None and n_min_inliers == 3:
+        # no view pair reached the default inlier count (views sharing at most two objects): accept two-inlier pairs
         m = match_candidates(sub, objects, V, validate=False, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
                              depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=2,
                              n_continuous=n_continuous, generator=generator)
@@ -429,7 +488,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     cand_obj, n_obj = m.cand_obj, m.n_objects
     obj_labels = labels_of(cand_obj, n_obj)
     models = _ObjectModels(objects, sub.labels, dev, dt)
-    pts, syms, _, _ = models.get(obj_labels, n_continuous)
+    pts, syms, cen, _ = models.get(obj_labels, n_continuous)
     if T_WC is None:
         T_WC0, T_WO0, view_ok = initialize_scene(vid, cand_obj, T_CO, m.view_pairs, m.T_C1C2, m.pair_scores.to(dt), V, n_obj,
                                                  points=pts, syms=syms, K=K, generator=generator)
@@ -440,7 +499,8 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     root = int(view_ok.nonzero()[0]) if view_ok.any() else 0
     timings["init"] = time.perf_counter() - t
     t = time.perf_counter()
-    ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok)
+    ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok,
+                       centres=cen)
     T_WC1, T_WO1 = ba.T_WC, ba.T_WO
     timings["ba"] = time.perf_counter() - t
     def register_and_rematch(view_ok, T_WC1, T_WO1, cand_obj, obj_labels):
@@ -550,8 +610,9 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
                 T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
     elif rematch and n_ba_iters > 0:
         t = time.perf_counter()
-        pts, syms, _, _ = models.get(obj_labels, n_continuous)
-        ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC1, T_WO1, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok)
+        pts, syms, cen, _ = models.get(obj_labels, n_continuous)
+        ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC1, T_WO1, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok,
+                           centres=cen)
         T_WC1, T_WO1 = ba.T_WC, ba.T_WO
         bad = (cand_obj >= 0) & ~(ba.cand_errors <= outlier_px)
         if bad.any():
@@ -613,6 +674,9 @@ def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenar
     for name in ("models", "candidates.csv", "scene_camera.json"):
         if not (folder / name).exists():
             raise InputError(f"{folder / name}: missing (a scenario folder holds models/, candidates.csv and scene_camera.json)")
+    if not (folder / "models" / "models_info.json").is_file():
+        raise InputError(f"{folder / 'models' / 'models_info.json'}: missing (models/ is a BOP models folder: "
+                         f"models_info.json gives each model's diameter and symmetries)")
     cams = read_scene_camera(folder / "scene_camera.json")
     if not cams:
         raise InputError(f"{folder / 'scene_camera.json'}: no camera")
@@ -638,23 +702,44 @@ def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenar
                        list(df["label"]), torch.tensor(df["score"].to_numpy(), dtype=torch.float64), poses_tensor(df))
     return Scenario(folder, objects, cands, K, im_ids, int(scenes[0]) if scenes else 0, T_WC)
 
+def _results_dir(scenario_folder, out_dir=None) -> Path:
+    """The output folder (`out_dir`, default `scenario_folder/results`), checked before any work: it and the two
+    result files must not be something else than a folder / files (`InputError` naming the path)."""
+    out = Path(out_dir) if out_dir is not None else Path(scenario_folder) / "results"
+    for q in [out, *out.parents]:
+        if q.exists() and not q.is_dir():
+            raise InputError(f"{q}: exists and is not a folder (the results go to {out})")
+    for name in ("predicted_scene.json", "scene_reprojected.csv"):
+        if (out / name).exists() and not (out / name).is_file():
+            raise InputError(f"{out / name}: exists and is not a file")
+    return out
+
 def write_scenario_results(scenario: Scenario, pred: ScenePrediction, out_dir=None) -> tuple[Path, Path]:
-    "Write `results/predicted_scene.json` and `results/scene_reprojected.csv` (or into `out_dir`). Returns both paths."
+    """Write `results/predicted_scene.json` and `results/scene_reprojected.csv` (or into `out_dir`). Returns both
+    paths. Both files are written to temporary files first and then renamed into place, so a failure leaves the
+    previous results (or none), never a new JSON beside an old CSV."""
     import pandas as pd
     from cosypose_nb.bop import write_results_csv
-    out = Path(out_dir) if out_dir is not None else Path(scenario.folder) / "results"
+    out = _results_dir(scenario.folder, out_dir)
     T_WO, T_WC, K = (x.detach().cpu().double() for x in (pred.T_WO, pred.T_WC, pred.K))
     objects = [{"label": l, "score": float(s), "n_cand": int(n), "TWO": T_WO[o].tolist()}
                for o, (l, s, n) in enumerate(zip(pred.labels, pred.scores.tolist(), pred.n_cand.tolist()))]
     cameras = [{"view_id": int(scenario.im_ids[v]), "TWC": T_WC[v].tolist(), "K": K[v].tolist()}
                for v in pred.view_ok.nonzero().flatten().tolist()]
-    p_json = out / "predicted_scene.json"
-    write_json(p_json, {"objects": objects, "cameras": cameras})
     rep = pred.reprojected()
     df = pd.DataFrame({"scene_id": scenario.scene_id, "im_id": [scenario.im_ids[v] for v in rep.view_ids.tolist()],
                        "label": rep.labels, "score": rep.scores.detach().cpu().double().numpy(),
                        "T_CO": list(rep.T_CO.detach().cpu().double().numpy())})
-    p_csv = write_results_csv(out / "scene_reprojected.csv", df)
+    p_json, p_csv = out / "predicted_scene.json", out / "scene_reprojected.csv"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".results."))              # both written here, then renamed
+    try:
+        write_json(tmp / p_json.name, {"objects": objects, "cameras": cameras})
+        write_results_csv(tmp / p_csv.name, df)
+        os.replace(tmp / p_csv.name, p_csv)
+        os.replace(tmp / p_json.name, p_json)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return p_json, p_csv
 
 def write_example_scenario(folder, problem, scene_id: int = 1, im_ids: list[int] | None = None) -> Path:
@@ -665,7 +750,9 @@ def write_example_scenario(folder, problem, scene_id: int = 1, im_ids: list[int]
     folder = Path(folder)
     if not hasattr(problem.objects, "to_bop_folder"):
         raise InputError("write_example_scenario: the problem's objects must be a MeshDatabase (they become models/)")
-    im_ids = list(range(1, problem.n_views + 1)) if im_ids is None else list(im_ids)
+    im_ids = list(range(1, problem.n_views + 1)) if im_ids is None else [int(i) for i in im_ids]
+    if len(im_ids) != problem.n_views or len(set(im_ids)) != len(im_ids) or min(im_ids) < 0:
+        raise InputError(f"im_ids: expected {problem.n_views} distinct non-negative ids (one per view), got {im_ids}")
     problem.objects.to_bop_folder(folder / "models")
     c = problem.candidates
     df = pd.DataFrame({"scene_id": scene_id, "im_id": [im_ids[v] for v in c.view_ids.tolist()], "label": c.labels,
@@ -702,11 +789,16 @@ def multiview_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="random seed (sampling when a view pair has many seed pairs)")
     ap.add_argument("--out", default=None, help="output folder (default SCENARIO_DIR/results)")
     a = ap.parse_args(argv)
-    for name in ("score_threshold", "ransac_threshold", "ransac_threshold_rel", "nms_distance"):
+    for name in ("score_threshold", "ransac_threshold", "ransac_threshold_rel", "nms_distance", "depth_factor"):
         if not np.isfinite(getattr(a, name)) or getattr(a, name) < 0:
             raise InputError(f"--{name.replace('_', '-')}: must be a finite number >= 0, got {getattr(a, name)}")
-    if a.ransac_threshold <= 0 or a.depth_factor < 1 or a.ransac_iters < 1 or a.ba_iters < 0 or a.n_continuous < 1 or a.min_inliers < 1:
-        raise InputError("--ransac-threshold must be > 0, --depth-factor >= 1, --ransac-iters, --min-inliers and --n-continuous >= 1, --ba-iters >= 0")
+    if a.ransac_threshold <= 0 or a.depth_factor < 1 or a.ransac_iters < 1 or a.ba_iters < 0 or a.min_inliers < 1:
+        raise InputError("--ransac-threshold must be > 0, --depth-factor >= 1, --ransac-iters and --min-inliers >= 1, --ba-iters >= 0")
+    if not 1 <= a.n_continuous <= MAX_CONTINUOUS:
+        raise InputError(f"--n-continuous: must lie in [1, {MAX_CONTINUOUS}], got {a.n_continuous}")
+    if not 0 <= a.seed < 2 ** 63:
+        raise InputError(f"--seed: must lie in [0, 2^63), got {a.seed}")
+    _results_dir(a.scenario_dir, a.out)                       # an output path that cannot be written: say so now
     t0 = time.perf_counter()
     sc = read_scenario(a.scenario_dir, n_continuous=max(64, a.n_continuous))
     if a.known_cameras and sc.T_WC is None:
