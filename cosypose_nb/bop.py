@@ -167,8 +167,7 @@ def read_models_info(path) -> dict[int, dict]:
     float64 np (translations m), 'symmetries_continuous' [{'axis' (3,), 'offset' (3,) m}]}}."""
     path = _models_info_path(path)
     data = _dict(read_json(path), path, None)
-    _unique_keys(list(data), path)
-    return {_int_key(k, path, f"key {k!r}"): _parse_model_info(v, path, str(k)) for k, v in sorted(data.items(), key=lambda kv: str(kv[0]).zfill(12))}
+    return dict(sorted((i, _parse_model_info(v, path, str(k))) for i, (k, v) in zip(_unique_keys(list(data), path), data.items())))
 
 def write_models_info(path, infos: dict[int, dict]) -> Path:
     "Write `infos` (as returned by `read_models_info`, metres) to BOP `models_info.json` (mm), atomically. Returns the path."

@@ -15,7 +15,7 @@ import torch
 from .core import InputError, check_shape, check_finite, fast_inference, ordinary_tensors
 from .lib3d import invert_T, matrix_to_axis_angle, pose_to_9d, pose_from_9d
 from .symmetries import project_points
-from .matching import symmetric_centres
+from .matching import symmetric_centres, components
 
 # %% auto #0
 __all__ = ['ROBUST_KERNELS', 'skew', 'se3_exp', 'se3_log', 'robust_kernel', 'BAResult', 'subsample_points', 'project_candidates',
@@ -211,8 +211,6 @@ def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixe
                      torch.cat([pts_c, torch.ones_like(pts_c[..., :1])], -1), K_c.transpose(1, 2),
                      K_c[:, None, :2, :], K_c[:, None, 2:3, :], n_blocks, hidx, blk, gen, eye4)
 
-
-
 # %% ../nbs/21_bundle_adjustment.ipynb #b906693b
 def _targets(pr: _Prepared, s: torch.Tensor) -> torch.Tensor:
     "Pixels (C', N, 2) of the model points under the candidates' poses `T_CO_c @ S_s` for the symmetries `s` (C',)."
@@ -398,17 +396,7 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
 # %% ../nbs/21_bundle_adjustment.ipynb #2c717d54
 def view_components(view_pairs: torch.Tensor, n_views: int) -> np.ndarray:
     "Connected components of the view graph with edges `view_pairs` (P, 2): a label (V,) per view (numpy, smallest view of the component)."
-    parent = list(range(n_views))
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-    for a, b in torch.as_tensor(view_pairs).reshape(-1, 2).tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(v) for v in range(n_views)], dtype=np.int64)
+    return components(torch.as_tensor(view_pairs).reshape(-1, 2), n_views)
 
 def _spanning_tree(root, adj, order, n_views):
     """Parents of a spanning tree of the views reachable from `root`, built as the paper's code does:

@@ -17,7 +17,7 @@ from .lib3d import invert_T, make_T
 from .mvproblems import Candidates
 
 # %% auto #0
-__all__ = ['MatchingResult', 'depth_tolerant_sqnorm', 'symmetric_centres', 'connected_objects', 'match_candidates']
+__all__ = ['MatchingResult', 'depth_tolerant_sqnorm', 'symmetric_centres', 'components', 'connected_objects', 'match_candidates']
 
 # %% ../nbs/20_matching.ipynb #77d3220f
 @dataclass
@@ -127,18 +127,22 @@ def symmetric_centres(points: torch.Tensor, syms: torch.Tensor) -> torch.Tensor:
     extra = ((syms - eye).abs().amax((-1, -2)) <= 1e-9).sum(1).sub(1).clamp(min=0)      # (B,) padding identities
     return (Sc.sum(1) - extra[:, None] * c) / (S - extra)[:, None]
 
+def components(edges, n: int) -> np.ndarray:
+    """Connected components of the undirected graph on `n` nodes with `edges` (E, 2) (tensor or array): each
+    node's component, named by its smallest node (numpy (n,)). scipy's `connected_components` does the work."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    if n == 0: return np.zeros(0, dtype=np.int64)
+    e = np.asarray(edges.detach().cpu() if isinstance(edges, torch.Tensor) else edges, dtype=np.int64).reshape(-1, 2)
+    _, lab = connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)), directed=False)
+    smallest = np.full(lab.max() + 1, n)
+    np.minimum.at(smallest, lab, np.arange(n))
+    return smallest[lab]
+
 def connected_objects(edges: torch.Tensor, n_cand: int, min_size: int = 2) -> tuple[torch.Tensor, int]:
     """Connected components of the graph on `n_cand` candidates with `edges` (E, 2): the object index of each
     candidate (C,), numbered in order of first candidate, -1 for components smaller than `min_size`; and their number."""
-    e = edges.detach().cpu().numpy().reshape(-1, 2)
-    comp = np.arange(n_cand)
-    while len(e):                               # label propagation with pointer jumping: O(log n) rounds
-        m = np.minimum(comp[e[:, 0]], comp[e[:, 1]])
-        new = comp.copy()
-        np.minimum.at(new, e[:, 0], m); np.minimum.at(new, e[:, 1], m)
-        new = new[new]
-        if np.array_equal(new, comp): break
-        comp = new
+    comp = components(edges, n_cand)
     n = n_cand
     ok = np.bincount(comp, minlength=n)[comp] >= min_size
     _, first = np.unique(comp[ok], return_index=True)                 # first candidate of each kept component

@@ -100,8 +100,8 @@ def _check_K(K, n_views=None) -> torch.Tensor:
         raise InputError(f"K: expected {n_views} intrinsic matrices (one per view), got {len(K)}")
     if len(K) and ((K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)).any():
         raise InputError("K: focal lengths must be positive")
-    last = torch.tensor([0.0, 0.0, 1.0], dtype=K.dtype, device=K.device)
-    if len(K) and ((K[:, 2] - last).abs() > 1e-9).any() or len(K) and (K[:, 1, 0].abs() > 1e-9).any():
+    zero_one = torch.stack([K[:, 1, 0], K[:, 2, 0], K[:, 2, 1], K[:, 2, 2] - 1], -1)          # the fixed entries
+    if len(K) and (zero_one.abs() > 1e-9).any():
         raise InputError("K: expected intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
     return K
 
