@@ -607,8 +607,10 @@ def _check_times(df: pd.DataFrame, path) -> None:
         raise InputError(f"{where(path, 'time')}the estimates of scene {s} image {i} have different times "
                          f"(BOP needs one time per image)")
 
-def read_results_csv(path) -> pd.DataFrame:
-    "Read a BOP results CSV into a DataFrame (scene_id, im_id, obj_id, label, score, time, T_CO (4, 4) m); errors name the line."
+def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
+    """Read a BOP results CSV into a DataFrame (scene_id, im_id, obj_id, label, score, time, T_CO (4, 4) m); errors
+    name the line. `in_front`: an estimate behind the camera (z <= 0) is an error (detections; a scene reprojected
+    into every view may hold objects behind some cameras)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -650,6 +652,9 @@ def read_results_csv(path) -> pd.DataFrame:
                     except ValueError:
                         raise InputError(f"{path}: line {line}: {c}: expected {n} space-separated numbers, got {v!r}") from None
                 r["T_CO"] = _T_from_Rt_mm(fld["R"], fld["t"], path, f"line {line}: R", f"line {line}: t")
+                if in_front and not r["T_CO"][2, 3] > 0:
+                    raise InputError(f"{path}: line {line}: t: the object lies behind the camera (z = {fld['t'][2]:g} mm); "
+                                     f"an estimate needs z > 0")
                 r["label"] = label_from_obj_id(r["obj_id"])
                 rows.append(r)
     except UnicodeDecodeError as e:

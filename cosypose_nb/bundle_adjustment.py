@@ -173,6 +173,16 @@ def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
     if C and cand_obj.max() >= O:
         raise InputError(f"cand_obj: values must be < n_objects = {O}, got {int(cand_obj.max())}")
 
+def _held(hold_views, n_views: int) -> np.ndarray:
+    "`hold_views` (V,) bool (tensor, array or None: none held) as a numpy mask, its shape checked."
+    if hold_views is None:
+        return np.zeros(n_views, dtype=bool)
+    h = np.asarray(torch.as_tensor(hold_views).detach().cpu())
+    check_shape(h, (n_views,), "hold_views")
+    if h.dtype != bool:
+        raise InputError(f"hold_views: expected booleans (one per view), got {h.dtype}")
+    return h
+
 def _check_centres(centres, n_objects: int, dev, dtype) -> torch.Tensor | None:
     "`centres` (O, 3) checked (shape, finite) and on the solver's device and dtype; `None` stays `None`."
     if centres is None:
@@ -292,14 +302,15 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
                   fixed_view: int = 0, n_iters: int = 100, robust: str = "huber", robust_cap_px: float = 20.0,
                   n_points: int | None = 32, view_ok: torch.Tensor | None = None, lambda0: float = 1e-4,
                   ftol: float = 1e-4, xtol: float = 1e-10, dtype: torch.dtype = torch.float64,
-                  centres: torch.Tensor | None = None) -> BAResult:
+                  centres: torch.Tensor | None = None, hold_views: torch.Tensor | None = None) -> BAResult:
     """Object-level bundle adjustment: refine cameras `T_WC` (V, 4, 4) and objects `T_WO` (O, 4, 4) so
     that every candidate -- view `view_ids` (C,), scene object `cand_obj` (C,), pose `T_CO` (C, 4, 4) --
     reprojects like the scene, up to the object's symmetries. `K` (V, 3, 3) intrinsics, `points`
     (O, N, 3) and `syms` (O, S, 4, 4) the model points and symmetry transforms of each scene object.
 
     Candidates with `cand_obj < 0`, or in a view with `view_ok` False, are ignored; the view
-    `fixed_view` (and those not ok) keep their pose. Levenberg-Marquardt on SE(3) with analytic
+    `fixed_view` (and those not ok) keep their pose, as do the views with `hold_views` (V,) True (known
+    cameras: their candidates count, their pose does not move). Levenberg-Marquardt on SE(3) with analytic
     Jacobians, the normal equations assembled from per-candidate 12x12 blocks, solved by Cholesky in
     `dtype` (float64 by default) on the device of the inputs; the outputs have the dtype of `T_WC`.
     `centres` (O, 3): the objects' symmetric centres (`matching.symmetric_centres` of their points), which
@@ -322,6 +333,7 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
         check_shape(vok, (V,), "view_ok")
         keep &= vok[vi]
         fixed |= ~vok
+    fixed |= _held(hold_views, V)
     T_CO, K, points, syms = (x.to(device=dev, dtype=dtype) for x in (T_CO, K, points, syms))
     centres = _check_centres(centres, O, dev, dtype)
     T_CW, T_WO = invert_T(T_WC.to(dtype)), T_WO.to(dtype)

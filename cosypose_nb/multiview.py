@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview.html.md"""
 
 # %% ../nbs/22_multiview.ipynb #ff11a040
 from __future__ import annotations
-import argparse, os, shutil, tempfile, time
+import argparse, os, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from .core import InputError, get_device, check_shape, check_finite, write_json,
 from .lib3d import invert_T
 from .mvproblems import Candidates
 from .matching import MatchingResult, match_candidates, symmetric_centres, depth_tolerant_sqnorm
-from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew, _constants, _se3_exp_batch
+from .bundle_adjustment import initialize_scene, bundle_adjust, BAResult, skew, _constants, _se3_exp_batch, _held
 
 # %% auto #0
 __all__ = ['MAX_CONTINUOUS', 'ScenePrediction', 'nms_3d', 'refine_scene_poses', 'join_scene', 'register_views', 'predict_scene',
@@ -213,12 +213,13 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
                        centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, fixed_view: int = 0,
                        view_ok: torch.Tensor | None = None, sigma_lat: float = 0.01, sigma_depth: float = 0.03,
                        sigma_rot_deg: float = 4.0, huber: float = 2.5, n_iters: int = 20, lambda0: float = 1e-3,
-                       rtol: float = 1e-5):
+                       rtol: float = 1e-5, hold_views: torch.Tensor | None = None):
     """Refine cameras `T_WC` (V, 4, 4) and objects `T_WO` (O, 4, 4) so that each candidate (view `view_ids` (C,),
     object `cand_obj` (C,), -1 ignored; pose `T_CO` (C, 4, 4)) agrees with `T_CW @ T_WO @ S` (its best symmetry
     among `syms` (O, S, 4, 4)) in pose space: the error of the object centre (`centres` (O, 3), fixed by the
     symmetries) across / along the viewing ray over `sigma_lat` / `sigma_depth` (m), and the rotation error over
-    `sigma_rot_deg`; Huber-robust beyond `huber`. `fixed_view` and the views with `view_ok` False keep their pose.
+    `sigma_rot_deg`; Huber-robust beyond `huber`. `fixed_view`, the views with `view_ok` False and those with
+    `hold_views` (V,) True (known cameras, whose candidates still count) keep their pose.
     Stops after `n_iters` iterations or when an iteration lowers the cost by less than `rtol` of it.
     Returns `T_WC`, `T_WO`, the whitened error norm of each candidate (C,) (NaN if ignored) and the cost history."""
     dev, dt = T_CO.device, T_CO.dtype
@@ -238,6 +239,7 @@ def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: tor
     T_CW = invert_T(T_WC)
     fixed = torch.zeros(V, dtype=torch.bool, device=dev); fixed[fixed_view] = True
     if view_ok is not None: fixed |= ~view_ok
+    fixed |= torch.as_tensor(_held(hold_views, V), device=dev)
     free = (~fixed).nonzero().flatten()
     nF = len(free)
     cam_blk = torch.full((V,), nF + O, dtype=torch.long, device=dev)                # fixed cameras -> a dropped block
@@ -423,7 +425,8 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     """Reconstruct a scene from single-view `candidates` (C) and intrinsics `K` (V, 3, 3), one per view.
 
     `objects`: object set (`MeshDatabase` or `PointObjectSet`) holding every candidate label. `T_WC` (V, 4, 4):
-    known cameras (no RANSAC, the world frame is theirs). Candidates scoring below `score_threshold` are ignored.
+    known cameras (no RANSAC; they are held as given: the world frame and the cameras are theirs, only the
+    objects are estimated). Candidates scoring below `score_threshold` are ignored.
     Stage 2: `ransac_threshold` (m), `ransac_threshold_rel` (x diameter), `depth_factor`, `n_ransac_iter`,
     `n_min_inliers` (see `match_candidates`). Stage 3: `n_ba_iters` Levenberg-Marquardt iterations (0: stage 2
     and the initial scene only). `rematch`: match again with the refined cameras. `pose_refine`: then refine in
@@ -464,9 +467,9 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     m = match_candidates(sub, objects, V, validate=False, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
                          depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=n_min_inliers,
                          n_continuous=n_continuous, generator=generator)
-    if m.n_objects == 0 and T_WC is None and n_min_inliers == 3:
+    if m.n_objects == 0 and n_min_inliers == 3:
         # no view pair reached the default inlier count (views sharing at most two objects): accept two-inlier pairs
-        m = match_candidates(sub, objects, V, validate=False, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
+        m = match_candidates(sub, objects, V, validate=False, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
                              depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=2,
                              n_continuous=n_continuous, generator=generator)
     timings["matching"] = time.perf_counter() - t
@@ -499,8 +502,9 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
     root = int(view_ok.nonzero()[0]) if view_ok.any() else 0
     timings["init"] = time.perf_counter() - t
     t = time.perf_counter()
+    hold = None if T_WC is None else torch.ones(V, dtype=torch.bool, device=dev)     # known cameras stay as given
     ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok,
-                       centres=cen)
+                       centres=cen, hold_views=hold)
     T_WC1, T_WO1 = ba.T_WC, ba.T_WO
     timings["ba"] = time.perf_counter() - t
     def register_and_rematch(view_ok, T_WC1, T_WO1, cand_obj, obj_labels):
@@ -543,7 +547,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
         for _ in range(2):
             T_WC1, T_WO1, err, _ = refine_scene_poses(vid, cand_obj, T_CO, syms, cen, T_WC1, T_WO1, fixed_view=root,
                                                       view_ok=view_ok, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
-                                                      sigma_rot_deg=sigma_rot_deg)
+                                                      sigma_rot_deg=sigma_rot_deg, hold_views=hold)
             bad = (cand_obj >= 0) & ~(err <= reject)
             if not bad.any(): break
             cand_obj = cand_obj.clone()
@@ -559,7 +563,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
                 cand_obj = torch.where(new, joined, cand_obj)
                 T_WC1, T_WO1, err, _ = refine_scene_poses(vid, cand_obj, T_CO, syms, cen, T_WC1, T_WO1, fixed_view=root,
                                                           view_ok=view_ok, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
-                                                          sigma_rot_deg=sigma_rot_deg)
+                                                          sigma_rot_deg=sigma_rot_deg, hold_views=hold)
                 bad = (cand_obj >= 0) & ~(err <= reject)
                 if bad.any():
                     cand_obj = cand_obj.clone(); cand_obj[bad] = -1
@@ -579,7 +583,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
             #    wrong view-pair hypothesis), is placed again against the refined scene, then all is regrouped
             n_all = torch.bincount(vid, minlength=V)
             n_in = torch.bincount(vid[cand_obj >= 0], minlength=V)
-            retry = (~view_ok | (n_in < 2)) & (n_all >= 2)
+            retry = (~view_ok | (n_in < 2)) & (n_all >= 2) & (T_WC is None)          # (known cameras are never misplaced)
             if retry[root] and (view_ok & ~retry).any():
                 # the reference view itself was misplaced: the placed view with most scene candidates fixes the gauge
                 root = int(torch.argmax(torch.where(view_ok & ~retry, n_in, -1)))
@@ -612,7 +616,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
         t = time.perf_counter()
         pts, syms, cen, _ = models.get(obj_labels, n_continuous)
         ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC1, T_WO1, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok,
-                           centres=cen)
+                           centres=cen, hold_views=hold)
         T_WC1, T_WO1 = ba.T_WC, ba.T_WO
         bad = (cand_obj >= 0) & ~(ba.cand_errors <= outlier_px)
         if bad.any():
@@ -662,6 +666,7 @@ class Scenario:
     im_ids: list[int]
     scene_id: int
     T_WC: torch.Tensor | None = None
+    n_duplicates: int = 0       # rows of candidates.csv repeating an earlier row exactly, left out
 
 def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenario:
     """Read a scenario folder (`models/`, `candidates.csv`, `scene_camera.json`). Views are the `im_id`s of
@@ -685,7 +690,7 @@ def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenar
     T_WC = None
     if all(cams[i].get("T_CW") is not None for i in im_ids):
         T_WC = invert_T(torch.as_tensor(np.stack([cams[i]["T_CW"] for i in im_ids]), dtype=torch.float64))
-    df = read_results_csv(folder / "candidates.csv")
+    df = read_results_csv(folder / "candidates.csv", in_front=True)
     path = folder / "candidates.csv"
     scenes = sorted(set(df["scene_id"].tolist()))
     if len(scenes) > 1:
@@ -697,10 +702,17 @@ def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenar
     missing = sorted(set(df["label"]) - set(objects.labels))
     if missing:
         raise InputError(f"{path}: obj_id: no model in {folder / 'models'} for {missing}")
+    # a row repeating an earlier one (same view, object, score and pose) would count the same detection twice
+    key = [(i, o, s, T.tobytes()) for i, o, s, T in zip(df["im_id"], df["obj_id"], df["score"], df["T_CO"])]
+    seen, dup = set(), np.zeros(len(key), dtype=bool)
+    for j, k in enumerate(key):
+        dup[j] = k in seen
+        seen.add(k)
+    df = df[~dup].reset_index(drop=True)
     view_of = {im: v for v, im in enumerate(im_ids)}
     cands = Candidates(torch.tensor([view_of[i] for i in df["im_id"].tolist()], dtype=torch.long),
                        list(df["label"]), torch.tensor(df["score"].to_numpy(), dtype=torch.float64), poses_tensor(df))
-    return Scenario(folder, objects, cands, K, im_ids, int(scenes[0]) if scenes else 0, T_WC)
+    return Scenario(folder, objects, cands, K, im_ids, int(scenes[0]) if scenes else 0, T_WC, int(dup.sum()))
 
 def _results_dir(scenario_folder, out_dir=None) -> Path:
     """The output folder (`out_dir`, default `scenario_folder/results`), checked before any work: it and the two
@@ -784,7 +796,7 @@ def multiview_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-continuous", type=int, default=32, help="steps discretising a continuous symmetry (default 32)")
     ap.add_argument("--no-pose-refine", action="store_true", help="skip the pose-space refinement (second bundle adjustment instead)")
     ap.add_argument("--known-cameras", action="store_true",
-                    help="use the camera poses of scene_camera.json (cam_R_w2c, cam_t_w2c) instead of estimating them")
+                    help="use the camera poses of scene_camera.json (cam_R_w2c, cam_t_w2c) as given instead of estimating them")
     ap.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'auto'")
     ap.add_argument("--seed", type=int, default=0, help="random seed (sampling when a view pair has many seed pairs)")
     ap.add_argument("--out", default=None, help="output folder (default SCENARIO_DIR/results)")
@@ -803,6 +815,9 @@ def multiview_cli(argv: list[str] | None = None) -> int:
     sc = read_scenario(a.scenario_dir, n_continuous=max(64, a.n_continuous))
     if a.known_cameras and sc.T_WC is None:
         raise InputError(f"{sc.folder / 'scene_camera.json'}: --known-cameras needs cam_R_w2c and cam_t_w2c for every view")
+    if sc.n_duplicates:
+        print(f"note: {sc.folder / 'candidates.csv'}: {sc.n_duplicates} row(s) repeating an earlier row exactly were "
+              f"left out", file=sys.stderr)
     dev = get_device(a.device)
     pred = predict_scene(sc.candidates.to(dev), sc.K.to(dev), sc.objects, T_WC=sc.T_WC if a.known_cameras else None,
                          score_threshold=a.score_threshold, ransac_threshold=a.ransac_threshold,

@@ -60,6 +60,11 @@ class Candidates:
         if bad.any():
             raise InputError(f"{where(path, 'T_CO')}candidate {int(bad.nonzero()[0])} has a NaN or infinite pose")
         check_poses(self.T_CO, "T_CO", path)
+        behind = self.T_CO[:, 2, 3] <= 0
+        if behind.any():
+            i = int(behind.nonzero()[0])
+            raise InputError(f"{where(path, 'T_CO')}candidate {i} lies behind the camera (z = {float(self.T_CO[i, 2, 3]):g} m); "
+                             f"a candidate needs z > 0")
         if (self.view_ids < 0).any() or (n_views is not None and (self.view_ids >= n_views).any()):
             raise InputError(f"{where(path, 'view_ids')}view ids must lie in 0..{'V-1' if n_views is None else n_views - 1}")
         return self

@@ -126,19 +126,20 @@ def test_prediction_outputs(problem_set):
 
 
 def test_known_cameras(objects):
-    "With known cameras the world frame is theirs and the objects are found."
+    """With known cameras the world frame and the cameras are theirs (held as given, every view placed) and the
+    objects are found. Seed 9068: view 1 shares one object with the others; it used to be dropped and re-placed.
+    Seed 258: no two views share three objects; the known cameras used to give an empty scene."""
     n_ok = 0
-    for s in range(4):
-        V, O = CONFIGS[(s + 2) % 6]
-        p = make_problem(V, O, seed=50 + s, objects=objects)
+    for s, (V, O) in [(50, (8, 12)), (51, (16, 6)), (52, (16, 12)), (53, (4, 6)), (9068, (4, 6)), (258, (4, 6))]:
+        p = make_problem(V, O, seed=s, objects=objects)
         pr = predict_scene(p.candidates, p.K, objects, T_WC=p.T_WC)
-        assert torch.allclose(pr.T_WC[0], p.T_WC[0])
+        assert pr.view_ok.all() and torch.equal(pr.T_WC, p.T_WC)
         ev = evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)
         n_ok += ev["missing"] == 0 and ev["duplicate"] == 0 and ev["spurious"] == 0
         # objects are in the cameras' world frame
         for s_, o in ev["pairs"].items():
             assert (pr.T_WO[s_, :3, 3] - p.T_WO[o, :3, 3]).norm() < 0.05
-    assert n_ok >= 3
+    assert n_ok >= 5
 
 
 def test_nms_3d():
@@ -319,6 +320,21 @@ def test_cli_files_and_options(scenario, tmp_path, capsys):
     fails([d], "scene_id")
     d = copy("noinfo"); (d / "models/models_info.json").unlink()
     fails([d], "models_info.json")
+    # a candidate behind the camera (z <= 0): the line is named
+    d = copy("behind")
+    lines = (d / "candidates.csv").read_text().splitlines()
+    f = lines[2].split(","); t = f[5].split(); t[2] = "-" + t[2]; f[5] = " ".join(t); lines[2] = ",".join(f)
+    (d / "candidates.csv").write_text("\n".join(lines) + "\n")
+    fails([d], "line 3: t: the object lies behind the camera")
+    # rows repeated exactly count once: the same scene, and a note says how many were left out
+    d = copy("dups")
+    lines = (d / "candidates.csv").read_text().splitlines()
+    (d / "candidates.csv").write_text("\n".join(lines + lines[1:4]) + "\n")
+    capsys.readouterr()
+    assert main(["multiview", str(d)]) == 0
+    assert "3 row(s) repeating an earlier row exactly were left out" in capsys.readouterr().err
+    assert json.loads((d / "results/predicted_scene.json").read_text()) == \
+        json.loads((folder / "results/predicted_scene.json").read_text())
     # outputs that cannot be written: said before the reconstruction, nothing written
     d = copy("resfile"); (d / "results").write_text("not a folder")
     fails([d], "is not a folder")
@@ -360,6 +376,9 @@ def test_predictor_argument_checks(objects):
     K = p.K.clone(); K[1, 2, 2] = -1
     with pytest.raises(InputError, match="K"):
         predict_scene(c, K, objects)
+    T = c.T_CO.clone(); T[3, 2, 3] = -T[3, 2, 3]                   # behind the camera
+    with pytest.raises(InputError, match="candidate 3 lies behind the camera"):
+        predict_scene(Candidates(c.view_ids, c.labels, c.scores, T), p.K, objects)
 
 
 def test_register_views_chunks_give_the_same_placement(objects):
