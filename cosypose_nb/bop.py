@@ -653,8 +653,8 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
                         raise InputError(f"{path}: line {line}: {c}: expected {n} space-separated numbers, got {v!r}") from None
                 r["T_CO"] = _T_from_Rt_mm(fld["R"], fld["t"], path, f"line {line}: R", f"line {line}: t")
                 if in_front and not r["T_CO"][2, 3] > 0:
-                    raise InputError(f"{path}: line {line}: t: the object lies behind the camera (z = {fld['t'][2]:g} mm); "
-                                     f"an estimate needs z > 0")
+                    raise InputError(f"{path}: line {line}: t: the object is not in front of the camera "
+                                     f"(z = {fld['t'][2]:g} mm); an estimate needs z > 0")
                 r["label"] = label_from_obj_id(r["obj_id"])
                 rows.append(r)
     except UnicodeDecodeError as e:

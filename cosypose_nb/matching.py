@@ -204,7 +204,7 @@ def match_candidates(candidates: Candidates, objects, n_views: int | None = None
     `1 / depth_factor`. `n_ransac_iter`: most seed pairs tried per view pair; `n_min_inliers`: fewest inliers
     for a view pair to count; `top_k`, `n_refine`, `loose_factor`: local optimisation; `n_continuous`:
     steps of a continuous symmetry. Candidates are used in float64 on their device; `validate=False` skips
-    their checks (shapes, finite rigid poses, view ids) when the caller has made them."""
+    their checks (shapes, finite rigid poses in front of the camera, view ids) when the caller has made them."""
     c = candidates
     C = len(c)
     dev = c.T_CO.device

@@ -49,7 +49,8 @@ class ScenePrediction:
         return len(self.labels)
 
     def reprojected(self) -> Candidates:
-        "Every scene object in every placed view, as candidates: `T_CO = inv(T_WC) @ T_WO`, score = the object's score."
+        """Every scene object in every placed view, as candidates: `T_CO = inv(T_WC) @ T_WO`, score = the object's
+        score. An object behind a camera that does not see it has z <= 0 there: not valid as input candidates."""
         vv = self.view_ok.nonzero().flatten()
         O = self.n_objects
         view_ids = vv.repeat_interleave(O)
@@ -58,10 +59,13 @@ class ScenePrediction:
         return Candidates(view_ids, [self.labels[o] for o in obj.tolist()], self.scores[obj], T_CO)
 
 # %% ../nbs/22_multiview.ipynb #027646ef
-def _empty_scene(C, V, K, dev, dt, cand_obj=None, matching=None, timings=None) -> ScenePrediction:
+def _empty_scene(C, V, K, dev, dt, cand_obj=None, matching=None, timings=None, T_WC=None) -> ScenePrediction:
+    "A scene without objects: no camera placed, or the known cameras `T_WC` (V, 4, 4) as given."
+    known = T_WC is not None
     return ScenePrediction([], torch.zeros(0, 4, 4, dtype=dt, device=dev), torch.zeros(0, dtype=dt, device=dev),
                            torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev),
-                           torch.eye(4, dtype=dt, device=dev).repeat(V, 1, 1), K, torch.zeros(V, dtype=torch.bool, device=dev),
+                           T_WC if known else torch.eye(4, dtype=dt, device=dev).repeat(V, 1, 1), K,
+                           torch.full((V,), known, dtype=torch.bool, device=dev),
                            torch.full((C,), -1, dtype=torch.long, device=dev) if cand_obj is None else cand_obj,
                            matching, None, timings or {})
 
@@ -479,7 +483,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
                               cand_obj_in, m.n_objects)
     if m.n_objects == 0:
         timings["total"] = time.perf_counter() - t0
-        return _empty_scene(C, V, K, dev, dt, matching=matching, timings=timings)
+        return _empty_scene(C, V, K, dev, dt, matching=matching, timings=timings, T_WC=T_WC)
     vid, T_CO, sc = sub.view_ids, sub.T_CO, sub.scores
     def labels_of(cand_obj, n):
         lab = [None] * n
@@ -574,7 +578,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.
         r = register_and_rematch(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
         if r is None:
             timings["total"] = time.perf_counter() - t0
-            return _empty_scene(C, V, K, dev, dt, matching=matching, timings=timings)
+            return _empty_scene(C, V, K, dev, dt, matching=matching, timings=timings, T_WC=T_WC)
         view_ok, T_WC1, cand_obj, n_obj, T_WO1, obj_labels = r
     if n_ba_iters > 0 and pose_refine:
         T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
@@ -670,7 +674,8 @@ class Scenario:
 
 def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenario:
     """Read a scenario folder (`models/`, `candidates.csv`, `scene_camera.json`). Views are the `im_id`s of
-    `scene_camera.json`, in increasing order. Errors name the file and the field."""
+    `scene_camera.json`, in increasing order. Errors name the file and the field; a candidate must lie in front
+    of its camera (z > 0), and a row repeating an earlier one exactly is left out (`Scenario.n_duplicates`)."""
     from cosypose_nb.bop import read_results_csv, read_scene_camera, poses_tensor
     from cosypose_nb.objects import MeshDatabase
     folder = Path(folder)
@@ -703,7 +708,7 @@ def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenar
     if missing:
         raise InputError(f"{path}: obj_id: no model in {folder / 'models'} for {missing}")
     # a row repeating an earlier one (same view, object, score and pose) would count the same detection twice
-    key = [(i, o, s, T.tobytes()) for i, o, s, T in zip(df["im_id"], df["obj_id"], df["score"], df["T_CO"])]
+    key = [(i, o, s, tuple(T.ravel().tolist())) for i, o, s, T in zip(df["im_id"], df["obj_id"], df["score"], df["T_CO"])]
     seen, dup = set(), np.zeros(len(key), dtype=bool)
     for j, k in enumerate(key):
         dup[j] = k in seen

@@ -47,7 +47,8 @@ class Candidates:
         return Candidates(self.view_ids.to(device), list(self.labels), self.scores.to(device, dtype), self.T_CO.to(device, dtype))
 
     def validate(self, n_views: int | None = None, path=None) -> "Candidates":
-        "Check shapes, finiteness, rigid poses and view ids in `0..n_views-1`; raise `InputError` naming the field."
+        """Check shapes, finiteness, rigid poses, objects in front of their camera (`T_CO` z > 0) and view ids in
+        `0..n_views-1`; raise `InputError` naming the field."""
         from cosypose_nb.core import check_shape, where
         from cosypose_nb.lib3d import check_poses
         C = len(self.labels)
@@ -63,8 +64,8 @@ class Candidates:
         behind = self.T_CO[:, 2, 3] <= 0
         if behind.any():
             i = int(behind.nonzero()[0])
-            raise InputError(f"{where(path, 'T_CO')}candidate {i} lies behind the camera (z = {float(self.T_CO[i, 2, 3]):g} m); "
-                             f"a candidate needs z > 0")
+            raise InputError(f"{where(path, 'T_CO')}candidate {i} is not in front of its camera "
+                             f"(z = {float(self.T_CO[i, 2, 3]):g} m); a candidate needs z > 0")
         if (self.view_ids < 0).any() or (n_views is not None and (self.view_ids >= n_views).any()):
             raise InputError(f"{where(path, 'view_ids')}view ids must lie in 0..{'V-1' if n_views is None else n_views - 1}")
         return self

@@ -385,7 +385,7 @@ def test_results_csv_bad_input(tmp_path):
     # an estimate behind the camera: read (a scene reprojected into every view), unless `in_front` asks for detections
     p.write_text(good + "1,2,4,0.5,1 0 0 0 1 0 0 0 1,10 20 -30,0.1\n")
     assert len(read_results_csv(p)) == 2
-    raises(lambda: read_results_csv(p, in_front=True), "r.csv", "line 3", "behind the camera")
+    raises(lambda: read_results_csv(p, in_front=True), "r.csv", "line 3", "not in front of the camera")
     bad = np.eye(4); bad[:3, :3] *= 2
     raises(lambda: write_results_csv(p, pd.DataFrame([{"scene_id": 1, "im_id": 1, "obj_id": 1, "score": 1.0, "T_CO": bad}])),
            "row 0", "T_CO")

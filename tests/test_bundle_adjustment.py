@@ -272,6 +272,35 @@ def test_fixed_view_and_views_not_ok_stay_fixed():
         bundle_adjust(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, fixed_view=pb.n_views)
 
 
+def test_held_views_keep_their_pose_and_their_candidates_count():
+    """`hold_views` (known cameras): held views keep their pose bit for bit while their candidates still pull the
+    objects; the others move. All views held: only the objects move. Bad masks raise `InputError`."""
+    from cosypose_nb.multiview import refine_scene_poses
+    from cosypose_nb.matching import symmetric_centres
+    pb = make_problem(6, 6, seed=3)
+    view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb)
+    T_WC0, T_WO0 = perturbed_start(pb, 0)
+    hold = torch.tensor([False, True, False, True, False, False])
+    for held in (hold, torch.ones(6, dtype=torch.bool)):
+        res = bundle_adjust(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, fixed_view=0, hold_views=held)
+        assert torch.equal(res.T_WC[held], T_WC0[held]) and torch.equal(res.T_WC[0], T_WC0[0])
+        free = ~held; free[0] = False
+        assert ((res.T_WC[free] - T_WC0[free]).abs().amax((-1, -2)) > 1e-6).all()
+        assert not res.cand_errors[cand_obj >= 0].isnan().any()            # the held views' candidates count
+        assert (res.T_WO - T_WO0).abs().amax() > 1e-6
+        T_WC, T_WO, err, _ = refine_scene_poses(view_ids, cand_obj, T_CO, syms, symmetric_centres(pts, syms), T_WC0, T_WO0,
+                                                hold_views=held)
+        assert torch.equal(T_WC[held], T_WC0[held]) and not err[cand_obj >= 0].isnan().any()
+    # the true cameras held: they come back as given, and the objects end closer to the truth than they started
+    held = torch.ones(6, dtype=torch.bool)
+    res = bundle_adjust(view_ids, cand_obj, T_CO, K, pts, syms, pb.T_WC, T_WO0, hold_views=held)
+    assert torch.equal(res.T_WC, pb.T_WC)
+    assert scene_mm(pb, res.T_WC, res.T_WO).mean() < 0.5 * scene_mm(pb, pb.T_WC, T_WO0).mean()
+    for bad in (torch.ones(7, dtype=torch.bool), torch.ones(6), torch.ones(6, 1, dtype=torch.bool)):
+        with pytest.raises(InputError, match="hold_views"):
+            bundle_adjust(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, hold_views=bad)
+
+
 def test_float32_inputs_and_float32_compute():
     pb = make_problem(6, 6, seed=5)
     args = inputs(pb)

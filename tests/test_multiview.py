@@ -140,6 +140,10 @@ def test_known_cameras(objects):
         for s_, o in ev["pairs"].items():
             assert (pr.T_WO[s_, :3, 3] - p.T_WO[o, :3, 3]).norm() < 0.05
     assert n_ok >= 5
+    # nothing to match (candidates in one view only): no object, the known cameras as given
+    one = p.candidates[p.candidates.view_ids == 0]
+    pr = predict_scene(one, p.K, objects, T_WC=p.T_WC)
+    assert pr.n_objects == 0 and pr.view_ok.all() and torch.equal(pr.T_WC, p.T_WC)
 
 
 def test_nms_3d():
@@ -299,12 +303,14 @@ def test_cli_files_and_options(scenario, tmp_path, capsys):
         assert main(["multiview", *map(str, args)]) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and match in err, err
+    ref = copy("ref")
+    assert main(["multiview", str(ref)]) == 0
     # a byte-order mark (Excel's UTF-8 CSV) is read; the same scene comes out
     d = copy("bom")
     (d / "candidates.csv").write_bytes(b"\xef\xbb\xbf" + (folder / "candidates.csv").read_bytes())
     assert main(["multiview", str(d)]) == 0
     assert json.loads((d / "results/predicted_scene.json").read_text())["objects"] == \
-        json.loads((folder / "results/predicted_scene.json").read_text())["objects"]
+        json.loads((ref / "results/predicted_scene.json").read_text())["objects"]
     d = copy("latin1"); (d / "candidates.csv").write_bytes(b"\xff\xfe" + (folder / "candidates.csv").read_bytes())
     fails([d], "not UTF-8")
     d = copy("csvdir"); (d / "candidates.csv").unlink(); (d / "candidates.csv").mkdir()
@@ -325,7 +331,7 @@ def test_cli_files_and_options(scenario, tmp_path, capsys):
     lines = (d / "candidates.csv").read_text().splitlines()
     f = lines[2].split(","); t = f[5].split(); t[2] = "-" + t[2]; f[5] = " ".join(t); lines[2] = ",".join(f)
     (d / "candidates.csv").write_text("\n".join(lines) + "\n")
-    fails([d], "line 3: t: the object lies behind the camera")
+    fails([d], "line 3: t: the object is not in front of the camera")
     # rows repeated exactly count once: the same scene, and a note says how many were left out
     d = copy("dups")
     lines = (d / "candidates.csv").read_text().splitlines()
@@ -334,7 +340,13 @@ def test_cli_files_and_options(scenario, tmp_path, capsys):
     assert main(["multiview", str(d)]) == 0
     assert "3 row(s) repeating an earlier row exactly were left out" in capsys.readouterr().err
     assert json.loads((d / "results/predicted_scene.json").read_text()) == \
-        json.loads((folder / "results/predicted_scene.json").read_text())
+        json.loads((ref / "results/predicted_scene.json").read_text())
+    # -0 and 0 are the same number
+    f = lines[1].split(",")
+    extra = [",".join(f[:4] + [R] + f[5:]) for R in ("1 0 0 0 1 0 0 0 1", "1 -0 0 -0 1 0 0 0 1")]
+    (d / "candidates.csv").write_text("\n".join(lines + extra) + "\n")
+    assert main(["multiview", str(d)]) == 0
+    assert "1 row(s) repeating an earlier row exactly were left out" in capsys.readouterr().err
     # outputs that cannot be written: said before the reconstruction, nothing written
     d = copy("resfile"); (d / "results").write_text("not a folder")
     fails([d], "is not a folder")
@@ -377,7 +389,7 @@ def test_predictor_argument_checks(objects):
     with pytest.raises(InputError, match="K"):
         predict_scene(c, K, objects)
     T = c.T_CO.clone(); T[3, 2, 3] = -T[3, 2, 3]                   # behind the camera
-    with pytest.raises(InputError, match="candidate 3 lies behind the camera"):
+    with pytest.raises(InputError, match="candidate 3 is not in front of its camera"):
         predict_scene(Candidates(c.view_ids, c.labels, c.scores, T), p.K, objects)
 
 
