@@ -278,6 +278,22 @@ def test_cli_bad_inputs(scenario, tmp_path):
         multiview_cli([str(folder), "--ransac-threshold", "-1"])
     with pytest.raises(InputError, match="known-cameras"):
         multiview_cli([str(folder), "--known-cameras"])
+    # with cam_R_w2c / cam_t_w2c and --known-cameras, the cameras written are the given ones, every view placed
+    from cosypose_nb.bop import write_scene_camera
+    d = copy("known")
+    write_scene_camera(d / "scene_camera.json", {v + 1: {"K": p.K[v].numpy(), "T_CW": invert_T(p.T_WC[v]).numpy()}
+                                                 for v in range(p.n_views)})
+    assert multiview_cli([str(d), "--known-cameras"]) == 0
+    js = json.loads((d / "results" / "predicted_scene.json").read_text())
+    assert [c["view_id"] for c in js["cameras"]] == list(range(1, p.n_views + 1))
+    TWC = torch.tensor([c["TWC"] for c in js["cameras"]], dtype=torch.float64)
+    assert (TWC - p.T_WC).abs().max() < 1e-9
+    # the objects are in the given world frame: each lies within 5 cm of a true object of its label
+    assert len(js["objects"]) == int((p.visible.sum(0) >= 2).sum())
+    for o in js["objects"]:
+        d = [float((torch.tensor(o["TWO"])[:3, 3] - p.T_WO[k, :3, 3]).norm()) for k in range(p.n_objects)
+             if p.obj_labels[k] == o["label"]]
+        assert min(d) < 0.05
     # one view only: an empty scene is written, no crash
     d = copy("oneview")
     lines = (d / "candidates.csv").read_text().splitlines()
