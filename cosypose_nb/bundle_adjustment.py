@@ -311,9 +311,9 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     Candidates with `cand_obj < 0`, or in a view with `view_ok` False, are ignored; the view
     `fixed_view` (and those not ok) keep their pose, as do the views with `hold_views` (V,) True (known
     cameras: their pose does not move; their candidates count unless `view_ok` leaves them out).
-    Levenberg-Marquardt on SE(3) with analytic
-    Jacobians, the normal equations assembled from per-candidate 12x12 blocks, solved by Cholesky in
-    `dtype` (float64 by default) on the device of the inputs; the outputs have the dtype of `T_WC`.
+    Levenberg-Marquardt on SE(3) with analytic Jacobians, the normal equations assembled from
+    per-candidate 12x12 blocks, solved by Cholesky in `dtype` (float64 by default) on the device of the
+    inputs; the outputs have the dtype of `T_WC`.
     `centres` (O, 3): the objects' symmetric centres (`matching.symmetric_centres` of their points), which
     the symmetry choice turns about; constants of the models, so a caller that solves many scenes with the
     same models passes them (`None`: computed from the subsampled points)."""
