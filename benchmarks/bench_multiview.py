@@ -3,7 +3,7 @@
 For (views, objects) = (4, 6), (8, 6), (8, 12), (16, 12) it generates seeded synthetic problems
 (`cosypose_nb.mvproblems.make_problem`), times stage 2 (`cosypose_nb.matching.match_candidates`) and
 stage 3 (`initialize_scene` + `bundle_adjust`) -- warm-up first, medians over repeats and seeds, on
-the CPU with 2 threads -- and, in the same run, the reference: a dense-autograd Levenberg-Marquardt
+the CPU with 2 threads, or with `--device cuda` on a GPU -- and, in the same run, the reference: a dense-autograd Levenberg-Marquardt
 built the way the paper's implementation is (`bundle_adjust_dense_autograd`), from the same start,
 timed in interleaved rounds with `bundle_adjust` (each round: `--ba-block` back-to-back calls of
 `bundle_adjust`, their median, then one call of the reference; the speed-up is the median of the
@@ -14,18 +14,18 @@ Errors are against the ground truth: the scene's pose of every object in every v
 detected (T_CO = T_WC^-1 T_WO) versus the true one, as a symmetric reprojection distance (px) and
 a symmetric 3D distance (mm), next to the same errors of the single-view candidates.
 
-    .venv/bin/python benchmarks/bench_multiview.py [--seeds 5] [--ref-seeds 3] [--out benchmarks/results]
+    .venv/bin/python benchmarks/bench_multiview.py [--seeds 5] [--ref-seeds 3] [--device cpu] [--out benchmarks/results]
 
 Without stage 2 (`match_candidates` missing) stage 3 runs on the ground-truth associations."""
 from __future__ import annotations
-import argparse, math, statistics, sys, time
+import argparse, dataclasses, math, statistics, sys, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cosypose_nb.core import atomic_write
+from cosypose_nb.core import atomic_write, get_device
 from cosypose_nb.lib3d import invert_T
 from cosypose_nb.symmetries import symmetric_distance, symmetric_reprojection_distance
 from cosypose_nb.mvproblems import make_problem
@@ -45,14 +45,33 @@ except ImportError:                      # stage 2 not there yet: ground-truth a
 CONFIGS = [(4, 6), (8, 6), (8, 12), (16, 12)]
 
 
+SYNC = lambda: None                      # torch.cuda.synchronize on a GPU: a timing waits for the device's work
+
+
 def timed(fn, repeats: int):
     "Run `fn` `repeats` times; return (median seconds, last result)."
     ts, out = [], None
     for _ in range(repeats):
+        SYNC()
         t = time.perf_counter()
         out = fn()
+        SYNC()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts), out
+
+
+def on_device(pb, dev):
+    "The problem with its inputs (candidates, K) on `dev`; the ground truth stays on the CPU for the errors."
+    return dataclasses.replace(pb, candidates=pb.candidates.to(dev), K=pb.K.to(dev))
+
+
+def cpu(x):
+    "Tensors (in tuples/lists) moved back to the CPU for the error measures."
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, (tuple, list)):
+        return type(x)(cpu(v) for v in x)
+    return x
 
 
 def gt_matching(pb):
@@ -169,11 +188,18 @@ def main(argv=None) -> int:
     ap.add_argument("--ba-block", type=int, default=5, help="back-to-back bundle_adjust calls per round (their median is timed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default=",".join(f"{v}x{o}" for v, o in CONFIGS), help="e.g. 4x6,8x6")
+    ap.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'auto': where stages 2 and 3 run")
     ap.add_argument("--out", default="benchmarks/results", help="folder for bench_multiview.md / .csv ('' = none)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    dev = get_device(a.device)
+    global SYNC
+    if dev.type == "cuda":
+        SYNC = lambda: torch.cuda.synchronize(dev)
     configs = [tuple(int(x) for x in s.split("x")) for s in a.configs.split(",")]
-    print(f"torch {torch.__version__}, {a.threads} CPU threads, float64, stage 2: "
+    print(f"torch {torch.__version__}, device {dev}"
+          + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+          + f", {a.threads} CPU threads, float64, stage 2: "
           f"{'match_candidates' if match_candidates else 'ground-truth associations (match_candidates not found)'}")
     rows = []
     for V, O in configs:
@@ -181,22 +207,23 @@ def main(argv=None) -> int:
         acc = {k: [] for k in ("C", "pairs", "t2", "t3", "tref", "cand_px", "cand_mm", "px", "mm", "miss",
                                "ref_px", "ref_mm", "ba_px_r", "ba_mm_r", "t3_r", "iters", "ref_iters", "solved", "t_init", "ratio", "ratio_cold", "t_pred", "pred_solved")}
         for seed in range(a.seeds):
-            pb = make_problem(V, O, seed=seed)
-            acc["C"].append(len(pb.candidates)); acc["pairs"].append(same_label_pairs(pb))
+            pb0 = make_problem(V, O, seed=seed)
+            pb = on_device(pb0, dev)
+            acc["C"].append(len(pb.candidates)); acc["pairs"].append(same_label_pairs(pb0))
             stage2(pb)                                                       # warm-up
             t2, s2 = timed(lambda: stage2(pb), a.repeats)
-            models = scene_models(pb, s2)
+            models = tuple(m.to(dev) for m in scene_models(pb0, cpu(s2)))
             run_stage3(pb, s2, models=models)
             t3, (res, ok, init) = timed(lambda: run_stage3(pb, s2, models=models), a.repeats)
-            px, mm, miss = scene_errors(pb, res.T_WC, res.T_WO, ok, s2[3], s2[4])
-            cpx, cmm = candidate_errors(pb)
+            px, mm, miss = scene_errors(pb0, *cpu((res.T_WC, res.T_WO, ok, s2[3])), s2[4])
+            cpx, cmm = candidate_errors(pb0)
             if evaluate_scene is not None:
-                acc["solved"].append(float(evaluate_scene(pb, scene_objects(pb, s2[3], s2[4])[0], res.T_WO, res.T_WC, ok)["solved"]))
+                acc["solved"].append(float(evaluate_scene(pb0, scene_objects(pb0, cpu(s2[3]), s2[4])[0], *cpu((res.T_WO, res.T_WC, ok)))["solved"]))
             # the whole predictor (stages 2 + 3 with view registration, re-matching and pose-space refinement)
             predict_scene(pb.candidates, pb.K, pb.objects)
             t_pred, pred = timed(lambda: predict_scene(pb.candidates, pb.K, pb.objects), a.repeats)
             acc["t_pred"].append(t_pred)
-            acc["pred_solved"].append(float(evaluate_scene(pb, pred.labels, pred.T_WO, pred.T_WC, pred.view_ok)["solved"]))
+            acc["pred_solved"].append(float(evaluate_scene(pb0, pred.labels, *cpu((pred.T_WO, pred.T_WC, pred.view_ok)))["solved"]))
             for k, v in zip(("t2", "t3", "px", "mm", "miss", "cand_px", "cand_mm", "iters"),
                             (t2, t3, px, mm, miss, cpx, cmm, res.n_iters)):
                 acc[k].append(v)
@@ -215,8 +242,8 @@ def main(argv=None) -> int:
                 acc["ratio"].append(statistics.median([r_ / b_ for r_, b_ in zip(tr, tb)]))
                 acc["ratio_cold"].append(statistics.median([r_ / b_ for r_, b_ in zip(tr, tb_cold)]))
                 acc["t_init"].append(max(t3 - t_ba, 0.0))
-                rpx, rmm, _ = scene_errors(pb, res_r.T_WC, res_r.T_WO, ok, s2[3], s2[4])
-                bpx, bmm, _ = scene_errors(pb, res_b.T_WC, res_b.T_WO, ok, s2[3], s2[4])
+                rpx, rmm, _ = scene_errors(pb0, *cpu((res_r.T_WC, res_r.T_WO, ok, s2[3])), s2[4])
+                bpx, bmm, _ = scene_errors(pb0, *cpu((res_b.T_WC, res_b.T_WO, ok, s2[3])), s2[4])
                 for k, v in zip(("tref", "t3_r", "ref_px", "ref_mm", "ba_px_r", "ba_mm_r", "ref_iters"),
                                 (t_ref, t_ba, rpx, rmm, bpx, bmm, res_r.n_iters)):
                     acc[k].append(v)
