@@ -1,5 +1,6 @@
 "The scene predictor (stages 2 + 3) and the `cosypose-nb multiview` command, on problems with ground truth."
 import json
+import math
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_view_registration_checks_orientation(objects, monkeypatch):
     p = make_problem(8, 6, seed=1010, objects=objects)
     def view4_error(pr):
         rel, gt = invert_T(pr.T_WC[0]) @ pr.T_WC[4], invert_T(p.T_WC[0]) @ p.T_WC[4]
-        return float(np.rad2deg(rotation_angle(rel[:3, :3], gt[:3, :3])))
+        return math.degrees(float(rotation_angle(rel[:3, :3], gt[:3, :3])))
     pr = predict_scene(p.candidates, p.K, objects)
     assert evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)["solved"] and view4_error(pr) < 10
     monkeypatch.setattr(mv, "register_views", functools.partial(mv.register_views, rot_threshold_deg=180.0))
