@@ -22,12 +22,12 @@ from .symmetries import make_symmetries
 # %% auto #0
 __all__ = ['MM_TO_M', 'IMAGE_EXTS', 'SCENE_CAMERA', 'SCENE_GT', 'SCENE_GT_INFO', 'TARGETS_BOP19', 'RESULTS_HEADER',
            'RESULTS_COLUMNS', 'label_from_obj_id', 'obj_id_from_label', 'read_models_info', 'write_models_info',
-           'object_symmetries', 'read_model_mesh', 'write_model_mesh', 'scene_dir_name', 'image_name', 'mask_name',
-           'find_image', 'read_scene_camera', 'write_scene_camera', 'read_scene_gt', 'write_scene_gt',
-           'bbox_xywh_to_xyxy', 'bbox_xyxy_to_xywh', 'read_scene_gt_info', 'write_scene_gt_info', 'read_rgb',
-           'write_rgb', 'read_depth', 'write_depth', 'read_mask', 'write_mask', 'read_targets', 'write_targets',
-           'read_results_csv', 'write_results_csv', 'poses_tensor', 'mask_bbox', 'gt_info_from_masks', 'BOPSceneWriter',
-           'ObjectRecord', 'ImageRecord', 'BOPDataset', 'make_toy_dataset']
+           'object_symmetries', 'read_model_mesh', 'check_mesh_faces', 'write_model_mesh', 'scene_dir_name',
+           'image_name', 'mask_name', 'find_image', 'read_scene_camera', 'write_scene_camera', 'read_scene_gt',
+           'write_scene_gt', 'bbox_xywh_to_xyxy', 'bbox_xyxy_to_xywh', 'read_scene_gt_info', 'write_scene_gt_info',
+           'read_rgb', 'write_rgb', 'read_depth', 'write_depth', 'read_mask', 'write_mask', 'read_targets',
+           'write_targets', 'read_results_csv', 'write_results_csv', 'poses_tensor', 'mask_bbox', 'gt_info_from_masks',
+           'BOPSceneWriter', 'ObjectRecord', 'ImageRecord', 'BOPDataset', 'make_toy_dataset']
 
 # %% ../nbs/05_bop.ipynb #610ebe8a
 MM_TO_M = 1e-3
@@ -216,8 +216,16 @@ def read_model_mesh(path) -> trimesh.Trimesh:
         raise InputError(f"{path}: vertex: the file holds no mesh vertices")
     if not np.isfinite(mesh.vertices).all():
         raise InputError(f"{path}: vertex: holds NaN or infinite coordinates")
+    check_mesh_faces(mesh, path)
     mesh.apply_scale(MM_TO_M)
     return mesh
+
+def check_mesh_faces(mesh: trimesh.Trimesh, path=None) -> None:
+    "Raise `InputError` naming the file if a face of `mesh` refers to a vertex the mesh does not have."
+    F, n = np.asarray(mesh.faces), len(mesh.vertices)
+    if F.size and (F.min() < 0 or F.max() >= n):
+        bad = int(F.max()) if F.max() >= n else int(F.min())
+        raise InputError(f"{where(path, 'faces')}a face refers to vertex {bad}, but the mesh has {n} vertices (0..{n - 1})")
 
 def write_model_mesh(path, mesh: trimesh.Trimesh) -> Path:
     """Write `mesh` (metres) as a binary little-endian BOP `.ply` in mm (atomically).

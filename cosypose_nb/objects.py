@@ -20,7 +20,7 @@ from scipy.spatial import ConvexHull, cKDTree
 from .core import InputError, where, atomic_write, write_json, read_json, get_device
 from .symmetries import make_symmetries, pad_symmetries
 from .bop import (MM_TO_M, label_from_obj_id, obj_id_from_label, read_models_info, write_models_info,
-                             read_model_mesh, write_model_mesh, object_symmetries)
+                             read_model_mesh, write_model_mesh, object_symmetries, check_mesh_faces)
 
 # %% auto #0
 __all__ = ['DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'DEFAULT_OBJECTS_VERSION',
@@ -362,6 +362,7 @@ def _load_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path}: faces: the file holds no triangle mesh")
     if not np.isfinite(mesh.vertices).all():
         raise InputError(f"{path}: vertex: holds NaN or infinite coordinates")
+    check_mesh_faces(mesh, path)
     return mesh
 
 _OBJ_STEM = re.compile(r"^obj_(\d{6})$")

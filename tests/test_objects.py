@@ -219,6 +219,22 @@ def test_bad_mesh_files(tmp_path):
         O.MeshDatabase.from_folder(tmp_path / "b.ply")
 
 
+@pytest.mark.parametrize("bad", [9, 3, -1])
+def test_face_index_out_of_range(tmp_path, bad):
+    "A face naming a vertex the file lacks: an error naming the file and the index, in a mesh folder and a BOP folder."
+    ply = (b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+           b"element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n0 10 0\n0 0 10\n3 0 1 2\n3 0 1 %d\n" % bad)
+    plain = tmp_path / "plain"; plain.mkdir()
+    (plain / "tri.ply").write_bytes(ply)
+    with pytest.raises(InputError, match=rf"tri.ply: faces: a face refers to vertex {bad}, but the mesh has 3 vertices"):
+        O.MeshDatabase.from_folder(plain, units="mm")
+    bop = tmp_path / "bop"; bop.mkdir()
+    (bop / "obj_000001.ply").write_bytes(ply)
+    write_models_info(bop, {1: {"diameter": 0.015, "min_x": 0, "min_y": 0, "min_z": 0, "size_x": 0.001, "size_y": 0.01, "size_z": 0.01}})
+    with pytest.raises(InputError, match=rf"obj_000001.ply: faces: a face refers to vertex {bad}"):
+        O.MeshDatabase.from_folder(bop)
+
+
 def test_cli(tmp_path, capsys, cache):
     assert O.objects_cli(["default", "--out", str(tmp_path / "d"), "--cache-dir", str(cache), "--urdf"]) == 0
     out = capsys.readouterr().out
