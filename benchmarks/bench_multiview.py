@@ -90,7 +90,8 @@ def gt_matching(pb):
                 continue
             i1 = torch.tensor([ia[o] for o in shared]); i2 = torch.tensor([ib[o] for o in shared])
             labels = [pb.obj_labels[o] for o in shared]
-            pts, syms = pb.objects.points(labels), pb.objects.symmetries(labels, n_continuous=16)
+            pts = pb.objects.points(labels, device=c.T_CO.device)
+            syms = pb.objects.symmetries(labels, n_continuous=16, device=c.T_CO.device)
             # hypotheses T_C1O S (T_C2O)^-1 for every shared object and each of its symmetries S
             hyp = (c.T_CO[i1][:, None] @ syms @ invert_T(c.T_CO[i2])[:, None]).reshape(-1, 4, 4)
             d = torch.stack([symmetric_distance(c.T_CO[i1], h @ c.T_CO[i2], pts, syms) for h in hyp])   # (H, shared)
@@ -189,7 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default=",".join(f"{v}x{o}" for v, o in CONFIGS), help="e.g. 4x6,8x6")
     ap.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'auto': where stages 2 and 3 run")
-    ap.add_argument("--out", default="benchmarks/results", help="folder for bench_multiview.md / .csv ('' = none)")
+    ap.add_argument("--out", default="benchmarks/results",
+                    help="folder for bench_multiview.md / .csv (bench_multiview_cuda.* on a GPU; '' = none)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     dev = get_device(a.device)
@@ -290,9 +292,11 @@ def main(argv=None) -> int:
           "pairs of the ground truth; 'missed': the share of them the scene does not reconstruct.")
     if a.out:
         out = Path(a.out)
-        with atomic_write(out / "bench_multiview.md") as f:
-            f.write(table + "\n\n" + growth + "\n")
-        with atomic_write(out / "bench_multiview.csv") as f:
+        name = "bench_multiview" + ("" if dev.type == "cpu" else f"_{dev.type}")   # a GPU run keeps the CPU record
+        with atomic_write(out / f"{name}.md") as f:
+            f.write(f"device: {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+                    + f", torch {torch.__version__}, {a.threads} CPU threads\n\n" + table + "\n\n" + growth + "\n")
+        with atomic_write(out / f"{name}.csv") as f:
             df.to_csv(f, index=False)
     return 0
 

@@ -144,11 +144,12 @@ def scene_figure(T_WC=None, K=None, image_size=(480, 640), objects: Sequence = (
 class SceneExplorer:
     """Interactive explorer of a reconstructed scene. `prediction`: a `ScenePrediction` (labels, T_WO (O, 4, 4),
     T_WC (V, 4, 4), K (V, 3, 3), view_ok (V,), cand_obj (C,)); `candidates`: the `Candidates` (C) it was made
-    from; `objects`: the object set (`points(labels)`); `images`: optional RGB images (V, H, W, 3);
-    `truth`: optional ground truth (T_WC (V, 4, 4), T_WO (O', 4, 4), labels (O')), e.g. from an `MVProblem`.
-    `widget` is the ipywidgets box to display."""
+    from; `objects`: the object set (`points(labels)`); `images`: optional images (V, H, W, 3) (or (V, H, W)),
+    one size; without them the views are drawn `image_size` (H, W) large (default: twice the principal point);
+    `truth`: optional ground truth, an `MVProblem` or a tuple (T_WC (V, 4, 4), T_WO (O', 4, 4), labels (O')),
+    moved into the scene's world frame through the first placed camera. `widget` is the ipywidgets box to display."""
 
-    def __init__(self, prediction, candidates, objects, images=None, truth=None, image_size=(480, 640),
+    def __init__(self, prediction, candidates, objects, images=None, truth=None, image_size=None,
                  n_points: int = 200):
         from cosypose_nb.core import InputError
         p = prediction
@@ -159,11 +160,27 @@ class SceneExplorer:
             raise InputError(f"prediction: K and view_ok must have one entry per camera ({V})")
         if C and (int(candidates.view_ids.min()) < 0 or int(candidates.view_ids.max()) >= V):
             raise InputError(f"candidates: view ids must lie in 0..{V - 1}")
-        self.images = None if images is None else [np.asarray(im) for im in images]
-        if self.images is not None and len(self.images) != V:
-            raise InputError(f"images: {len(self.images)} given for {V} views")
-        self.image_size = tuple(self.images[0].shape[:2]) if self.images else tuple(image_size)
+        self.images = None if images is None else [_np(im) for im in images]
+        if self.images is not None:
+            if len(self.images) != V:
+                raise InputError(f"images: {len(self.images)} given for {V} views")
+            shapes = {im.shape for im in self.images}
+            if len(shapes) != 1 or not (len(self.images[0].shape) == 2 or (len(self.images[0].shape) == 3 and self.images[0].shape[2] in (3, 4))):
+                raise InputError(f"images: expected one size, (H, W) or (H, W, 3 or 4) each, got {sorted(shapes)}")
+        K_np = _np(as_tensor(p.K, torch.float64))
+        if self.images:
+            self.image_size = tuple(self.images[0].shape[:2])
+        elif image_size is not None:
+            self.image_size = (int(image_size[0]), int(image_size[1]))
+        else:                                      # the principal point is about the image centre
+            self.image_size = (max(1, round(2 * float(np.median(K_np[:, 1, 2])))), max(1, round(2 * float(np.median(K_np[:, 0, 2])))))
         self.p, self.c = p, candidates
+        if truth is not None and not isinstance(truth, (tuple, list)):
+            if not all(hasattr(truth, a) for a in ("T_WC", "T_WO", "obj_labels")):
+                raise InputError("truth: expected an MVProblem or a tuple (T_WC, T_WO, labels)")
+            truth = (truth.T_WC, truth.T_WO, truth.obj_labels)
+        if truth is not None and len(truth) != 3:
+            raise InputError("truth: expected a tuple (T_WC, T_WO, labels)")
         labels = list(p.labels) + list(candidates.labels) + (list(truth[2]) if truth is not None else [])
         self.labels_all = sorted(set(labels))
         missing = [l for l in self.labels_all if l not in objects]
@@ -194,6 +211,9 @@ class SceneExplorer:
     def figure_view(self, view: int | None = None):
         "Matplotlib figure of one view (default: the current one): its image, candidates and scene objects reprojected."
         v = self.view if view is None else int(view)
+        if not 0 <= v < len(self.view_ok):
+            from cosypose_nb.core import InputError
+            raise InputError(f"view: must lie in 0..{len(self.view_ok) - 1}, got {v}")
         H, W = self.image_size
         fig, ax = plt.subplots(figsize=(6.4, 6.4 * H / W))
         ax.imshow(self.images[v] if self.images is not None else np.full((H, W, 3), 245, np.uint8))

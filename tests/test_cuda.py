@@ -90,21 +90,31 @@ def test_edge_cases_on_gpu(objects):
         predict_scene(bad, p.K, objects, device="cuda")
 
 
-def test_cli_device_cuda(tmp_path):
-    "`cosypose-nb multiview DIR --device cuda` writes the files the CPU run writes (poses within 1e-6)."
+def test_cli_device_cuda(tmp_path, monkeypatch):
+    """`cosypose-nb multiview DIR --device cuda` computes on the GPU and writes the files the CPU run writes
+    (poses within 1e-6)."""
+    import cosypose_nb.multiview as mv
+    from cosypose_nb.bop import read_results_csv
     from cosypose_nb.objects import load_default_objects
     db = load_default_objects(n_points=500)
     p = make_problem(8, 6, seed=11, objects=db)
+    seen, real = [], mv.predict_scene
+    def spy(*a, **kw):                            # the device the scene was computed on
+        pr = real(*a, **kw); seen.append(pr.T_WO.device.type); return pr
+    monkeypatch.setattr(mv, "predict_scene", spy)
     out = {}
     for dev in ("cpu", "cuda"):
         folder = write_example_scenario(tmp_path / dev, p)
         assert multiview_cli([str(folder), "--device", dev]) == 0
         out[dev] = json.loads((folder / "results" / "predicted_scene.json").read_text())
+    assert seen == ["cpu", "cuda"], seen
     a, b = out["cpu"], out["cuda"]
     assert [o["label"] for o in a["objects"]] == [o["label"] for o in b["objects"]] and len(a["objects"]) >= 5
     assert [o["n_cand"] for o in a["objects"]] == [o["n_cand"] for o in b["objects"]]
     assert np.abs(np.array([o["TWO"] for o in a["objects"]]) - np.array([o["TWO"] for o in b["objects"]])).max() < 1e-6
     assert np.abs(np.array([c["TWC"] for c in a["cameras"]]) - np.array([c["TWC"] for c in b["cameras"]])).max() < 1e-6
-    ra = (tmp_path / "cpu" / "results" / "scene_reprojected.csv").read_text().splitlines()
-    rb = (tmp_path / "cuda" / "results" / "scene_reprojected.csv").read_text().splitlines()
+    ra = read_results_csv(tmp_path / "cpu" / "results" / "scene_reprojected.csv")
+    rb = read_results_csv(tmp_path / "cuda" / "results" / "scene_reprojected.csv")
     assert len(ra) == len(rb) > 1
+    assert list(ra["im_id"]) == list(rb["im_id"]) and list(ra["obj_id"]) == list(rb["obj_id"])
+    assert np.abs(np.stack(list(ra["T_CO"])) - np.stack(list(rb["T_CO"]))).max() < 1e-6
