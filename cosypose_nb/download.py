@@ -54,8 +54,16 @@ def part_url(dataset: str, part: str, url_base: str | None = None) -> str:
     if base is None:
         return HF_URL.format(repo=repo, file=file)
     if "{file}" in base:
-        return base.format(repo=repo, file=file, dataset=dataset)
-    return base.rstrip("/") + "/" + file
+        try:
+            url = base.format(repo=repo, file=file, dataset=dataset)
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(f"url-base: {base!r} is not a valid template (use {{file}}, {{repo}}, {{dataset}}): "
+                             f"{type(e).__name__}: {e}") from None
+    else:
+        url = base.rstrip("/") + "/" + file
+    if not url.lower().startswith(("http://", "https://", "file:")):
+        raise InputError(f"url-base: {base!r} is not an address (it must start with http://, https:// or file:)")
+    return url
 
 # %% ../nbs/07_download.ipynb #d9599e6c
 class DownloadError(RuntimeError):
@@ -75,6 +83,8 @@ def _content_range(value: str | None) -> tuple[int | None, int | None] | None:
 def fetch(url: str, dest, retries: int = 5, timeout: float = 60.0, progress: bool = True,
           wait: float = 1.0, user_agent: str = "cosypose-nb") -> Path:
     "Download `url` to `dest`, resuming `dest.part` if present; at most `retries` extra attempts. Returns `dest`."
+    if not isinstance(retries, int) or retries < 0:
+        raise InputError(f"retries: must be an integer >= 0, got {retries!r}")
     dest = Path(dest)
     if dest.exists():
         return dest
@@ -240,15 +250,32 @@ def download_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the datasets and the addresses of their parts, then exit")
     a = p.parse_args(argv)
-    if a.list:
-        for name, d in DATASETS.items():
-            print(f"{name:6s} {d['title']} (test split folder: {d['test_split']})")
-            for part in PARTS:
-                print(f"    {part:9s} {part_url(name, part, a.url_base)}")
-        return 0
+    try:
+        if a.list:
+            for name, d in DATASETS.items():
+                print(f"{name:6s} {d['title']} (test split folder: {d['test_split']})")
+                for part in PARTS:
+                    print(f"    {part:9s} {part_url(name, part, a.url_base)}")
+            return 0
+    except InputError as e:
+        print(f"cosypose-nb download: error: {e}", file=sys.stderr)
+        return 2
     if not a.datasets:
         p.print_usage(sys.stderr)
         print("cosypose-nb download: error: give a DATASET (or --list)", file=sys.stderr)
+        return 2
+    bad = [d for d in a.datasets if d not in DATASETS]
+    if bad or a.retries < 0:                       # every name checked before anything is fetched
+        msg = (f"unknown BOP dataset(s) {bad} (known: {', '.join(DATASETS)})" if bad else
+               f"--retries: must be >= 0, got {a.retries}")
+        print(f"cosypose-nb download: error: {msg}", file=sys.stderr)
+        return 2
+    try:
+        for d in a.datasets:                       # the addresses too: a bad --url-base fails before any download
+            for part in a.parts:
+                part_url(d, part, a.url_base)
+    except InputError as e:
+        print(f"cosypose-nb download: error: {e}", file=sys.stderr)
         return 2
     try:
         for ds in a.datasets:

@@ -272,3 +272,22 @@ def test_downloaded_toy_dataset_reads_as_bop(tmp_path):
     for i in range(len(a)):
         assert (a[i].rgb == b[i].rgb).all() and (a[i].depth == b[i].depth).all()
         assert np.array_equal(a[i].poses().numpy(), b[i].poses().numpy())
+
+
+def test_bad_addresses_and_arguments_are_input_errors(tmp_path, capsys):
+    "Bad --url-base templates, addresses without a scheme, negative --retries and unknown names: exit 2, one line, nothing fetched."
+    for base in ("http://x/{file}/{foo}", "http://x/{file}{", "http://x/{0}{file}", "notaurl", "ftp2://x"):
+        with pytest.raises(InputError, match="url-base"):
+            part_url("tudl", "models", base)
+        assert download_cli(["tudl", "--parts", "models", "--url-base", base, "--out", str(tmp_path / "o")]) == 2
+        assert "url-base" in capsys.readouterr().err
+        assert download_cli(["--list", "--url-base", base]) == 2
+    assert download_cli(["tudl", "--retries", "-3", "--out", str(tmp_path / "o")]) == 2
+    assert "--retries" in capsys.readouterr().err
+    with pytest.raises(InputError, match="retries"):
+        fetch("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", retries=-1)
+    # every name is checked before the first download starts
+    assert download_cli(["ycbv", "foo", "--url-base", "http://127.0.0.1:9", "--out", str(tmp_path / "o")]) == 2
+    assert "foo" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert part_url("tudl", "models", "file:///srv/bop").startswith("file:///srv/bop/")
