@@ -20,14 +20,14 @@ from .lib3d import as_tensor, check_poses, look_at
 from .symmetries import make_symmetries
 
 # %% auto #0
-__all__ = ['MM_TO_M', 'IMAGE_EXTS', 'SCENE_CAMERA', 'SCENE_GT', 'SCENE_GT_INFO', 'TARGETS_BOP19', 'RESULTS_HEADER',
+__all__ = ['MM_TO_M', 'MAX_COORD', 'IMAGE_EXTS', 'SCENE_CAMERA', 'SCENE_GT', 'SCENE_GT_INFO', 'TARGETS_BOP19', 'RESULTS_HEADER',
            'RESULTS_COLUMNS', 'label_from_obj_id', 'obj_id_from_label', 'read_models_info', 'write_models_info',
-           'object_symmetries', 'read_model_mesh', 'check_mesh_faces', 'write_model_mesh', 'scene_dir_name',
-           'image_name', 'mask_name', 'find_image', 'read_scene_camera', 'write_scene_camera', 'read_scene_gt',
-           'write_scene_gt', 'bbox_xywh_to_xyxy', 'bbox_xyxy_to_xywh', 'read_scene_gt_info', 'write_scene_gt_info',
-           'read_rgb', 'write_rgb', 'read_depth', 'write_depth', 'read_mask', 'write_mask', 'read_targets',
-           'write_targets', 'read_results_csv', 'write_results_csv', 'poses_tensor', 'mask_bbox', 'gt_info_from_masks',
-           'BOPSceneWriter', 'ObjectRecord', 'ImageRecord', 'BOPDataset', 'make_toy_dataset']
+           'object_symmetries', 'read_model_mesh', 'check_mesh', 'check_mesh_faces', 'write_model_mesh',
+           'scene_dir_name', 'image_name', 'mask_name', 'find_image', 'read_scene_camera', 'write_scene_camera',
+           'read_scene_gt', 'write_scene_gt', 'bbox_xywh_to_xyxy', 'bbox_xyxy_to_xywh', 'read_scene_gt_info',
+           'write_scene_gt_info', 'read_rgb', 'write_rgb', 'read_depth', 'write_depth', 'read_mask', 'write_mask',
+           'read_targets', 'write_targets', 'read_results_csv', 'write_results_csv', 'poses_tensor', 'mask_bbox',
+           'gt_info_from_masks', 'BOPSceneWriter', 'ObjectRecord', 'ImageRecord', 'BOPDataset', 'make_toy_dataset']
 
 # %% ../nbs/05_bop.ipynb #610ebe8a
 MM_TO_M = 1e-3
@@ -61,8 +61,8 @@ def _num_array(x, n: int | None, path, field: str) -> np.ndarray:
         raise InputError(f"{where(path, field)}holds NaN or infinite values")
     return a
 
-def _num(x, path, field: str, positive: bool = False) -> float:
-    "A finite float from JSON (optionally > 0); else `InputError`."
+def _num(x, path, field: str, positive: bool = False, nonnegative: bool = False) -> float:
+    "A finite float from JSON (optionally > 0, or >= 0); else `InputError`."
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise InputError(f"{where(path, field)}expected a number, got {x!r}")
     x = float(x)
@@ -70,6 +70,8 @@ def _num(x, path, field: str, positive: bool = False) -> float:
         raise InputError(f"{where(path, field)}must be finite, got {x}")
     if positive and x <= 0:
         raise InputError(f"{where(path, field)}must be > 0, got {x}")
+    if nonnegative and x < 0:
+        raise InputError(f"{where(path, field)}must be >= 0, got {x}")
     return x
 
 def _int_key(k, path, field: str) -> int:
@@ -137,7 +139,7 @@ def _parse_model_info(v, path, k) -> dict:
     info: dict[str, Any] = {"diameter": _num(v["diameter"], path, f"{k}.diameter", positive=True) * MM_TO_M}
     for b in _BOX_KEYS:
         if b in v:
-            info[b] = _num(v[b], path, f"{k}.{b}", positive=b.startswith("size")) * MM_TO_M
+            info[b] = _num(v[b], path, f"{k}.{b}", nonnegative=b.startswith("size")) * MM_TO_M   # a flat model has a zero size
     sd = _list(v.get("symmetries_discrete", []), path, f"{k}.symmetries_discrete")
     S = np.zeros((len(sd), 4, 4))
     for i, s in enumerate(sd):
@@ -216,9 +218,44 @@ def read_model_mesh(path) -> trimesh.Trimesh:
         raise InputError(f"{path}: vertex: the file holds no mesh vertices")
     if not np.isfinite(mesh.vertices).all():
         raise InputError(f"{path}: vertex: holds NaN or infinite coordinates")
-    check_mesh_faces(mesh, path)
+    check_mesh(mesh, path)
     mesh.apply_scale(MM_TO_M)
     return mesh
+
+MAX_COORD = 1e7      # largest |coordinate| of a model file, in its units (10 km in mm): beyond, float32 overflows downstream
+
+def check_mesh(mesh: trimesh.Trimesh, path=None) -> None:
+    """Checks of a loaded model file, each an `InputError` naming the file: faces within the vertices, coordinates
+    finite and at most `MAX_COORD`, and the texture image a PLY names (`comment TextureFile`) actually read:
+    trimesh drops an unreadable texture with a warning only. (An OBJ's material is not checked: many name
+    textures they have no texture coordinates for.)"""
+    check_mesh_faces(mesh, path)
+    V = np.asarray(mesh.vertices)
+    if not np.isfinite(V).all():
+        raise InputError(f"{where(path, 'vertex')}holds NaN or infinite coordinates")
+    if V.size and np.abs(V).max() > MAX_COORD:
+        raise InputError(f"{where(path, 'vertex')}coordinates up to {np.abs(V).max():.3g}: more than {MAX_COORD:g} (in the file's units) is not an object")
+    for name in (_named_textures(Path(path)) if path is not None else []):   # trimesh puts a 2x2 stand-in in its place
+        f = Path(path).parent / name
+        if not f.is_file():
+            raise InputError(f"{where(path, 'texture')}{name}: the texture the file names is not there ({f})")
+        from PIL import Image
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as e:
+            raise InputError(f"{where(path, 'texture')}{name}: cannot read the image ({type(e).__name__}: {e})") from None
+
+def _named_textures(path: Path) -> list:
+    "Texture files a PLY model names (`comment TextureFile X`, the BOP convention); none for other formats."
+    if path.suffix.lower() != ".ply":
+        return []
+    try:
+        head = path.read_bytes()[:65536].split(b"end_header")[0].decode("latin-1")
+    except OSError:
+        return []
+    return [ln.split(None, 2)[2].strip() for ln in head.splitlines()
+            if ln.lower().startswith("comment texturefile") and len(ln.split(None, 2)) == 3]
 
 def check_mesh_faces(mesh: trimesh.Trimesh, path=None) -> None:
     "Raise `InputError` naming the file if a face of `mesh` refers to a vertex the mesh does not have."

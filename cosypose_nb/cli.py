@@ -49,5 +49,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cosypose-nb {sub}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:                   # a path that is a folder, unreadable, not writable...: say which, no traceback
-        print(f"cosypose-nb {sub}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"cosypose-nb {sub}: error: " + (f"{e.filename}: {e.strerror or e}" if e.filename else str(e)), file=sys.stderr)
         return 2

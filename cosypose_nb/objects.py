@@ -20,11 +20,11 @@ from scipy.spatial import ConvexHull, cKDTree
 from .core import InputError, where, atomic_write, write_json, read_json, get_device
 from .symmetries import make_symmetries, pad_symmetries
 from .bop import (MM_TO_M, label_from_obj_id, obj_id_from_label, read_models_info, write_models_info,
-                             read_model_mesh, write_model_mesh, object_symmetries, check_mesh_faces)
+                             read_model_mesh, write_model_mesh, object_symmetries, check_mesh)
 
 # %% auto #0
-__all__ = ['DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'DEFAULT_OBJECTS_VERSION',
-           'DEFAULT_OBJECTS', 'MAX_TEXTURE_SIZE', 'mesh_diameter', 'sample_surface_points',
+__all__ = ['MAX_POINTS', 'DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS',
+           'DEFAULT_OBJECTS_VERSION', 'DEFAULT_OBJECTS', 'MAX_TEXTURE_SIZE', 'mesh_diameter', 'sample_surface_points',
            'closest_points_on_triangles', 'surface_distance', 'symmetry_errors', 'color_symmetry_errors',
            'mesh_texture', 'mesh_vertex_colors', 'mesh_color', 'surface_colors', 'write_urdf', 'cache_root', 'mesh_key',
            'model_info', 'ObjectModel', 'MeshDatabase', 'pybullet_data_dir', 'default_object_mesh',
@@ -50,11 +50,13 @@ def mesh_diameter(vertices) -> float:
         best = max(best, float(np.sqrt(((H[i:i + step, None] - H[None]) ** 2).sum(-1).max())))
     return best
 
+MAX_POINTS = 1_000_000          # surface points per object: far more than any use here, and a few dozen MB
+
 def sample_surface_points(mesh: trimesh.Trimesh, n: int, seed: int | Sequence[int] = 0, return_faces: bool = False):
     """`n` points (n, 3) float64 drawn uniformly on the surface of `mesh` (area-weighted triangles,
     uniform barycentric coordinates), reproducible: the same `seed` gives the same points. With
     `return_faces`, also the face index (n,) and barycentric coordinates (n, 3) of each point."""
-    if n < 1: raise InputError(f"n_points must be >= 1, got {n}")
+    if n < 1 or n > MAX_POINTS: raise InputError(f"n_points must lie in [1, {MAX_POINTS}], got {n}")
     tri = np.asarray(mesh.triangles, dtype=np.float64)
     area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=-1) / 2 if len(tri) else np.zeros(0)
     if not area.sum() > 0:
@@ -362,7 +364,7 @@ def _load_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path}: faces: the file holds no triangle mesh")
     if not np.isfinite(mesh.vertices).all():
         raise InputError(f"{path}: vertex: holds NaN or infinite coordinates")
-    check_mesh_faces(mesh, path)
+    check_mesh(mesh, path)
     return mesh
 
 _OBJ_STEM = re.compile(r"^obj_(\d{6})$")
@@ -497,8 +499,8 @@ class MeshDatabase:
             raise InputError(f"{path}: not a folder (give a BOP models folder or a folder of meshes)")
         if units not in ("auto", "m", "mm"):
             raise InputError(f"units must be 'auto', 'm' or 'mm', got {units!r}")
-        if n_points < 1:
-            raise InputError(f"n_points must be >= 1, got {n_points}")
+        if not 1 <= n_points <= MAX_POINTS:
+            raise InputError(f"n_points must lie in [1, {MAX_POINTS}], got {n_points}")
         root = cache_root(cache_dir) / "urdf"
         entries = []                                                   # (obj_id, name, mesh, info, source)
         if (path / "models_info.json").exists():
@@ -777,7 +779,8 @@ def objects_cli(argv: list[str] | None = None) -> int:
         out = write_default_objects(args.out, args.cache_dir) if args.out else None
     else:
         src = Path(args.source)
-        if args.out and src.exists() and Path(args.out).resolve() == src.resolve():
+        src_dir = src.parent if src.is_file() and src.name == "models_info.json" else src
+        if args.out and src_dir.exists() and Path(args.out).resolve() == src_dir.resolve():
             raise InputError(f"{args.out}: --out must be another folder than the source")
         db = MeshDatabase.from_folder(src, n_points=args.n_points, cache_dir=args.cache_dir, units=args.units)
         out = db.to_bop_folder(args.out) if args.out else None

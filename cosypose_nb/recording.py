@@ -23,7 +23,7 @@ from .rendering import (SceneRenderer, object_urdfs, check_resolution, _T_from_p
 
 # %% auto #0
 __all__ = ['N_TEXTURES', 'TEXTURE_SIZE', 'ROOM_SIZE', 'FLOAT_CENTER', 'CAMERA_MARGIN', 'FORMAT', 'VERSION', 'RECORDING_JSON',
-           'default_intrinsics', 'sample_intrinsics', 'random_texture', 'texture_image', 'drop_objects',
+           'MAX_SCENES', 'default_intrinsics', 'sample_intrinsics', 'random_texture', 'texture_image', 'drop_objects',
            'float_objects', 'sample_camera', 'sample_light', 'sample_scene', 'render_scene', 'load_objects',
            'objects_fingerprint', 'make_settings', 'scene_rng', 'record_scene', 'check_output', 'record', 'record_cli']
 
@@ -260,6 +260,7 @@ def render_scene(renderer: SceneRenderer, spec: dict, settings: dict, writer: BO
 FORMAT = "cosypose-nb synthetic recording"
 VERSION = 1
 RECORDING_JSON = "recording.json"
+MAX_SCENES = 1_000_000                         # BOP scene folders are named with six digits
 _COMPAT_KEYS = ("format", "version", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed", "mode",
                 "objects_per_scene", "split", "rgb_ext", "depth_scale", "backend")
 
@@ -307,6 +308,10 @@ def make_settings(objects="default", n_views: int = 1, resolution=(480, 640), se
     if rgb_ext not in (".jpg", ".png"): raise InputError(f"rgb_ext: expected '.jpg' or '.png', got {rgb_ext!r}")
     if backend not in ("tiny", "egl"): raise InputError(f"backend: expected 'tiny' or 'egl', got {backend!r}")
     if not split or "/" in split or split.startswith("."): raise InputError(f"split: not a folder name: {split!r}")
+    if split in ("models", RECORDING_JSON, "camera.json"):
+        raise InputError(f"split: {split!r} is the name of a file or folder of the recording itself; choose another")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) < 2 ** 63:
+        raise InputError(f"seed: must be an integer in [0, 2^63), got {seed!r}")
     settings = dict(format=FORMAT, version=VERSION,
                     objects="default" if str(objects) == "default" else (str(Path(objects).resolve()) if isinstance(objects, (str, os.PathLike)) else "MeshDatabase"),
                     objects_fingerprint=objects_fingerprint(db), labels=labels, n_views=int(n_views), resolution=[H, W],
@@ -373,7 +378,10 @@ def check_output(out: Path, settings: dict) -> int:
             show = ", ".join(f"{k}: {old.get(k)!r} in the folder, {settings.get(k)!r} asked" for k in diff[:4])
             raise InputError(f"{rec}: {out} holds a recording with different settings ({show}); "
                              f"choose another output folder or the same settings. Nothing was written.")
-        return int(old.get("n_scenes", 0))
+        n = old.get("n_scenes", 0)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_SCENES:
+            raise InputError(f"{rec}: n_scenes: expected an integer in [0, {MAX_SCENES}], got {n!r}")
+        return n
     if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise InputError(f"{out}: the output folder is not empty and holds no {RECORDING_JSON}; "
                          f"refusing to write a recording into it. Nothing was written.")
@@ -412,6 +420,16 @@ def _folder_lock(out: Path):
     finally:
         f.close()
 
+def _check_scheduler(scheduler: str) -> None:
+    "`InputError` unless `scheduler` reads as a dask address (protocol://host:port); checked before anything is written."
+    from distributed.comm.addressing import parse_address, parse_host_port
+    try:
+        protocol, loc = parse_address(scheduler)
+        if protocol in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(loc)
+    except ValueError as e:
+        raise InputError(f"scheduler: {scheduler!r} is not a dask scheduler address such as tcp://host:8786 ({e})") from None
+
 def _dask_client(workers: int, scheduler: str | None):
     from dask.distributed import Client, LocalCluster
     import logging
@@ -430,10 +448,13 @@ def record(out_dir, objects="default", n_scenes: int = 200, n_views: int = 1, se
     `objects`: 'default', a BOP models / mesh folder, or a `MeshDatabase`; `labels`: record only these objects;
     `workers`: dask LocalCluster processes (0: this process); `scheduler`: address of an existing dask scheduler.
     Returns {'out', 'recorded', 'skipped', 'images', 'seconds', 'done_at' (completion times of the scenes, s)}."""
-    if not isinstance(n_scenes, (int, np.integer)) or n_scenes < 1: raise InputError(f"scenes: must be a positive integer, got {n_scenes!r}")
+    if not isinstance(n_scenes, (int, np.integer)) or not 1 <= n_scenes <= MAX_SCENES:
+        raise InputError(f"scenes: must be an integer in [1, {MAX_SCENES}] (scene folders have six digits), got {n_scenes!r}")
     if not isinstance(workers, (int, np.integer)) or workers < 0: raise InputError(f"workers: must be >= 0, got {workers!r}")
     if not isinstance(objects, (str, os.PathLike)) and (workers > 0 or scheduler):
         raise InputError("objects: give 'default' or a folder path (not an in-memory object set) to record with dask workers; or use workers=0")
+    if scheduler:
+        _check_scheduler(str(scheduler))
     settings, db = make_settings(objects, n_views, resolution, seed, mode, objects_per_scene, K, split, rgb_ext,
                                  backend=backend, only_labels=labels)
     out = Path(out_dir)

@@ -20,9 +20,10 @@ from .lib3d import as_tensor, check_poses, invert_T, make_T, look_at
 from .cameras import check_intrinsics
 
 # %% auto #0
-__all__ = ['BACKENDS', 'PIXEL_OFFSET', 'NEAR', 'FAR', 'GL_FROM_CV', 'ZBUF_EMPTY', 'PARKING', 'DEFAULT_LIGHT', 'check_resolution',
-           'projection_matrix', 'view_matrix', 'bullet_matrix', 'depth_from_zbuffer', 'object_urdfs', 'resolve_backend',
-           'BulletClient', 'BulletScene', 'Renders', 'BatchRenderer', 'SceneRender', 'checkerboard', 'SceneRenderer']
+__all__ = ['BACKENDS', 'PIXEL_OFFSET', 'NEAR', 'FAR', 'GL_FROM_CV', 'MAX_SIDE', 'ZBUF_EMPTY', 'PARKING', 'DEFAULT_LIGHT',
+           'check_resolution', 'projection_matrix', 'view_matrix', 'bullet_matrix', 'depth_from_zbuffer',
+           'object_urdfs', 'resolve_backend', 'BulletClient', 'BulletScene', 'Renders', 'BatchRenderer', 'SceneRender',
+           'checkerboard', 'SceneRenderer']
 
 # %% ../nbs/10_rendering.ipynb #d1f605ca
 BACKENDS = ("tiny", "egl")
@@ -48,7 +49,11 @@ def check_resolution(resolution, name: str = "resolution") -> tuple[int, int]:
     H, W = int(r[0]), int(r[1])
     if H <= 0 or W <= 0:
         raise InputError(f"{name}: height and width must be positive, got {H}x{W}")
+    if max(H, W) > MAX_SIDE:
+        raise InputError(f"{name}: at most {MAX_SIDE} pixels a side, got {H}x{W}")
     return H, W
+
+MAX_SIDE = 16384                                 # pixels: beyond, pybullet's buffers overflow or exhaust memory
 
 def projection_matrix(K, resolution, near: float = NEAR, far: float = FAR, backend: str = "tiny") -> np.ndarray:
     "OpenGL projection matrix (4, 4) float64 of pinhole intrinsics `K` (3, 3) for images `resolution` (H, W) rendered by `backend`."

@@ -103,7 +103,7 @@ def test_models_info_bad_input(tmp_path):
         (lambda d: d["1"].pop("diameter"), "1.diameter"),
         (lambda d: d["1"].update(diameter=-3), "1.diameter"),
         (lambda d: d["1"].update(diameter="big"), "1.diameter"),
-        (lambda d: d["1"].update(size_x=0), "1.size_x"),
+        (lambda d: d["1"].update(size_x=-1), "1.size_x"),
         (lambda d: d["1"]["symmetries_discrete"][0].pop(), "1.symmetries_discrete[0]"),
         (lambda d: d["1"]["symmetries_discrete"][0].__setitem__(0, 2.0), "1.symmetries_discrete[0]"),
         (lambda d: d["1"]["symmetries_continuous"][0].update(axis=[0, 0, 0]), "1.symmetries_continuous[0].axis"),

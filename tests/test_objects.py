@@ -248,3 +248,43 @@ def test_cli(tmp_path, capsys, cache):
         O.objects_cli([str(folder), "--out", str(folder)])
     with pytest.raises(SystemExit):
         O.objects_cli([str(folder), "--units", "cm"])
+
+
+def _tex_ply(folder, png: bytes | None):
+    "A BOP models folder with one textured PLY whose texture is `png` (None: missing)."
+    folder.mkdir()
+    ply = (b"ply\nformat ascii 1.0\ncomment TextureFile obj_000001.png\nelement vertex 3\nproperty float x\nproperty float y\n"
+           b"property float z\nproperty float texture_u\nproperty float texture_v\nelement face 1\n"
+           b"property list uchar int vertex_indices\nend_header\n0 0 0 0 0\n0 10 0 0 1\n0 0 10 1 0\n3 0 1 2\n")
+    (folder / "obj_000001.ply").write_bytes(ply)
+    if png is not None:
+        (folder / "obj_000001.png").write_bytes(png)
+    write_models_info(folder, {1: {"diameter": 0.015, "min_x": 0, "min_y": 0, "min_z": 0, "size_x": 0.0, "size_y": 0.01, "size_z": 0.01}})
+    return folder
+
+
+def test_textures_models_and_sizes_checked(tmp_path, capsys):
+    "A texture the PLY names but that is missing or unreadable, coordinates beyond 1e7, a huge --n-points: clear errors."
+    import io
+    from PIL import Image
+    with pytest.raises(InputError, match=r"texture: obj_000001.png: the texture the file names is not there"):
+        O.MeshDatabase.from_folder(_tex_ply(tmp_path / "missing", None))
+    with pytest.raises(InputError, match=r"texture: obj_000001.png: cannot read the image"):
+        O.MeshDatabase.from_folder(_tex_ply(tmp_path / "garbage", b"not a png"))
+    buf = io.BytesIO(); Image.new("RGB", (4, 4), (200, 10, 10)).save(buf, "PNG")
+    db = O.MeshDatabase.from_folder(_tex_ply(tmp_path / "good", buf.getvalue()), n_points=20)
+    assert len(db) == 1                                       # a flat model (size_x 0) is a valid model
+    assert O.objects_cli([str(tmp_path / "good"), "--out", str(tmp_path / "good_out")]) == 0
+    assert read_models_info(tmp_path / "good_out")[1]["size_x"] == 0.0
+    O.MeshDatabase.from_folder(tmp_path / "good_out", n_points=20)    # what it writes, it reads back
+    huge = tmp_path / "huge"; huge.mkdir()
+    trimesh.creation.box(extents=(1e20, 1, 1)).export(huge / "a.ply")
+    with pytest.raises(InputError, match=r"a.ply: vertex: coordinates up to 5e\+19"):
+        O.MeshDatabase.from_folder(huge, units="m")
+    with pytest.raises(InputError, match="n_points must lie in"):
+        O.MeshDatabase.from_folder(tmp_path / "good", n_points=10 ** 11)
+    # --out given as the source folder through its models_info.json: refused, the source untouched
+    before = {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()}
+    with pytest.raises(InputError, match="another folder than the source"):
+        O.objects_cli([str(tmp_path / "good" / "models_info.json"), "--out", str(tmp_path / "good")])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()} == before

@@ -184,6 +184,27 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, reference):
         rec.record_cli(["--out", str(tmp_path / "z"), "--K", "0,0,1,1", "--scenes", "1"])
 
 
+@pytest.mark.parametrize("kw", [dict(seed=-1), dict(seed=2 ** 70), dict(split="models"), dict(split="recording.json"),
+                                dict(split="camera.json"), dict(resolution=(4_800_000_000_000, 64)),
+                                dict(resolution=(50_000, 50_000)), dict(n_scenes=10 ** 18), dict(scheduler="notanaddress")])
+def test_settings_checked_before_anything_is_written(tmp_path, kw):
+    "Bad settings found late used to leave recording.json behind (and then refuse the corrected command)."
+    out = tmp_path / "rec"
+    args = dict(n_scenes=1, n_views=1, resolution=(48, 64), seed=0, workers=0, progress=False) | kw
+    with pytest.raises(InputError):
+        rec.record(out, **args)
+    assert not out.exists() or not any(p.name != ".lock" for p in out.iterdir()), sorted(p.name for p in out.iterdir())
+
+
+def test_malformed_n_scenes_in_recording_json(tmp_path, reference):
+    import shutil
+    out = tmp_path / "copy"; shutil.copytree(reference, out)
+    js = json.loads((out / "recording.json").read_text()); js["n_scenes"] = "x"
+    (out / "recording.json").write_text(json.dumps(js))
+    with pytest.raises(InputError, match="n_scenes"):
+        rec.record(out, n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
+
+
 def test_mesh_folder_objects(tmp_path):
     "--objects takes a folder of meshes; models/ is written as a BOP models folder of that object set."
     import trimesh
