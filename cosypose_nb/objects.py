@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/objects.html.md"""
 
 # %% ../nbs/06_objects.ipynb #b422f6a4
 from __future__ import annotations
-import argparse, hashlib, io, math, os, re, shutil, sys, tempfile
+import argparse, contextlib, hashlib, io, math, os, re, shutil, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -462,12 +462,14 @@ class MeshDatabase:
         return {m.obj_id: m.info for m in self}
 
     def to_bop_folder(self, out_dir) -> Path:
-        "Write the database as a BOP models folder: `models_info.json` + `obj_XXXXXX.ply` (mm, + `.png` textures). Returns the folder."
-        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-        for m in self:
-            write_model_mesh(out / f"{m.label}.ply", m.mesh)
-        write_models_info(out, self.infos())
-        return out
+        """Write the database as a BOP models folder: `models_info.json` + `obj_XXXXXX.ply` (mm, + `.png` textures).
+        Returns the folder. The files are made in a temporary folder next to it and moved in at the end
+        (`models_info.json` last): a failure (a full disk, say) leaves the folder as it was."""
+        with _staged_folder(out_dir) as tmp:
+            for m in self:
+                write_model_mesh(tmp / f"{m.label}.ply", m.mesh)
+            write_models_info(tmp, self.infos())
+        return Path(out_dir)
 
     def table(self):
         "A pandas DataFrame: label, name, obj_id, diameter and extents (cm), symmetries, texture."
@@ -700,11 +702,31 @@ def load_default_objects(cache_dir=None, n_points: int = DEFAULT_N_POINTS, seed:
 def write_default_objects(out_dir, cache_dir=None) -> Path:
     "Write the default object set as a BOP models folder `out_dir` (models_info.json + obj_XXXXXX.ply + textures). Returns it."
     src = default_objects_dir(cache_dir)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    for n in _default_files():
-        with atomic_write(out / n, "wb") as f:
-            f.write((src / n).read_bytes())
-    return out
+    with _staged_folder(out_dir) as tmp:
+        for n in _default_files():
+            shutil.copyfile(src / n, tmp / n)
+    return Path(out_dir)
+
+@contextlib.contextmanager
+def _staged_folder(out_dir):
+    """A temporary folder next to `out_dir` to write into; on success its files move into `out_dir` (created if
+    needed; `models_info.json` last), and in every case the temporary folder goes."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging."))
+    try:
+        yield tmp
+        files = sorted(tmp.iterdir(), key=lambda f: (f.name == "models_info.json", f.name))
+        for f in files:
+            if (out / f.name).is_dir():
+                raise InputError(f"{out / f.name}: is a folder; the model file of that name cannot be written")
+        out.mkdir(exist_ok=True)
+        for f in files:
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/06_objects.ipynb #83734068
 def render_preview(model: ObjectModel, size: int = 128, azimuth: float = 40.0, elevation: float = 30.0,

@@ -288,3 +288,32 @@ def test_textures_models_and_sizes_checked(tmp_path, capsys):
     with pytest.raises(InputError, match="another folder than the source"):
         O.objects_cli([str(tmp_path / "good" / "models_info.json"), "--out", str(tmp_path / "good")])
     assert {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()} == before
+
+
+def test_objects_out_is_all_or_nothing(tmp_path, monkeypatch):
+    "A failure while writing the models folder (a full disk, a folder in the way) leaves --out as it was."
+    import cosypose_nb.bop as bop
+    src = tmp_path / "src"; src.mkdir()
+    trimesh.creation.box(extents=(0.1, 0.05, 0.03)).export(src / "a.ply")
+    trimesh.creation.box(extents=(0.2, 0.05, 0.03)).export(src / "b.ply")
+    out = tmp_path / "out"; out.mkdir(); (out / "mine.txt").write_text("keep")
+    calls = []
+    real = O.write_model_mesh
+    def failing(path, mesh):                      # the second model file fails, as on a full disk
+        calls.append(path)
+        if len(calls) == 2: raise OSError(28, "No space left on device", str(path))
+        return real(path, mesh)
+    monkeypatch.setattr(O, "write_model_mesh", failing)
+    with pytest.raises(OSError):
+        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.staging")]
+    monkeypatch.setattr(O, "write_model_mesh", real)
+    (out / "obj_000002.ply").mkdir()                # a folder where a model file goes
+    with pytest.raises(InputError, match="obj_000002.ply: is a folder"):
+        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "obj_000002.ply"]
+    (out / "obj_000002.ply").rmdir()
+    assert O.objects_cli([str(src), "--out", str(out), "--units", "m"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
+    assert O.objects_cli(["default", "--out", str(tmp_path / "d")]) == 0 and (tmp_path / "d" / "models_info.json").exists()
