@@ -540,7 +540,11 @@ class MeshDatabase:
                     mesh.apply_scale(MM_TO_M)
                 label = label_from_obj_id(obj_id)
                 s = symmetries.pop(label, None) or symmetries.pop(name, None) or {}
-                entries.append((obj_id, name, mesh, model_info(mesh, None, s.get("symmetries_discrete"), s.get("symmetries_continuous")), f))
+                try:
+                    info = model_info(mesh, None, s.get("symmetries_discrete"), s.get("symmetries_continuous"))
+                except InputError as e:
+                    raise InputError(f"{f}: {e}") from None
+                entries.append((obj_id, name, mesh, info, f))
             if symmetries:
                 raise InputError(f"symmetries given for unknown objects {sorted(symmetries)}; the objects are: {', '.join(names)}")
         models = []
@@ -548,9 +552,13 @@ class MeshDatabase:
             label = label_from_obj_id(obj_id)
             sizes = [info.get(k) for k in ("size_x", "size_y", "size_z")]
             extents = np.array(sizes, dtype=np.float64) if None not in sizes else np.asarray(mesh.extents, dtype=np.float64)
+            try:
+                pts = sample_surface_points(mesh, n_points, seed=(int(seed), int(obj_id)))
+            except InputError as e:                    # name the file
+                raise InputError(f"{f}: {e}") from None
             models.append(ObjectModel(
                 label=label, obj_id=obj_id, mesh=mesh, diameter=float(info["diameter"]), extents=extents,
-                points=sample_surface_points(mesh, n_points, seed=(int(seed), int(obj_id))),
+                points=pts,
                 symmetries=object_symmetries(info, n_continuous), info=info, name=name, source=f,
                 urdf_dir=root / mesh_key(mesh)))
         return cls(models, n_continuous=n_continuous)

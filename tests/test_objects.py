@@ -317,3 +317,9 @@ def test_objects_out_is_all_or_nothing(tmp_path, monkeypatch):
     assert O.objects_cli([str(src), "--out", str(out), "--units", "m"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
     assert O.objects_cli(["default", "--out", str(tmp_path / "d")]) == 0 and (tmp_path / "d" / "models_info.json").exists()
+
+
+def test_zero_area_mesh_names_its_file(tmp_path):
+    (tmp_path / "line.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    with pytest.raises(InputError, match=r"line.obj: .*no triangle of non-zero area"):
+        O.MeshDatabase.from_folder(tmp_path, units="m")
