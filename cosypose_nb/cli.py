@@ -51,3 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:                   # a path that is a folder, unreadable, not writable...: say which, no traceback
         print(f"cosypose-nb {sub}: error: " + (f"{e.filename}: {e.strerror or e}" if e.filename else str(e)), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:              # Ctrl-C: long commands resume where they stopped when run again
+        print(f"cosypose-nb {sub}: interrupted", file=sys.stderr)
+        return 130

@@ -451,6 +451,8 @@ def record(out_dir, objects="default", n_scenes: int = 200, n_views: int = 1, se
     if not isinstance(n_scenes, (int, np.integer)) or not 1 <= n_scenes <= MAX_SCENES:
         raise InputError(f"scenes: must be an integer in [1, {MAX_SCENES}] (scene folders have six digits), got {n_scenes!r}")
     if not isinstance(workers, (int, np.integer)) or workers < 0: raise InputError(f"workers: must be >= 0, got {workers!r}")
+    if workers > 4 * (os.cpu_count() or 1):        # each is a process: more than 4 per core only thrashes the machine
+        raise InputError(f"workers: at most {4 * (os.cpu_count() or 1)} on this machine ({os.cpu_count()} cores), got {workers}")
     if not isinstance(objects, (str, os.PathLike)) and (workers > 0 or scheduler):
         raise InputError("objects: give 'default' or a folder path (not an in-memory object set) to record with dask workers; or use workers=0")
     if scheduler:

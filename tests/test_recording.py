@@ -186,7 +186,8 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, reference):
 
 @pytest.mark.parametrize("kw", [dict(seed=-1), dict(seed=2 ** 70), dict(split="models"), dict(split="recording.json"),
                                 dict(split="camera.json"), dict(resolution=(4_800_000_000_000, 64)),
-                                dict(resolution=(50_000, 50_000)), dict(n_scenes=10 ** 18), dict(scheduler="notanaddress")])
+                                dict(resolution=(50_000, 50_000)), dict(n_scenes=10 ** 18), dict(scheduler="notanaddress"),
+                                dict(workers=10 ** 6)])
 def test_settings_checked_before_anything_is_written(tmp_path, kw):
     "Bad settings found late used to leave recording.json behind (and then refuse the corrected command)."
     out = tmp_path / "rec"
