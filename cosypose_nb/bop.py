@@ -216,9 +216,7 @@ def read_model_mesh(path) -> trimesh.Trimesh:
         raise InputError(f"{path}: cannot read the mesh ({type(e).__name__}: {e})") from e
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0:
         raise InputError(f"{path}: vertex: the file holds no mesh vertices")
-    if not np.isfinite(mesh.vertices).all():
-        raise InputError(f"{path}: vertex: holds NaN or infinite coordinates")
-    check_mesh(mesh, path)
+    check_mesh(mesh, path)                                        # faces, finite coordinates, texture
     mesh.apply_scale(MM_TO_M)
     return mesh
 
@@ -251,7 +249,8 @@ def _named_textures(path: Path) -> list:
     if path.suffix.lower() != ".ply":
         return []
     try:
-        head = path.read_bytes()[:65536].split(b"end_header")[0].decode("latin-1")
+        with open(path, "rb") as f:                     # the header only, not the whole file
+            head = f.read(65536).split(b"end_header")[0].decode("latin-1")
     except OSError:
         return []
     return [ln.split(None, 2)[2].strip() for ln in head.splitlines()

@@ -250,6 +250,10 @@ def download_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the datasets and the addresses of their parts, then exit")
     a = p.parse_args(argv)
+    if not a.list and not a.datasets:
+        p.print_usage(sys.stderr)
+        print("cosypose-nb download: error: give a DATASET (or --list)", file=sys.stderr)
+        return 2
     try:
         if a.list:
             for name, d in DATASETS.items():
@@ -257,32 +261,23 @@ def download_cli(argv: list[str] | None = None) -> int:
                 for part in PARTS:
                     print(f"    {part:9s} {part_url(name, part, a.url_base)}")
             return 0
-    except InputError as e:
-        print(f"cosypose-nb download: error: {e}", file=sys.stderr)
-        return 2
-    if not a.datasets:
-        p.print_usage(sys.stderr)
-        print("cosypose-nb download: error: give a DATASET (or --list)", file=sys.stderr)
-        return 2
-    bad = [d for d in a.datasets if d not in DATASETS]
-    if bad or a.retries < 0:                       # every name checked before anything is fetched
-        msg = (f"unknown BOP dataset(s) {bad} (known: {', '.join(DATASETS)})" if bad else
-               f"--retries: must be >= 0, got {a.retries}")
-        print(f"cosypose-nb download: error: {msg}", file=sys.stderr)
-        return 2
-    try:
-        for d in a.datasets:                       # the addresses too: a bad --url-base fails before any download
+        # every name, --retries and every address checked before anything is fetched
+        bad = [d for d in a.datasets if d not in DATASETS]
+        if bad:
+            raise InputError(f"unknown BOP dataset(s) {bad} (known: {', '.join(DATASETS)})")
+        if a.retries < 0:
+            raise InputError(f"--retries: must be >= 0, got {a.retries}")
+        for d in a.datasets:
             for part in a.parts:
                 part_url(d, part, a.url_base)
-    except InputError as e:
-        print(f"cosypose-nb download: error: {e}", file=sys.stderr)
-        return 2
-    try:
         for ds in a.datasets:
             path = download(ds, a.out, a.parts, url_base=a.url_base, keep_archives=a.keep_archives,
                             retries=a.retries, progress=not a.no_progress)
             print(f"{ds}: ready in {path}")
-    except (InputError, DownloadError) as e:
+    except InputError as e:                          # bad input: exit 2, as every command
+        print(f"cosypose-nb download: error: {e}", file=sys.stderr)
+        return 2
+    except DownloadError as e:                       # the transfer or the archive failed
         print(f"cosypose-nb download: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -362,9 +362,7 @@ def _load_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path}: cannot read the mesh ({type(e).__name__}: {e})") from e
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
         raise InputError(f"{path}: faces: the file holds no triangle mesh")
-    if not np.isfinite(mesh.vertices).all():
-        raise InputError(f"{path}: vertex: holds NaN or infinite coordinates")
-    check_mesh(mesh, path)
+    check_mesh(mesh, path)                                        # faces, finite coordinates, texture
     return mesh
 
 _OBJ_STEM = re.compile(r"^obj_(\d{6})$")

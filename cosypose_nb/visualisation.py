@@ -15,6 +15,7 @@ import torch
 import matplotlib
 import matplotlib.pyplot as plt
 
+from .core import InputError
 from .lib3d import as_tensor, invert_T, transform_points
 from .cameras import project_points
 
@@ -151,7 +152,6 @@ class SceneExplorer:
 
     def __init__(self, prediction, candidates, objects, images=None, truth=None, image_size=None,
                  n_points: int = 200):
-        from cosypose_nb.core import InputError
         p = prediction
         V, C = len(p.T_WC), len(candidates)
         if len(p.cand_obj) != C:
@@ -212,8 +212,7 @@ class SceneExplorer:
         "Matplotlib figure of one view (default: the current one): its image, candidates and scene objects reprojected."
         v = self.view if view is None else int(view)
         if not 0 <= v < len(self.view_ok):
-            from cosypose_nb.core import InputError
-            raise InputError(f"view: must lie in 0..{len(self.view_ok) - 1}, got {v}")
+                raise InputError(f"view: must lie in 0..{len(self.view_ok) - 1}, got {v}")
         H, W = self.image_size
         fig, ax = plt.subplots(figsize=(6.4, 6.4 * H / W))
         ax.imshow(self.images[v] if self.images is not None else np.full((H, W, 3), 245, np.uint8))
