@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from .core import InputError, check_shape, check_finite, fast_inference, ordinary_tensors
@@ -49,16 +50,18 @@ def _constants(dtype, device):
             _CONST[key] = (G.to(device), torch.eye(4, dtype=dtype, device=device))
     return _CONST[key]
 
-def _se3_exp_batch(xi: torch.Tensor, gen: torch.Tensor, eye4: torch.Tensor) -> torch.Tensor:
+def _se3_exp_batch(xi, gen, eye4):
     """`se3_exp` of twists `xi` (B, 6), given the generators and identity of `_constants`: with `Xi` the twist's
     4 x 4 matrix (`xi @ gen`), `exp(Xi) = I + Xi + b Xi^2 + c Xi^3` (`Xi^3` has `-t^2 W` in its rotation block,
-    which turns `Xi` into `a W`), three products of 4 x 4 matrices."""
-    Xi = (xi @ gen).view(-1, 4, 4)
-    t = torch.linalg.vector_norm(xi[:, 3:], dim=-1).clamp(min=1e-15)[:, None, None]
-    b = 2 * ((0.5 * t).sin() / t).square()             # (1 - cos t) / t^2 without cancellation
-    c = (t - t.sin()) / t.pow(3)                        # its cancellation error is swamped by Xi^3 = O(t^2)
+    which turns `Xi` into `a W`), three products of 4 x 4 matrices. Torch tensors or numpy arrays alike."""
+    xp = torch if isinstance(xi, torch.Tensor) else np
+    Xi = (xi @ gen).reshape(-1, 4, 4)
+    phi = xi[:, 3:]
+    t = xp.sqrt((phi * phi).sum(-1) + 1e-30)[:, None, None]        # (> 0: the ratios below are 1/2 and 0 at t = 0)
+    b = 2 * (xp.sin(0.5 * t) / t) ** 2                  # (1 - cos t) / t^2 without cancellation
+    c = (t - xp.sin(t)) / t ** 3                         # its cancellation error is swamped by Xi^3 = O(t^2)
     Xi2 = Xi @ Xi
-    return torch.addcmul(torch.addcmul(eye4 + Xi, b, Xi2), c, Xi2 @ Xi)
+    return eye4 + Xi + b * Xi2 + c * (Xi2 @ Xi)
 
 def se3_exp(xi: torch.Tensor) -> torch.Tensor:
     """Exponential map of SE(3): twists `xi` (..., 6) = (rho, phi) -- translation part first, then the
@@ -137,41 +140,63 @@ def project_candidates(T_CO: torch.Tensor, K: torch.Tensor, points: torch.Tensor
     X = (points[:, None] @ syms[..., :3, :3].transpose(-1, -2) + syms[..., None, :3, 3]).reshape(C, S * M, 3)
     return _project(K @ T_CO[:, :3, :], X).view(C, S, M, 2)
 
+def _host(x) -> np.ndarray:
+    "A tensor or array as a float64 numpy array on the host (no copy for a float64 CPU tensor)."
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy() if x.requires_grad or not x.is_cpu else x.numpy()
+    return np.asarray(x, dtype=np.float64)
+
+def _device(x: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    "A host array as a tensor with the device and dtype of `like` (no copy for float64 on the CPU)."
+    t = torch.from_numpy(x)
+    return t if like.is_cpu and like.dtype == t.dtype else t.to(device=like.device, dtype=like.dtype)
+
 @dataclass
 class _Prepared:
-    "A bundle-adjustment problem laid out for batched evaluation (only the candidates kept)."
-    ki: torch.Tensor        # (C',) index of each kept candidate among all C
-    cam: torch.Tensor       # (C',) view of each kept candidate
-    obj: torch.Tensor       # (C',) scene object of each kept candidate
-    K_c: torch.Tensor       # (C', 3, 3)
-    KT_c: torch.Tensor      # (C', 3, 4) K [R | t] of the candidate's own pose T_CO_c
-    RcT: torch.Tensor       # (C', 3, 3) the transposed rotation of T_CO_c
-    syms: torch.Tensor      # (O, S, 4, 4) the symmetries of each object
-    Q: torch.Tensor         # (C', S, 9) R_s Sigma (flattened) per symmetry s, Sigma the second moment of the points about the symmetric centre
-    pts_c: torch.Tensor     # (C', N, 3) model points of the candidate's object
-    pts_h: torch.Tensor     # (C', N, 4) the same, homogeneous
-    KT_t: torch.Tensor      # (C', 3, 3) K transposed
-    K_xy: torch.Tensor      # (C', 1, 2, 3) the first two rows of K
-    K_z: torch.Tensor       # (C', 1, 1, 3) its last row
+    """A bundle-adjustment problem laid out for batched evaluation (only the candidates kept): what is per
+    candidate or per pose on the host (numpy, float64: tiny arrays, many steps), what is per model point on
+    the device (torch, the solver's dtype)."""
+    ki: np.ndarray          # (C',) index of each kept candidate among all C
+    cam: np.ndarray         # (C',) view of each kept candidate
+    obj: np.ndarray         # (C',) scene object of each kept candidate
+    K_c: np.ndarray         # (C', 3, 3)
+    KT_c: np.ndarray        # (C', 3, 4) K [R | t] of the candidate's own pose T_CO_c
+    RcT: np.ndarray         # (C', 3, 3) the transposed rotation of T_CO_c
+    syms: np.ndarray        # (O, S, 4, 4) the symmetries of each object
+    Q: np.ndarray           # (C', S, 9) R_s Sigma (flattened) per symmetry s, Sigma the second moment of the points about the symmetric centre
     n_blocks: int
-    hidx: torch.Tensor      # (C' 169,) flat index of each entry of the per-candidate 13x13 blocks [J | r]^T W [J | r] in (P+2) x (P+2)
-    blk: torch.Tensor       # (V + O,) parameter block of each camera then object (`n_blocks` for a held camera)
-    gen: torch.Tensor       # (6, 16) SE(3) generators
-    eye4: torch.Tensor
+    blk: np.ndarray         # (V + O,) parameter block of each camera then object (`n_blocks` for a held camera)
+    hidx: np.ndarray        # (C' 169,) flat index of each entry of the per-candidate 13x13 blocks [J | r]^T W [J | r] in (P+2) x (P+2)
+    E: np.ndarray           # (C', 7, 13) [[I, Ad, 0], [0, 0, 1]] with the adjoint Ad left to fill (see `_system`)
+    pts_h: torch.Tensor     # (C', N, 4) model points of the candidate's object, homogeneous (device)
+    pts_c: torch.Tensor     # (C', N, 3) the same, a view
+    K_xy: torch.Tensor      # (C', 1, 2, 3) the first two rows of K (device)
+    K_z: torch.Tensor       # (C', 1, 1, 3) its last row
 
-def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO):
+def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres=None):
+    """Shapes, finiteness and index ranges of the inputs of `bundle_adjust`. Returns `view_ids` and `cand_obj`
+    as numpy int64 arrays and the float inputs as float64 host arrays (a dict by name; the integer
+    bookkeeping and the per-pose work run on the host)."""
     C = view_ids.shape[0]
     check_shape(view_ids, (C,), "view_ids"); check_shape(cand_obj, (C,), "cand_obj")
     check_shape(T_CO, (C, 4, 4), "T_CO"); check_shape(T_WC, (None, 4, 4), "T_WC"); check_shape(T_WO, (None, 4, 4), "T_WO")
     V, O = T_WC.shape[0], T_WO.shape[0]
     check_shape(K, (V, 3, 3), "K"); check_shape(points, (O, None, 3), "points"); check_shape(syms, (O, None, 4, 4), "syms")
-    if not torch.isfinite(torch.cat([x.reshape(-1) for x in (T_CO, K, points, T_WC, T_WO)])).all():   # one test, then which
-        for name, x in (("T_CO", T_CO), ("K", K), ("points", points), ("T_WC", T_WC), ("T_WO", T_WO)):
+    h = {"T_CO": T_CO, "K": K, "points": points, "T_WC": T_WC, "T_WO": T_WO, "syms": syms}
+    if centres is not None:
+        check_shape(centres, (O, 3), "centres")
+        h["centres"] = centres
+    h = {k: _host(x) for k, x in h.items()}
+    floats = [(k, x) for k, x in h.items() if k != "syms"]                   # (the symmetries come from the models)
+    if not np.isfinite(np.concatenate([x.reshape(-1) for _, x in floats])).all():   # one test, then which
+        for name, x in floats:
             check_finite(x, name)
-    if C and (view_ids.min() < 0 or view_ids.max() >= V):
-        raise InputError(f"view_ids: values must lie in [0, {V}), got [{int(view_ids.min())}, {int(view_ids.max())}]")
-    if C and cand_obj.max() >= O:
-        raise InputError(f"cand_obj: values must be < n_objects = {O}, got {int(cand_obj.max())}")
+    vi, co = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.int64) for x in (view_ids, cand_obj))
+    if C and (vi.min() < 0 or vi.max() >= V):
+        raise InputError(f"view_ids: values must lie in [0, {V}), got [{vi.min()}, {vi.max()}]")
+    if C and co.max() >= O:
+        raise InputError(f"cand_obj: values must be < n_objects = {O}, got {co.max()}")
+    return vi, co, h
 
 def _held(hold_views, n_views: int) -> np.ndarray:
     "`hold_views` (V,) bool (tensor, array or None: none held) as a numpy mask, its shape checked."
@@ -183,120 +208,153 @@ def _held(hold_views, n_views: int) -> np.ndarray:
         raise InputError(f"hold_views: expected booleans (one per view), got {h.dtype}")
     return h
 
-def _check_centres(centres, n_objects: int, dev, dtype) -> torch.Tensor | None:
-    "`centres` (O, 3) checked (shape, finite) and on the solver's device and dtype; `None` stays `None`."
-    if centres is None:
-        return None
-    centres = torch.as_tensor(centres)
-    check_shape(centres, (n_objects, 3), "centres"); check_finite(centres, "centres")
-    return centres.to(device=dev, dtype=dtype)
+_AR6 = np.arange(6)
 
-def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep, centres=None) -> _Prepared:
+def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep, centres=None,
+             device=None, dtype: torch.dtype | None = None) -> _Prepared:
     """Lay the problem out: `view_ids`, `cand_obj` (C,), `keep` (C,) bool and `fixed_views` as numpy arrays or
-    tensors (the integer bookkeeping runs in numpy: tiny arrays, many steps), the rest tensors on the device;
-    `centres` (O, 3) the objects' symmetric centres (`matching.symmetric_centres`), computed here if `None`."""
-    dev, dt = T_CO.device, T_CO.dtype
+    tensors; `T_CO` (C, 4, 4), `K` (V, 3, 3), `points` (O, N, 3), `syms` (O, S, 4, 4) as tensors or arrays;
+    `centres` (O, 3) the objects' symmetric centres (`matching.symmetric_centres`), computed here if `None`.
+    The device arrays go to `device` in `dtype` (default: those of `points` if a tensor, else the CPU and float64)."""
+    if isinstance(points, torch.Tensor):
+        device, dtype = device or points.device, dtype or points.dtype
     vi, co, keep = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x) for x in (view_ids, cand_obj, keep))
     ki = np.flatnonzero(keep)
-    cam_np, obj_np = vi[ki], co[ki]
+    cam, obj = vi[ki], co[ki]
     C = len(ki)
     free_cam = np.ones(n_views, dtype=bool)
     free_cam[np.asarray(fixed_views.cpu() if isinstance(fixed_views, torch.Tensor) else fixed_views, dtype=np.int64)] = False
     n_free = int(free_cam.sum())
     n_blocks = n_free + n_objects
     P = 6 * n_blocks
-    blk = np.concatenate([np.where(free_cam, np.cumsum(free_cam) - 1, n_blocks), np.arange(n_objects) + n_free])
-    g13 = np.concatenate([np.minimum(blk[cam_np, None] * 6 + np.arange(6), P), blk[n_views + obj_np, None] * 6 + np.arange(6),
+    blk = np.full(n_views + n_objects, n_blocks)
+    blk[np.flatnonzero(free_cam)] = np.arange(n_free)
+    blk[n_views:] = np.arange(n_free, n_blocks)
+    g13 = np.concatenate([np.minimum(blk[cam, None] * 6 + _AR6, P), blk[n_views + obj, None] * 6 + _AR6,
                           np.full((C, 1), P + 1)], 1)                       # held camera -> slot P, residual -> P + 1
     hidx = (g13[:, :, None] * (P + 2) + g13[:, None, :]).reshape(-1)
-    cam, obj, ki_t, blk, hidx = (torch.as_tensor(x, device=dev) for x in (cam_np, obj_np, ki, blk, hidx))
-    K_c, pts_c, T_c = K[cam], points[obj], T_CO[ki_t]
-    # the symmetry choice: R_s Sigma per object and symmetry (see `_best_symmetry`)
-    O, S = syms.shape[:2]
-    y = points - (symmetric_centres(points, syms) if centres is None else centres)[:, None]
-    Sig = torch.nn.functional.pad(y.transpose(1, 2) @ y, (0, 1, 0, 1))                          # (O, 4, 4)
-    Q = torch.bmm(syms.view(O, S * 4, 4), Sig).view(O, S, 4, 4)[..., :3, :3].reshape(O, S, 9)  # R_s Sigma
-    gen, eye4 = _constants(dt, dev)
-    return _Prepared(ki_t, cam, obj, K_c, K_c @ T_c[:, :3, :], T_c[:, :3, :3].transpose(1, 2), syms, Q[obj], pts_c,
-                     torch.cat([pts_c, torch.ones_like(pts_c[..., :1])], -1), K_c.transpose(1, 2),
-                     K_c[:, None, :2, :], K_c[:, None, 2:3, :], n_blocks, hidx, blk, gen, eye4)
+    K_c, T_c, pts, sy = _host(K)[cam], _host(T_CO)[ki], _host(points), _host(syms)
+    # the symmetry choice: R_s Sigma per candidate and symmetry (see `_best_symmetry`)
+    O, S, N = sy.shape[0], sy.shape[1], pts.shape[1]
+    if centres is None:
+        centres = symmetric_centres(torch.from_numpy(pts), torch.from_numpy(sy))
+    y = pts - _host(centres)[:, None]
+    Q = (sy[:, :, :3, :3].reshape(O, S * 3, 3) @ (y.transpose(0, 2, 1) @ y)).reshape(O, S, 9)[obj]    # R_s Sigma
+    E = np.zeros((C, 7, 13))
+    E[:, _AR6, _AR6] = 1.0
+    E[:, 6, 12] = 1.0
+    pts_h = torch.from_numpy(np.concatenate([pts[obj], np.ones((C, N, 1))], -1)).to(device=device, dtype=dtype)
+    K_d = _device(K_c, pts_h)
+    return _Prepared(ki, cam, obj, K_c, K_c @ T_c[:, :3], T_c[:, :3, :3].transpose(0, 2, 1), sy, Q, n_blocks, blk, hidx, E,
+                     pts_h, pts_h[..., :3], K_d[:, None, :2], K_d[:, None, 2:])
 
 # %% ../nbs/21_bundle_adjustment.ipynb #b906693b
-def _targets(pr: _Prepared, s: torch.Tensor) -> torch.Tensor:
-    "Pixels (C', N, 2) of the model points under the candidates' poses `T_CO_c @ S_s` for the symmetries `s` (C',)."
-    return _project(pr.KT_c @ pr.syms[pr.obj, s], pr.pts_c)
-
-def _best_symmetry(R: torch.Tensor, pr: _Prepared) -> torch.Tensor:
+def _best_symmetry(R: np.ndarray, pr: _Prepared) -> np.ndarray:
     """The symmetry s* (C',) of each candidate whose version `T_CO_c S_s` is closest to the scene's rotations
     `R` (C', 3, 3) over the model points, centred on the symmetric centre: with `y` the centred points,
     `sum_y |R_c R_s y - R y|^2 = const - 2 <R_s Sigma, R_c^T R>` (Frobenius), so one product with the
     precomputed `R_s Sigma` scores all S symmetries. Centring makes the choice immune to the translation
-    error of a poor start (which would otherwise lock a box on the wrong face)."""
-    return torch.bmm(pr.Q, torch.bmm(pr.RcT, R).view(-1, 9, 1))[..., 0].argmax(1)
+    error of a poor start (which would otherwise lock a box on the wrong face). On the host."""
+    return (pr.Q @ (pr.RcT @ R).reshape(-1, 9, 1))[..., 0].argmax(1)
 
-def _forward(T_CW, T_WO, pr: _Prepared, eps: float = 1e-6):
-    """The scene's side: T = T_CW[v] T_WO[o] (C', 4, 4), the points in the camera p (C', N, 3), their pixels
-    u (C', N, 2) and depths w (C', N, 1), and the symmetry s* (C',) that best aligns each candidate with it."""
+def _targets(pr: _Prepared, s: np.ndarray) -> torch.Tensor:
+    "Pixels (C', N, 2) of the model points under the candidates' poses `T_CO_c @ S_s` for the symmetries `s` (C',) (device)."
+    return _project(_device(pr.KT_c @ pr.syms[pr.obj, s], pr.pts_h), pr.pts_c)
+
+def _forward(T_CW: np.ndarray, T_WO: np.ndarray, pr: _Prepared, eps: float = 1e-6):
+    """The scene's side. On the host: T = T_CW[v] T_WO[o] (C', 4, 4) and the symmetry s* (C',) that best aligns
+    each candidate with it; on the device, one product of the points with [R | t] and K [R | t] stacked: the
+    points in the camera p (C', N, 3), their pixels u (C', N, 2) and depths w (C', N, 1)."""
     T = T_CW[pr.cam] @ T_WO[pr.obj]
-    p = torch.bmm(pr.pts_h, T[:, :3, :].transpose(1, 2))
-    uvw = torch.bmm(p, pr.KT_t)
-    w = uvw[..., 2:].clamp(min=eps)
-    return T, p, uvw[..., :2] / w, w, _best_symmetry(T[:, :3, :3], pr)
+    T3 = T[:, :3]
+    Y = torch.bmm(pr.pts_h, _device(np.concatenate([T3, pr.K_c @ T3], 1), pr.pts_h).transpose(1, 2))   # (C', N, 6): p, K p
+    w = Y[..., 5:].clamp(min=eps)
+    return T, Y[..., :3], Y[..., 3:5] / w, w, _best_symmetry(T3[:, :, :3], pr)
 
-def _jacobian(T, p, u, w, pr: _Prepared, sw: torch.Tensor | None = None, r: torch.Tensor | None = None) -> torch.Tensor:
-    """Geometric Jacobian (C', N, 2, 12) of the pixels: camera (left increment) then object (right increment),
-    each point's rows scaled by `sw` (C', N) when given (the square roots of the IRLS weights); with the
-    residuals `r` (C', N, 2), their scaled values as a 13th column (C', N, 2, 13), in the same `cat`."""
+def _jacobian(p, u, w, pr: _Prepared, sw: torch.Tensor | None = None, r: torch.Tensor | None = None) -> torch.Tensor:
+    """Jacobian (C', N, 2, 6) of the pixels for a left increment of the scene's T_CO, `[A, p x A]` with `A` the
+    derivative of the pixel by the point in the camera; each point's rows scaled by `sw` (C', N) when given (the
+    square roots of the IRLS weights); with the residuals `r` (C', N, 2), their scaled values as a 7th column
+    (C', N, 2, 7), in the same `cat`. The camera's increment (left) moves T_CO alike; the object's (right) moves
+    it by `Ad(T_CO)` of it (see `_system`)."""
     s = 1 / w if sw is None else sw[..., None] / w
     A = (pr.K_xy - u[..., None] * pr.K_z) * s[..., None]                      # d u / d p (C', N, 2, 3)
-    C, N = A.shape[:2]
-    B = torch.bmm(A.view(C, 2 * N, 3), T[:, :3, :3]).view(C, N, 2, 3)
-    parts = [A, torch.linalg.cross(p[:, :, None], A), B, torch.linalg.cross(pr.pts_c[:, :, None], B)]
+    parts = [A, torch.linalg.cross(p[:, :, None], A)]
     if r is not None:
         parts.append((r if sw is None else r * sw[..., None])[..., None])
     return torch.cat(parts, -1)
 
 def _residuals(u, tgt, kind: str, delta: float):
-    """Residuals r = u - tgt (C', N, 2) of the scene's pixels against the targets, their robust cost (summed)
-    and IRLS weights (C', N)."""
+    """Residuals r = u - tgt (C', N, 2) of the scene's pixels against the targets, their robust cost (summed, a
+    0-d tensor), IRLS weights (C', N) and pixel errors (C', N)."""
     r = u - tgt
     e = torch.linalg.vector_norm(r, dim=-1)                            # (C', N) pixel errors
-    if kind == "huber":                         # the same as `robust_kernel`, in fewer operations
-        cost = 2 * torch.nn.functional.huber_loss(e, torch.zeros_like(e), reduction="sum", delta=delta)
-        return r, cost, delta / e.clamp(min=delta)
+    if kind == "huber":                         # the same as `robust_kernel`; the cost summed on the host:
+        eh = _host(e).reshape(-1)               # rho = n (2 e - n), n = min(e, delta)
+        n = np.minimum(eh, delta)
+        return r, float((n * (2 * eh - n)).sum()), delta / e.clamp(min=delta), e
     rho, wt = robust_kernel(e * e, kind, delta)
-    return r, rho.sum(), wt
+    return r, rho.sum().item(), wt, e
 
-def _system(J: torch.Tensor, pr: _Prepared) -> torch.Tensor:
-    """The Gauss-Newton system from `[J | r]` (C', N, 2, 13) (`_jacobian` with the residuals, both scaled by the
-    square roots of the weights): a (P+2) x (P+2) matrix whose top-left P x P block is H = J^T W J and whose
-    column P+1 holds g = J^T W r. One product per candidate gives its 12 x 12 block and its part of g."""
+_G3 = np.zeros((3, 9))
+_G3[[0, 0, 1, 1, 2, 2], [7, 5, 2, 6, 3, 1]] = [1, -1, 1, -1, 1, -1]         # (t @ _G3).reshape(3, 3) = [t]x
+
+def _system(J: torch.Tensor, T: np.ndarray, pr: _Prepared) -> np.ndarray:
+    """The Gauss-Newton system from `[J | r]` (C', N, 2, 7) (`_jacobian` with the residuals, both scaled by the
+    square roots of the weights) at the scene's T_CO `T` (C', 4, 4): a (P+2) x (P+2) matrix (host, float64)
+    whose top-left P x P block is H = J^T W J and whose column P+1 holds g = J^T W r. One product per
+    candidate on the device gives the 7 x 7 `[J | r]^T [J | r]`; on the host its camera and object parts come
+    from it through `E = [[I, Ad(T), 0], [0, 0, 1]]` (`E^T M E`, 13 x 13: the object's right increment moves
+    T_CO as the left increment `Ad(T) d`), summed into place."""
     C, N = J.shape[:2]
-    J = J.view(C, 2 * N, 13)
-    M = torch.bmm(J.transpose(1, 2), J)
+    J = J.view(C, 2 * N, 7)
+    M = _host(torch.bmm(J.transpose(1, 2), J))
+    R, t = T[:, :3, :3], T[:, :3, 3]
+    E = pr.E.copy()
+    E[:, :3, 6:9] = R
+    E[:, 3:6, 9:12] = R
+    E[:, :3, 9:12] = (t @ _G3).reshape(-1, 3, 3) @ R
     P2 = 6 * pr.n_blocks + 2
-    return torch.zeros(P2 * P2, dtype=M.dtype, device=M.device).index_add_(0, pr.hidx, M.view(-1)).view(P2, P2)
+    return np.bincount(pr.hidx, (E.transpose(0, 2, 1) @ M @ E).reshape(-1), P2 * P2).reshape(P2, P2)
 
-def _apply_step(T_CW, T_WO, delta, pr: _Prepared):
-    "Move the scene by the increments `delta` (P,) or (P, 1): T_CW <- exp(d_c) T_CW (left), T_WO <- T_WO exp(d_o) (right)."
-    d = torch.nn.functional.pad(delta.view(-1, 6), (0, 0, 0, 1))      # a last row of zeros: the held blocks
-    E = _se3_exp_batch(d[pr.blk], pr.gen, pr.eye4)
+_GEN_NP, _EYE4_NP = np.zeros((6, 16)), np.eye(4)
+_GEN_NP[[0, 1, 2, 3, 3, 4, 4, 5, 5], [3, 7, 11, 9, 6, 2, 8, 4, 1]] = [1, 1, 1, 1, -1, 1, -1, 1, -1]
+
+def _apply_step(T_CW: np.ndarray, T_WO: np.ndarray, delta: np.ndarray, pr: _Prepared):
+    """Move the scene by the increments `delta` (P,) (host arrays): T_CW <- exp(d_c) T_CW (left),
+    T_WO <- T_WO exp(d_o) (right)."""
+    d = np.concatenate([delta.reshape(-1, 6), np.zeros((1, 6))])     # a last row of zeros: the held blocks
+    E = _se3_exp_batch(d[pr.blk], _GEN_NP, _EYE4_NP)
     V = T_CW.shape[0]
     return E[:V] @ T_CW, T_WO @ E[V:]
 
 def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float = 20.0):
-    """One full evaluation at the scene (T_CW (V, 4, 4), T_WO (O, 4, 4)): robust cost, residuals (C', N, 2), the
-    symmetries chosen (C',), and the Gauss-Newton H (P, P) and g (P,) (for tests and figures; the solver
-    reuses the pieces)."""
-    fw = _forward(T_CW, T_WO, pr)
-    r, cost, wt = _residuals(fw[2], _targets(pr, fw[4]), kind, delta)
-    sw = wt.sqrt()
-    Hg = _system(_jacobian(*fw[:4], pr, sw, r), pr)
+    """One full evaluation at the scene (T_CW (V, 4, 4), T_WO (O, 4, 4), host arrays): robust cost, residuals
+    (C', N, 2), the symmetries chosen (C',), and the Gauss-Newton H (P, P) and g (P,) (for tests and figures;
+    the solver reuses the pieces)."""
+    T, p, u, w, s = _forward(T_CW, T_WO, pr)
+    r, cost, wt, _ = _residuals(u, _targets(pr, s), kind, delta)
+    Hg = _system(_jacobian(p, u, w, pr, wt.sqrt(), r), T, pr)
     P = 6 * pr.n_blocks
-    return cost, r, fw[4], Hg[:P, :P], Hg[:P, P + 1]
+    return cost, r, s, Hg[:P, :P], Hg[:P, P + 1]
+
+def _cholesky_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """`A^-1 b` for a symmetric positive-definite `A` (n, n) by Cholesky, `None` if `A` is not positive definite.
+    LAPACK through scipy below 128 unknowns (OpenBLAS stays on one thread there); through torch above, where
+    OpenBLAS would start threads of its own that compete with torch's for the cores."""
+    if len(b) < 128:
+        L, info = scipy.linalg.lapack.dpotrf(A, lower=1, clean=0)
+        return scipy.linalg.lapack.dpotrs(L, b, lower=1)[0] if info == 0 else None
+    L, info = torch.linalg.cholesky_ex(torch.from_numpy(A))
+    return torch.cholesky_solve(torch.from_numpy(b)[:, None], L)[:, 0].numpy() if info.item() == 0 else None
+
+def _solve(H: np.ndarray, dg: np.ndarray, lam: float, minus_g: np.ndarray) -> np.ndarray | None:
+    "The damped step `delta` (P,) of `(H + lam diag(dg)) delta = -g` (host arrays), `None` if not positive definite."
+    A = H.copy()
+    A.flat[::len(dg) + 1] += lam * dg
+    return _cholesky_solve(A, minus_g)
 
 # %% ../nbs/21_bundle_adjustment.ipynb #8e57f3cd
-@fast_inference
 def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, K: torch.Tensor,
                   points: torch.Tensor, syms: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
                   fixed_view: int = 0, n_iters: int = 100, robust: str = "huber", robust_cap_px: float = 20.0,
@@ -311,21 +369,21 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     Candidates with `cand_obj < 0`, or in a view with `view_ok` False, are ignored; the view
     `fixed_view` (and those not ok) keep their pose, as do the views with `hold_views` (V,) True (known
     cameras: their pose does not move; their candidates count unless `view_ok` leaves them out).
-    Levenberg-Marquardt on SE(3) with analytic Jacobians, the normal equations assembled from
-    per-candidate 12x12 blocks, solved by Cholesky in `dtype` (float64 by default) on the device of the
-    inputs; the outputs have the dtype of `T_WC`.
+    Levenberg-Marquardt on SE(3) with analytic Jacobians. The work per model point (projections, Jacobians,
+    the per-candidate products `[J | r]^T [J | r]`) runs batched in `dtype` (float64 by default) on the device
+    of `T_WC`; the poses, the symmetry choice, the assembly of the normal equations and their damped P x P
+    solve (Cholesky) run on the host in float64 (the paper's code also solves on the CPU). The outputs have
+    the dtype and device of `T_WC`.
     `centres` (O, 3): the objects' symmetric centres (`matching.symmetric_centres` of their points), which
     the symmetry choice turns about; constants of the models, so a caller that solves many scenes with the
     same models passes them (`None`: computed from the subsampled points)."""
-    if isinstance(points, torch.Tensor) and points.dim() == 3:
-        points = subsample_points(points, n_points)                 # (the points not used need no check)
-    _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO)
+    if isinstance(points, torch.Tensor) and points.dim() == 3 and n_points is not None and points.shape[1] > n_points:
+        points = _host(points)[:, _even_index(points.shape[1], n_points)]     # (the points not used need no check)
+    vi, co, h = _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres)
     V, O = T_WC.shape[0], T_WO.shape[0]
     if not 0 <= fixed_view < V:
         raise InputError(f"fixed_view: must lie in [0, {V}), got {fixed_view}")
     out_dtype, dev = T_WC.dtype, T_WC.device
-    # which candidates count and which views are held: integer bookkeeping, in numpy
-    vi, co = (np.asarray(x.detach().cpu(), dtype=np.int64) for x in (view_ids, cand_obj))
     keep = co >= 0
     fixed = np.zeros(V, dtype=bool)
     fixed[fixed_view] = True
@@ -335,19 +393,32 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
         keep &= vok[vi]
         fixed |= ~vok
     fixed |= _held(hold_views, V)
-    T_CO, K, points, syms = (x.to(device=dev, dtype=dtype) for x in (T_CO, K, points, syms))
-    centres = _check_centres(centres, O, dev, dtype)
-    T_CW, T_WO = invert_T(T_WC.to(dtype)), T_WO.to(dtype)
-    n_keep = int(keep.sum())
-    pr = _prepare(vi, co, T_CO, K, points, syms, V, O, np.flatnonzero(fixed), keep, centres)
-    n_res = max(n_keep * points.shape[1], 1)
+    pr = _prepare(vi, co, h["T_CO"], h["K"], h["points"], h["syms"], V, O, np.flatnonzero(fixed), keep, h.get("centres"),
+                  dev, dtype)
+    with torch.inference_mode():
+        T_CW, T_WO, costs, e, sidx, it, converged, lambdas = _levenberg_marquardt(
+            pr, invert_T(h["T_WC"]), h["T_WO"], n_iters, robust, robust_cap_px, lambda0, ftol, xtol)
+    cand_errors = np.full(len(vi), np.nan)
+    cand_errors[pr.ki] = _host(e).mean(-1)
+    sym_index = np.full(len(vi), -1)
+    sym_index[pr.ki] = sidx
+    T_WC_out = np.where(fixed[:, None, None], h["T_WC"], invert_T(T_CW))
+    out = lambda x, dt=out_dtype: torch.from_numpy(x).to(device=dev, dtype=dt)
+    return BAResult(out(T_WC_out), out(T_WO.copy()), costs, out(cand_errors), out(sym_index, torch.long), it, converged, lambdas)
+
+def _levenberg_marquardt(pr: _Prepared, T_CW: np.ndarray, T_WO: np.ndarray, n_iters: int, robust: str, robust_cap_px: float,
+                         lambda0: float, ftol: float, xtol: float):
+    """The iterations of `bundle_adjust` from the scene (T_CW (V, 4, 4), T_WO (O, 4, 4), host arrays). Returns the
+    scene, the costs, the pixel errors (C', N) and symmetries (C',) at the end, the iterations run, whether a
+    convergence test stopped them, the dampings."""
+    n_keep = len(pr.ki)
+    n_res = max(n_keep * pr.pts_h.shape[1], 1)
     P = 6 * pr.n_blocks
     lam, converged, it, lambdas = lambda0, False, 0, []
-    fw = _forward(T_CW, T_WO, pr)
-    sidx = fw[4]
+    T, p, u, w, sidx = _forward(T_CW, T_WO, pr)
     tgt = _targets(pr, sidx)
-    r, cost, wt = _residuals(fw[2], tgt, robust, robust_cap_px)
-    c_old = cost.item()
+    r, cost, wt, e = _residuals(u, tgt, robust, robust_cap_px)
+    c_old = c_cur = cost
     costs = [c_old / n_res]
     if n_keep == 0:
         n_iters = 0
@@ -355,23 +426,20 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     for it in range(1, n_iters + 1):
         lambdas.append(lam)
         if system is None:                        # once per accepted step: the Jacobian, the normal equations
-            sw = wt.sqrt()
-            Hg = _system(_jacobian(*fw[:4], pr, sw, r), pr)
-            H, minus_g = Hg[:P, :P], -Hg[:P, P + 1:]
-            dg = H.diagonal()
-            dg = torch.where(dg > 0, dg, 1.0)[:, None]           # Marquardt's damping diag(H) (1 where no residual)
-            system = H, torch.diag(dg[:, 0]), dg, minus_g
-        H, D, dg, minus_g = system
-        L, info = torch.linalg.cholesky_ex(torch.add(H, D, alpha=lam))
-        if info.item() != 0:                      # not positive definite: damp more
+            Hg = _system(_jacobian(p, u, w, pr, wt.sqrt(), r), T, pr)
+            H, minus_g = Hg[:P, :P], -Hg[:P, P + 1]
+            dg = H.diagonal().copy()
+            dg[dg <= 0] = 1.0                     # Marquardt's damping diag(H) (1 where no residual)
+            system = H, dg, minus_g
+        H, dg, minus_g = system
+        delta = _solve(H, dg, lam, minus_g)
+        if delta is None:                         # not positive definite: damp more
             lam *= 10
             continue
-        delta = torch.cholesky_solve(minus_g, L)                               # (P, 1)
         # decrease of the cost the local model predicts: with (H + lam D) delta = -g,
         # -(2 g.delta + delta^T H delta) = delta.(-g + lam D delta)
-        pred, dmax = torch.stack([torch.vdot(delta.view(-1), torch.addcmul(minus_g, dg, delta, value=lam).view(-1)),
-                                  torch.linalg.vector_norm(delta, float("inf"))]).tolist()
-        if pred <= ftol * c_old or dmax < xtol:
+        pred = float((delta * (minus_g + lam * dg * delta)).sum())
+        if pred <= ftol * c_old or np.abs(delta).max() < xtol:
             converged = True
             break
         T_CW_new, T_WO_new = _apply_step(T_CW, T_WO, delta, pr)
@@ -379,17 +447,18 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
         # accepted the symmetries are chosen again (only the targets change), and the Jacobian is
         # computed only if the iterations go on
         fw_n = _forward(T_CW_new, T_WO_new, pr)
-        r_n, cost_n, wt_n = _residuals(fw_n[2], tgt, robust, robust_cap_px)
-        c_new = cost_n.item()
+        res_n = _residuals(fw_n[2], tgt, robust, robust_cap_px)
+        c_new = res_n[1]
         if c_new < c_old:
-            T_CW, T_WO, fw = T_CW_new, T_WO_new, fw_n
-            if not torch.equal(fw[4], sidx):
-                sidx = fw[4]
+            T_CW, T_WO, (T, p, u, w, s_n) = T_CW_new, T_WO_new, fw_n
+            if not np.array_equal(s_n, sidx):
+                sidx = s_n
                 tgt = _targets(pr, sidx)
-                r_n, cost_n, wt_n = _residuals(fw[2], tgt, robust, robust_cap_px)
-            r, cost, wt = r_n, cost_n, wt_n
-            c_new = min(c_new, cost.item())
-            costs.append(cost.item() / n_res)
+                res_n = _residuals(u, tgt, robust, robust_cap_px)
+            r, cost, wt, e = res_n
+            c_cur = cost
+            c_new = min(c_new, c_cur)
+            costs.append(c_cur / n_res)
             lam, system = max(lam / 10, 1e-12), None
         else:
             lam *= 10
@@ -398,13 +467,8 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
             break
         if lam > 1e12:
             break
-        c_old = cost.item()
-    cand_errors = torch.full((len(view_ids),), float("nan"), dtype=out_dtype, device=dev)
-    cand_errors[pr.ki] = r.norm(dim=-1).mean(-1).to(out_dtype)
-    sym_index = torch.full((len(view_ids),), -1, dtype=torch.long, device=dev)
-    sym_index[pr.ki] = sidx
-    T_WC_out = torch.where(torch.as_tensor(fixed, device=dev)[:, None, None], T_WC.to(dtype), invert_T(T_CW))
-    return BAResult(T_WC_out.to(out_dtype), T_WO.to(out_dtype), costs, cand_errors, sym_index, it, converged, lambdas)
+        c_old = c_cur
+    return T_CW, T_WO, costs, e, sidx, it, converged, lambdas
 
 # %% ../nbs/21_bundle_adjustment.ipynb #2c717d54
 def view_components(view_pairs: torch.Tensor, n_views: int) -> np.ndarray:
@@ -575,7 +639,7 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
     autograd on one copy of all parameters per residual (one backward pass of the sum), and the step
     solves the dense damped system `(J^T W J + lambda I) h = J^T W e` with a pseudo-inverse. Only
     meant as the benchmark's yardstick: its cost grows with residuals x parameters."""
-    _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO)
+    _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres)
     V, O = T_WC.shape[0], T_WO.shape[0]
     out_dtype, dev = T_WC.dtype, T_WC.device
     view_ids, cand_obj = view_ids.to(dev).long(), cand_obj.to(dev).long()
@@ -588,9 +652,9 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
         keep &= view_ok[view_ids]
         fixed |= ~view_ok
     points = subsample_points(points, n_points)
-    pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep,
-                  _check_centres(centres, O, dev, dtype))
-    cam, obj = pr.cam, pr.obj
+    pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep, centres)
+    cam, obj = (torch.as_tensor(x, device=dev) for x in (pr.cam, pr.obj))
+    K_c = torch.as_tensor(pr.K_c, device=dev, dtype=dtype)
     C, N = len(cam), points.shape[1]
     # one row per scalar residual: (candidate, point, x/y)
     res_c = torch.arange(C, device=dev).repeat_interleave(2 * N)
@@ -603,12 +667,12 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
 
     def cost_and_sym(TWO_9d, TCW_9d):
         T = pose_from_9d(TCW_9d)[cam] @ pose_from_9d(TWO_9d)[obj]
-        u = project_points(pr.pts_c, pr.K_c, T)
-        sidx = _best_symmetry(T[:, :3, :3], pr)                # the same symmetry choice as `bundle_adjust`
+        u = project_points(pr.pts_c, K_c, T)
+        sidx = _best_symmetry(_host(T[:, :3, :3]), pr)         # the same symmetry choice as `bundle_adjust`
         tgt = _targets(pr, sidx)
         r = u - tgt
         rho, wt = robust_kernel((r * r).sum(-1), robust, robust_cap_px)
-        return rho.sum() / n_pts, r, sidx, wt, tgt
+        return rho.sum() / n_pts, r, torch.as_tensor(sidx, device=dev), wt, tgt
 
     def forward_jacobian(TWO_9d, TCW_9d):
         loss, _, _, wt, tgt = cost_and_sym(TWO_9d, TCW_9d)
@@ -617,7 +681,7 @@ def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor,
         TCW_r = TCW_9d.unsqueeze(0).repeat(n_res, 1, 1).requires_grad_()
         with torch.enable_grad():
             T_n = pose_from_9d(TCW_r)[ar, cam[res_c]] @ pose_from_9d(TWO_r)[ar, obj[res_c]]
-            yhat = project_points(pr.pts_c[res_c, res_p][:, None], pr.K_c[res_c], T_n)[:, 0][ar, res_xy]
+            yhat = project_points(pr.pts_c[res_c, res_p][:, None], K_c[res_c], T_n)[:, 0][ar, res_xy]
             yhat.sum().backward()
         J = torch.cat([TWO_r.grad.flatten(1), TCW_r.grad.flatten(1)], 1)          # (R, 9 (O + V))
         return (y - yhat.detach()), loss, J, wt[res_c, res_p]

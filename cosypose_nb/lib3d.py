@@ -39,11 +39,13 @@ def make_T(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     T[..., 3, 3] = 1
     return T
 
-def invert_T(T: torch.Tensor) -> torch.Tensor:
-    "Inverse of rigid transforms `T` (..., 4, 4) (last row 0 0 0 1), using R^T (exact for rotations, no general inverse)."
+def invert_T(T: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Inverse of rigid transforms `T` (..., 4, 4) (last row 0 0 0 1), using R^T (exact for rotations, no general
+    inverse); a torch tensor or a numpy array (the solvers keep their small pose arrays on the host)."""
     check_shape(T, (..., 4, 4), "T")
-    Rt = T[..., :3, :3].transpose(-1, -2)
-    return torch.cat([torch.cat([Rt, -(Rt @ T[..., :3, 3:])], -1), T[..., 3:, :]], -2)
+    xp = np if isinstance(T, np.ndarray) else torch
+    Rt = T[..., :3, :3].swapaxes(-1, -2)
+    return xp.concatenate([xp.concatenate([Rt, -(Rt @ T[..., :3, 3:])], -1), T[..., 3:, :]], -2)
 
 def compose(*Ts: torch.Tensor) -> torch.Tensor:
     "Chain transforms left to right: `compose(T_AB, T_BC) = T_AC`; batch dims broadcast."

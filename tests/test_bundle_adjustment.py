@@ -1,6 +1,7 @@
 "Stage 3 (object-level bundle adjustment): convergence, accuracy, robustness, symmetries, initialisation, the dense reference."
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,16 +105,17 @@ def test_solver_residuals_use_the_robust_kernels():
     u = torch.randn(7, 30, 2, generator=g, dtype=torch.float64) * 30            # errors on both sides of the cap
     tgt = torch.randn(7, 30, 2, generator=g, dtype=torch.float64)
     for kind in ba.ROBUST_KERNELS:
-        r, cost, w = ba._residuals(u, tgt, kind, 20.0)
+        r, cost, w, e = ba._residuals(u, tgt, kind, 20.0)
         rho, w_ref = robust_kernel(((u - tgt) ** 2).sum(-1), kind, 20.0)
-        assert torch.equal(r, u - tgt)
-        assert torch.allclose(cost, rho.sum(), rtol=1e-12, atol=0), kind
+        assert torch.equal(r, u - tgt) and torch.allclose(e, (u - tgt).norm(dim=-1), rtol=1e-14, atol=0)
+        assert isinstance(cost, float) and abs(cost - rho.sum().item()) <= 1e-12 * rho.sum().item(), kind
         assert torch.allclose(w, w_ref, rtol=1e-12, atol=0), kind
 
 
 # -- the analytic Jacobians against finite differences ------------------------------------------
 @pytest.mark.parametrize("seed", range(4))
 def test_normal_equations_match_finite_difference_jacobian(seed):
+    "H = J^T J and g = J^T r of the solver (analytic, assembled on the host) against finite differences of the residuals."
     pb = make_problem(3 + seed, 3 + seed % 2, seed=seed)
     view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb)
     V, O = pb.n_views, pb.n_objects
@@ -122,23 +124,24 @@ def test_normal_equations_match_finite_difference_jacobian(seed):
     pts = ba.subsample_points(pts, 8)
     fixed = torch.tensor([seed % V])
     pr = ba._prepare(view_ids, cand_obj, T_CO, K, pts, syms, V, O, fixed, keep)
-    T_CW = invert_T(T_WC0)
-    cost, r, sidx, H, g = ba._gauss_newton(T_CW, T_WO0, pr, "none", 20.0)
+    T_CW, T_WO = invert_T(T_WC0).numpy(), T_WO0.numpy()
+    cost, r, sidx, H, g = ba._gauss_newton(T_CW, T_WO, pr, "none", 20.0)
     P = H.shape[0]
     assert P == 6 * (V - 1 + O)
 
     def resid(delta):
-        Tc, To = ba._apply_step(T_CW, T_WO0, delta, pr)
-        u = ba._project(pr.K_c @ (Tc[pr.cam] @ To[pr.obj])[:, :3, :], pr.pts_c)
-        return (u - ba._targets(pr, sidx)).reshape(-1)                 # the same symmetry choice
+        Tc, To = ba._apply_step(T_CW, T_WO, delta, pr)
+        u = ba._project(torch.from_numpy(pr.K_c @ (Tc[pr.cam] @ To[pr.obj])[:, :3, :]), pr.pts_c)
+        return (u - ba._targets(pr, sidx)).reshape(-1).numpy()        # the same symmetry choice
 
     eps = 1e-6
-    J = torch.stack([(resid(eps * e) - resid(-eps * e)) / (2 * eps) for e in torch.eye(P, dtype=torch.float64)], 1)
-    r0 = resid(torch.zeros(P, dtype=torch.float64))
-    assert torch.allclose(r0, r.reshape(-1), atol=1e-9)
-    scale = (J.T @ J).abs().max()
-    assert ((J.T @ J - H).abs().max() / scale) < 1e-6
-    assert ((J.T @ r0 - g).abs().max() / (J.T @ r0).abs().max()) < 1e-6
+    J = np.stack([(resid(eps * e) - resid(-eps * e)) / (2 * eps) for e in np.eye(P)], 1)
+    r0 = resid(np.zeros(P))
+    assert np.allclose(r0, r.reshape(-1).numpy(), atol=1e-9)
+    assert abs(cost - (r0 ** 2).sum()) < 1e-9 * cost
+    scale = np.abs(J.T @ J).max()
+    assert np.abs(J.T @ J - H).max() / scale < 1e-6
+    assert np.abs(J.T @ r0 - g).max() / np.abs(J.T @ r0).max() < 1e-6
 
 
 # -- convergence and accuracy ------------------------------------------------------------------
