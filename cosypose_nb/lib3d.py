@@ -62,13 +62,14 @@ def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 def check_poses(T, name: str = "T", path=None) -> torch.Tensor:
     "Check that `T` (..., 4, 4) holds finite rigid transforms (orthonormal R, det +1, last row 0 0 0 1)."
     T = as_tensor(T)
-    check_shape(T, (..., 4, 4), name, path); check_finite(T, name, path)
-    if T.numel() == 0: return T
-    R = T[..., :3, :3].double()
-    eye = torch.eye(3, dtype=R.dtype, device=R.device)
-    err = (R @ R.transpose(-1, -2) - eye).abs().amax()
-    bottom = (T[..., 3, :].double() - torch.tensor([0, 0, 0, 1.], dtype=R.dtype, device=R.device)).abs().amax()
-    det = (torch.linalg.cross(R[..., 0, :], R[..., 1, :], dim=-1) * R[..., 2, :]).sum(-1)   # triple product
+    check_shape(T, (..., 4, 4), name, path)
+    A = T.detach().cpu().double().numpy()         # checked on the host: a few numpy operations on small arrays
+    check_finite(A, name, path)
+    if A.size == 0: return T
+    R = A[..., :3, :3]
+    err = np.abs(R @ R.swapaxes(-1, -2) - np.eye(3)).max()
+    bottom = np.abs(A[..., 3, :] - (0, 0, 0, 1)).max()
+    det = (np.cross(R[..., 0, :], R[..., 1, :]) * R[..., 2, :]).sum(-1)   # triple product
     if err > 1e-3 or bottom > 1e-6 or (det < 0).any():
         raise InputError(f"{path + ': ' if path else ''}{name}: not a rigid transform "
                          f"(|R R^T - I| = {err:.2g}, last row off by {bottom:.2g})")

@@ -55,18 +55,20 @@ class Candidates:
         check_shape(self.view_ids, (C,), "view_ids", path); check_shape(self.scores, (C,), "scores", path)
         check_shape(self.T_CO, (C, 4, 4), "T_CO", path)
         if C == 0: return self
-        if not torch.isfinite(self.scores).all():
+        host = lambda x: x.detach().cpu().numpy()      # (the checks run on the host: numpy on small arrays)
+        if not np.isfinite(host(self.scores)).all():
             raise InputError(f"{where(path, 'scores')}holds NaN or infinite values")
-        bad = ~torch.isfinite(self.T_CO).reshape(C, 16).all(-1)
+        T, vi = host(self.T_CO), host(self.view_ids)
+        bad = ~np.isfinite(T).reshape(C, 16).all(-1)
         if bad.any():
-            raise InputError(f"{where(path, 'T_CO')}candidate {int(bad.nonzero()[0])} has a NaN or infinite pose")
+            raise InputError(f"{where(path, 'T_CO')}candidate {int(np.flatnonzero(bad)[0])} has a NaN or infinite pose")
         check_poses(self.T_CO, "T_CO", path)
-        behind = self.T_CO[:, 2, 3] <= 0
+        behind = T[:, 2, 3] <= 0
         if behind.any():
-            i = int(behind.nonzero()[0])
+            i = int(np.flatnonzero(behind)[0])
             raise InputError(f"{where(path, 'T_CO')}candidate {i} is not in front of its camera "
-                             f"(z = {float(self.T_CO[i, 2, 3]):g} m); a candidate needs z > 0")
-        if (self.view_ids < 0).any() or (n_views is not None and (self.view_ids >= n_views).any()):
+                             f"(z = {float(T[i, 2, 3]):g} m); a candidate needs z > 0")
+        if (vi < 0).any() or (n_views is not None and (vi >= n_views).any()):
             raise InputError(f"{where(path, 'view_ids')}view ids must lie in 0..{'V-1' if n_views is None else n_views - 1}")
         return self
 
