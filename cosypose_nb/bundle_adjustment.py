@@ -141,9 +141,11 @@ def project_candidates(T_CO: torch.Tensor, K: torch.Tensor, points: torch.Tensor
     return _project(K @ T_CO[:, :3, :], X).view(C, S, M, 2)
 
 def _host(x) -> np.ndarray:
-    "A tensor or array as a float64 numpy array on the host (no copy for a float64 CPU tensor)."
+    "A tensor, array or list as a float64 numpy array on the host (no copy for a float64 CPU tensor)."
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy() if x.requires_grad or not x.is_cpu else x.numpy()
+        if x.dtype != torch.float64 or x.requires_grad or not x.is_cpu:     # (numpy has no bfloat16)
+            x = x.detach().to("cpu", torch.float64)
+        return x.numpy()
     return np.asarray(x, dtype=np.float64)
 
 def _device(x: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -184,8 +186,8 @@ def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, cent
     check_shape(K, (V, 3, 3), "K"); check_shape(points, (O, None, 3), "points"); check_shape(syms, (O, None, 4, 4), "syms")
     h = {"T_CO": T_CO, "K": K, "points": points, "T_WC": T_WC, "T_WO": T_WO, "syms": syms}
     if centres is not None:
+        h["centres"] = centres = _host(centres)
         check_shape(centres, (O, 3), "centres")
-        h["centres"] = centres
     h = {k: _host(x) for k, x in h.items()}
     floats = [(k, x) for k, x in h.items() if k != "syms"]                   # (the symmetries come from the models)
     if not np.isfinite(np.concatenate([x.reshape(-1) for _, x in floats])).all():   # one test, then which
@@ -286,7 +288,7 @@ def _jacobian(p, u, w, pr: _Prepared, sw: torch.Tensor | None = None, r: torch.T
 
 def _residuals(u, tgt, kind: str, delta: float):
     """Residuals r = u - tgt (C', N, 2) of the scene's pixels against the targets, their robust cost (summed, a
-    0-d tensor), IRLS weights (C', N) and pixel errors (C', N)."""
+    Python float), IRLS weights (C', N) and pixel errors (C', N)."""
     r = u - tgt
     e = torch.linalg.vector_norm(r, dim=-1)                            # (C', N) pixel errors
     if kind == "huber":                         # the same as `robust_kernel`; the cost summed on the host:
@@ -340,8 +342,8 @@ def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float =
 
 def _cholesky_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """`A^-1 b` for a symmetric positive-definite `A` (n, n) by Cholesky, `None` if `A` is not positive definite.
-    LAPACK through scipy below 128 unknowns (OpenBLAS stays on one thread there); through torch above, where
-    OpenBLAS would start threads of its own that compete with torch's for the cores."""
+    LAPACK through scipy below 128 unknowns (OpenBLAS stays on one thread there); through torch from 128 up,
+    where OpenBLAS would start threads of its own that compete with torch's for the cores."""
     if len(b) < 128:
         L, info = scipy.linalg.lapack.dpotrf(A, lower=1, clean=0)
         return scipy.linalg.lapack.dpotrs(L, b, lower=1)[0] if info == 0 else None
@@ -377,8 +379,9 @@ def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Te
     `centres` (O, 3): the objects' symmetric centres (`matching.symmetric_centres` of their points), which
     the symmetry choice turns about; constants of the models, so a caller that solves many scenes with the
     same models passes them (`None`: computed from the subsampled points)."""
-    if isinstance(points, torch.Tensor) and points.dim() == 3 and n_points is not None and points.shape[1] > n_points:
-        points = _host(points)[:, _even_index(points.shape[1], n_points)]     # (the points not used need no check)
+    if np.ndim(points) == 3 and n_points is not None and np.shape(points)[1] > n_points:   # (the points not used need no check)
+        points = (subsample_points(points, n_points) if isinstance(points, torch.Tensor) and not points.is_cpu
+                  else _host(points)[:, _even_index(np.shape(points)[1], n_points)])
     vi, co, h = _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres)
     V, O = T_WC.shape[0], T_WO.shape[0]
     if not 0 <= fixed_view < V:
@@ -429,7 +432,7 @@ def _levenberg_marquardt(pr: _Prepared, T_CW: np.ndarray, T_WO: np.ndarray, n_it
             Hg = _system(_jacobian(p, u, w, pr, wt.sqrt(), r), T, pr)
             H, minus_g = Hg[:P, :P], -Hg[:P, P + 1]
             dg = H.diagonal().copy()
-            dg[dg <= 0] = 1.0                     # Marquardt's damping diag(H) (1 where no residual)
+            dg[~(dg > 0)] = 1.0                   # Marquardt's damping diag(H) (1 where no residual)
             system = H, dg, minus_g
         H, dg, minus_g = system
         delta = _solve(H, dg, lam, minus_g)

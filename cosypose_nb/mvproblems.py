@@ -55,10 +55,10 @@ class Candidates:
         check_shape(self.view_ids, (C,), "view_ids", path); check_shape(self.scores, (C,), "scores", path)
         check_shape(self.T_CO, (C, 4, 4), "T_CO", path)
         if C == 0: return self
-        host = lambda x: x.detach().cpu().numpy()      # (the checks run on the host: numpy on small arrays)
+        host = lambda x: x.detach().cpu().double().numpy()      # (the checks run on the host: numpy on small arrays)
         if not np.isfinite(host(self.scores)).all():
             raise InputError(f"{where(path, 'scores')}holds NaN or infinite values")
-        T, vi = host(self.T_CO), host(self.view_ids)
+        T, vi = host(self.T_CO), self.view_ids.detach().cpu().long().numpy()
         bad = ~np.isfinite(T).reshape(C, 16).all(-1)
         if bad.any():
             raise InputError(f"{where(path, 'T_CO')}candidate {int(np.flatnonzero(bad)[0])} has a NaN or infinite pose")

@@ -304,6 +304,28 @@ def test_held_views_keep_their_pose_and_their_candidates_count():
             bundle_adjust(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, hold_views=bad)
 
 
+def test_other_input_types_and_no_aliasing():
+    """Centres as a list, numpy model points (subsampled like tensors) and bfloat16 intrinsics give the same
+    scene; the outputs never share memory with the inputs, even when no step is taken (n_iters=0)."""
+    from cosypose_nb.matching import symmetric_centres
+    pb = make_problem(4, 5, seed=1)
+    args = inputs(pb)
+    T_WC0, T_WO0 = perturbed_start(pb, 1)
+    ref = bundle_adjust(*args, T_WC0, T_WO0)
+    cen = symmetric_centres(ba.subsample_points(args[4], 32), args[5])
+    assert torch.equal(bundle_adjust(*args, T_WC0, T_WO0, centres=cen.tolist()).T_WO,
+                       bundle_adjust(*args, T_WC0, T_WO0, centres=cen).T_WO)
+    assert torch.equal(bundle_adjust(*args[:4], args[4].numpy(), args[5], T_WC0, T_WO0).T_WO, ref.T_WO)
+    r = bundle_adjust(*args[:3], args[3].bfloat16(), *args[4:], T_WC0, T_WO0)
+    assert r.T_WO.dtype == torch.float64 and (r.T_WO - ref.T_WO).abs().max() < 0.05     # K rounded to 8 bits
+    d = bundle_adjust_dense_autograd(*args, T_WC0, T_WO0, centres=cen.tolist(), n_iters=2)
+    assert torch.isfinite(d.T_WO).all()
+    T_WC_in, T_WO_in = T_WC0.clone(), T_WO0.clone()
+    r0 = bundle_adjust(*args, T_WC0, T_WO0, n_iters=0)
+    r0.T_WO.add_(1.0); r0.T_WC.add_(1.0)
+    assert torch.equal(T_WO0, T_WO_in) and torch.equal(T_WC0, T_WC_in)
+
+
 def test_float32_inputs_and_float32_compute():
     pb = make_problem(6, 6, seed=5)
     args = inputs(pb)
