@@ -62,7 +62,7 @@ class Candidates:
         bad = ~np.isfinite(T).reshape(C, 16).all(-1)
         if bad.any():
             raise InputError(f"{where(path, 'T_CO')}candidate {int(np.flatnonzero(bad)[0])} has a NaN or infinite pose")
-        check_poses(self.T_CO, "T_CO", path)
+        check_poses(T, "T_CO", path)                   # (the host copy: no second transfer)
         behind = T[:, 2, 3] <= 0
         if behind.any():
             i = int(np.flatnonzero(behind)[0])
