@@ -1,7 +1,7 @@
 """Multi-view benchmark: stage 2 (candidate matching) and stage 3 (object-level bundle adjustment).
 
 For (views, objects) = (4, 6), (8, 6), (8, 12), (16, 12) it generates seeded synthetic problems
-(`cosypose_nb.mvproblems.make_problem`), times stage 2 (`cosypose_nb.matching.match_candidates`) and
+(`cosypose_nb.synthetic.mvproblems.make_problem`), times stage 2 (`cosypose_nb.multiview.matching.match_candidates`) and
 stage 3 (`initialize_scene` + `bundle_adjust`) -- warm-up first, medians over repeats and seeds, on
 the CPU with 2 threads, or with `--device cuda` on a GPU -- and, in the same run but after all of these
 timings (its large autograd graphs churn the allocator and the caches), the reference: a dense-autograd
@@ -27,19 +27,19 @@ import pandas as pd
 import torch
 
 from cosypose_nb.core import atomic_write, get_device
-from cosypose_nb.lib3d import invert_T
-from cosypose_nb.symmetries import symmetric_distance, symmetric_reprojection_distance
-from cosypose_nb.mvproblems import make_problem
+from cosypose_nb.geometry.transforms import invert_T
+from cosypose_nb.geometry.symmetries import symmetric_distance, symmetric_reprojection_distance
+from cosypose_nb.synthetic.mvproblems import make_problem
 try:
-    from cosypose_nb.mvproblems import evaluate_scene
+    from cosypose_nb.synthetic.mvproblems import evaluate_scene
 except ImportError:
     evaluate_scene = None
-from cosypose_nb.bundle_adjustment import initialize_scene, bundle_adjust, bundle_adjust_dense_autograd
-from cosypose_nb.multiview import predict_scene
-from cosypose_nb.matching import symmetric_centres
+from cosypose_nb.multiview.bundle_adjustment import initialize_scene, bundle_adjust, bundle_adjust_dense_autograd
+from cosypose_nb.multiview.predictor import predict_scene
+from cosypose_nb.multiview.matching import symmetric_centres
 
 try:
-    from cosypose_nb.matching import match_candidates
+    from cosypose_nb.multiview.matching import match_candidates
 except ImportError:                      # stage 2 not there yet: ground-truth associations
     match_candidates = None
 

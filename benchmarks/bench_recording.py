@@ -17,8 +17,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="0,1,2", help="0: in this process (no dask)")
     ap.add_argument("--resolution", default="480x640")
     args = ap.parse_args(argv)
-    from cosypose_nb.recording import record
-    from cosypose_nb.rendering import check_resolution
+    from cosypose_nb.synthetic.recording import record
+    from cosypose_nb.rendering.renderer import check_resolution
     import torch
     H, W = check_resolution(args.resolution)
     rows = []

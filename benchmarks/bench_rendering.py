@@ -34,10 +34,11 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="tiny", choices=["tiny", "egl", "auto"])
     args = ap.parse_args(argv)
     import pybullet as pb
-    from cosypose_nb import rendering as R
-    from cosypose_nb.objects import load_default_objects
-    from cosypose_nb.cameras import make_K
-    from cosypose_nb.lib3d import random_rotations, make_T
+    from cosypose_nb.rendering import renderer as R
+    from cosypose_nb.datasets.objects import load_default_objects
+    from cosypose_nb.geometry.cameras import make_K
+    from cosypose_nb.geometry.rotations import random_rotations
+    from cosypose_nb.geometry.transforms import make_T
 
     H, W = 240, 320
     objects = load_default_objects()

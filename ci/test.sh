@@ -16,7 +16,7 @@ else
   export_rc=0
 fi
 echo "== nbdev-test (notebooks)"
-nbs=$(ls nbs/*.ipynb | wc -l)
+nbs=$(find nbs -name "*.ipynb" | wc -l)
 nbdev-test --n-workers 2 --timing
 nb_rc=$?
 if [ $nb_rc -eq 0 ]; then echo "notebooks: $nbs passed, 0 failed"; else echo "notebooks: FAILED (see above)"; fi

@@ -2,13 +2,12 @@
 
 Modules:
 
-- `cosypose_nb.bop`: Read and write BOP datasets (object models, scene folders, test targets, results CSV): millimetres in the files, metres in the library, converted here and nowhere else.
-- `cosypose_nb.cameras`: Pinhole projection, the intrinsics of a crop-and-resize, DeepIM-style crops around the projection of an object at a pose, and boxes from projected points or masks. Batched torch, any device.
 - `cosypose_nb.core`: The few things every other chapter leans on: one device helper, one error type for bad input, atomic file writes, and safe loading of files a user hands us.
-- `cosypose_nb.download`: The addresses of the core BOP datasets and a resumable downloader that unpacks them into a data folder: HTTP range requests, size and zip checks, extraction into a temporary folder then rename.
-- `cosypose_nb.lib3d`: The geometry core: 4x4 rigid transforms, their composition and inverse, and the rotation representations the networks and the samplers use. Batched torch, any device, float32 or float64.
-- `cosypose_nb.recording`: The domain-randomised synthetic BOP datasets of CosyPose: random objects dropped on a plane or floating, random cameras, lights, textures and intrinsics; chunked, resumable, deterministic, scaled out with dask.
-- `cosypose_nb.rendering`: A batch renderer (a pool of pybullet workers) for the pose networks and an in-process scene renderer for whole images, both agreeing pixel for pixel with the pinhole geometry of `cameras`.
-- `cosypose_nb.symmetries`: Object symmetries in the BOP convention, discretised into finite sets of transforms, and the symmetric pose distances that the loss, the matching and the bundle adjustment all use."""
+- `cosypose_nb.datasets.bop`: Read and write BOP datasets (object models, scene folders, test targets, results CSV): millimetres in the files, metres in the library, converted here and nowhere else.
+- `cosypose_nb.datasets.download`: The addresses of the core BOP datasets and a resumable downloader that unpacks them into a data folder: HTTP range requests, size and zip checks, extraction into a temporary folder then rename.
+- `cosypose_nb.geometry.cameras`: Pinhole projection, the intrinsics of a crop-and-resize, DeepIM-style crops around the projection of an object at a pose, and boxes from projected points or masks. Batched torch, any device.
+- `cosypose_nb.geometry.symmetries`: Object symmetries in the BOP convention, discretised into finite sets of transforms, and the symmetric pose distances that the loss, the matching and the bundle adjustment all use.
+- `cosypose_nb.rendering.renderer`: A batch renderer (a pool of pybullet workers) for the pose networks and an in-process scene renderer for whole images, both agreeing pixel for pixel with the pinhole geometry of `cameras`.
+- `cosypose_nb.synthetic.recording`: The domain-randomised synthetic BOP datasets of CosyPose: random objects dropped on a plane or floating, random cameras, lights, textures and intrinsics; chunked, resumable, deterministic, scaled out with dask."""
 
 __version__ = "0.0.1"

@@ -13,10 +13,10 @@ __all__ = ['SUBCOMMANDS', 'main']
 
 # %% ../nbs/90_cli.ipynb #30383e35
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "objects": ("cosypose_nb.objects", "objects_cli", "write the default object set or a models/mesh folder as a BOP models folder"),
-    "download": ("cosypose_nb.download", "download_cli", "download and unpack BOP datasets (resumable)"),
-    "record": ("cosypose_nb.recording", "record_cli", "record a domain-randomised synthetic BOP dataset"),
-    "multiview": ("cosypose_nb.multiview", "multiview_cli", "multi-view scene reconstruction of a custom scenario folder"),
+    "objects": ("cosypose_nb.datasets.objects", "objects_cli", "write the default object set or a models/mesh folder as a BOP models folder"),
+    "download": ("cosypose_nb.datasets.download", "download_cli", "download and unpack BOP datasets (resumable)"),
+    "record": ("cosypose_nb.synthetic.recording", "record_cli", "record a domain-randomised synthetic BOP dataset"),
+    "multiview": ("cosypose_nb.multiview.predictor", "multiview_cli", "multi-view scene reconstruction of a custom scenario folder"),
     "demo": ("cosypose_nb.demo", "demo_cli", "run the end-to-end demo on the embedded default objects"),
 }
 

@@ -16,13 +16,13 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from .core import InputError, get_device, read_json
-from .lib3d import invert_T
-from .bop import BOPDataset
-from .objects import load_default_objects, write_default_objects
-from .recording import record
-from .mvproblems import MVProblem, simulate_candidates, evaluate_scene
-from .multiview import write_example_scenario, multiview_cli
-from .visualisation import plot_objects, plot_records, draw_reprojections, scene_figure
+from .geometry.transforms import invert_T
+from .datasets.bop import BOPDataset
+from .datasets.objects import load_default_objects, write_default_objects
+from .synthetic.recording import record
+from .synthetic.mvproblems import MVProblem, simulate_candidates, evaluate_scene
+from .multiview.predictor import write_example_scenario, multiview_cli
+from .viz.figures import plot_objects, plot_records, draw_reprojections, scene_figure
 
 # %% auto #0
 __all__ = ['problem_from_scene', 'reprojection_figure', 'run_demo', 'demo_cli']
@@ -72,7 +72,7 @@ def reprojection_figure(problem: MVProblem, labels, T_WO, T_WC, rgbs, max_views:
     fig, axes = plt.subplots(2, V, figsize=(3.3 * V, 5.2), squeeze=False)
     c = problem.candidates
     allL = sorted(problem.objects.labels)
-    from cosypose_nb.visualisation import label_color
+    from cosypose_nb.viz.figures import label_color
     for v in range(V):
         for row in range(2):
             axes[row, v].imshow(rgbs[v]); axes[row, v].axis("off")

@@ -12,8 +12,8 @@ import trimesh
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from cosypose_nb.bop import *
-from cosypose_nb.bop import MM_TO_M
+from cosypose_nb.datasets.bop import *
+from cosypose_nb.datasets.bop import MM_TO_M
 from cosypose_nb.core import InputError
 
 RNG = np.random.default_rng(0)

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError
-from cosypose_nb.lib3d import invert_T, perturb_poses, rotation_angle, make_T, random_rotations
-from cosypose_nb.symmetries import symmetric_distance, symmetric_reprojection_distance
-from cosypose_nb.mvproblems import make_problem, make_object_set, PointObjectSet
-from cosypose_nb import bundle_adjustment as ba
-from cosypose_nb.bundle_adjustment import (se3_exp, se3_log, skew, bundle_adjust, bundle_adjust_dense_autograd,
-                                           initialize_scene, view_components, robust_kernel)
+from cosypose_nb.geometry.transforms import invert_T, make_T
+from cosypose_nb.geometry.rotations import perturb_poses, rotation_angle, random_rotations
+from cosypose_nb.geometry.symmetries import symmetric_distance, symmetric_reprojection_distance
+from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, PointObjectSet
+from cosypose_nb.multiview import bundle_adjustment as ba
+from cosypose_nb.geometry.liegroup import se3_exp, se3_log, skew, se3_exp_batch, se3_generators
+from cosypose_nb.multiview.bundle_adjustment import (bundle_adjust, bundle_adjust_dense_autograd, initialize_scene, view_components, robust_kernel)
 
 torch.set_num_threads(2)
 EXACT = dict(rot_noise_deg=0, trans_noise_m=0, depth_noise_m=0, outlier_frac=0.0)
@@ -81,12 +82,12 @@ def test_batched_exponential_matches_se3_exp():
     xi = torch.randn(500, 6, generator=g, dtype=torch.float64)
     xi[:, 3:] *= (torch.logspace(-12, 0.5, 500, dtype=torch.float64) / xi[:, 3:].norm(dim=-1))[:, None]
     xi[0, 3:] = 0
-    gen, eye4 = ba._constants(torch.float64, torch.device("cpu"))
+    gen, eye4 = se3_generators(torch.float64, torch.device("cpu"))
     Xi = torch.zeros(500, 4, 4, dtype=torch.float64)
-    Xi[:, :3, :3], Xi[:, :3, 3] = ba.skew(xi[:, 3:]), xi[:, :3]
-    E = ba._se3_exp_batch(xi, gen, eye4)
+    Xi[:, :3, :3], Xi[:, :3, 3] = skew(xi[:, 3:]), xi[:, :3]
+    E = se3_exp_batch(xi, gen, eye4)
     assert torch.allclose(E, torch.linalg.matrix_exp(Xi), atol=1e-13, rtol=0)
-    assert torch.allclose(ba.se3_exp(xi.view(5, 100, 6)), E.view(5, 100, 4, 4), atol=0, rtol=0)   # any batch shape
+    assert torch.allclose(se3_exp(xi.view(5, 100, 6)), E.view(5, 100, 4, 4), atol=0, rtol=0)   # any batch shape
 
 
 def test_robust_kernels_weights_are_derivatives():
@@ -278,8 +279,8 @@ def test_fixed_view_and_views_not_ok_stay_fixed():
 def test_held_views_keep_their_pose_and_their_candidates_count():
     """`hold_views` (known cameras): held views keep their pose bit for bit while their candidates still pull the
     objects; the others move. All views held: only the objects move. Bad masks raise `InputError`."""
-    from cosypose_nb.multiview import refine_scene_poses
-    from cosypose_nb.matching import symmetric_centres
+    from cosypose_nb.multiview.predictor import refine_scene_poses
+    from cosypose_nb.multiview.matching import symmetric_centres
     pb = make_problem(6, 6, seed=3)
     view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb)
     T_WC0, T_WO0 = perturbed_start(pb, 0)
@@ -307,7 +308,7 @@ def test_held_views_keep_their_pose_and_their_candidates_count():
 def test_other_input_types_and_no_aliasing():
     """Centres as a list, numpy model points (subsampled like tensors) and bfloat16 intrinsics give the same
     scene; the outputs never share memory with the inputs, even when no step is taken (n_iters=0)."""
-    from cosypose_nb.matching import symmetric_centres
+    from cosypose_nb.multiview.matching import symmetric_centres
     pb = make_problem(4, 5, seed=1)
     args = inputs(pb)
     T_WC0, T_WO0 = perturbed_start(pb, 1)

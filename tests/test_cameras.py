@@ -1,15 +1,13 @@
-"Tests of cosypose_nb.cameras on many random cameras, poses, boxes and images (float32/float64, CPU and CUDA when present)."
+"Tests of cosypose_nb.geometry.cameras on many random cameras, poses, boxes and images (float32/float64, CPU and CUDA when present)."
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cosypose_nb.core import InputError
-from cosypose_nb.lib3d import make_T, random_rotations, transform_points
-from cosypose_nb.cameras import (make_K, check_intrinsics, scale_intrinsics, project_points, project_camera_points,
-                                 backproject, depth_to_points, boxes_from_points, boxes_from_masks, check_boxes,
-                                 crop_transform, transform_pixels, crop_intrinsics, crop_images,
-                                 deepim_crop_boxes, deepim_crops)
+from cosypose_nb.geometry.transforms import make_T, transform_points
+from cosypose_nb.geometry.rotations import random_rotations
+from cosypose_nb.geometry.cameras import (make_K, check_intrinsics, scale_intrinsics, project_points, project_camera_points, backproject, depth_to_points, boxes_from_points, boxes_from_masks, check_boxes, crop_transform, transform_pixels, crop_intrinsics, crop_images, deepim_crop_boxes, deepim_crops)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]

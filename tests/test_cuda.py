@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError
-from cosypose_nb.mvproblems import make_problem, make_object_set, evaluate_scene
-from cosypose_nb.matching import match_candidates
-from cosypose_nb.multiview import predict_scene, write_example_scenario, multiview_cli
+from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
+from cosypose_nb.multiview.matching import match_candidates
+from cosypose_nb.multiview.predictor import predict_scene, write_example_scenario, multiview_cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
@@ -93,9 +93,9 @@ def test_edge_cases_on_gpu(objects):
 def test_cli_device_cuda(tmp_path, monkeypatch):
     """`cosypose-nb multiview DIR --device cuda` computes on the GPU and writes the files the CPU run writes
     (poses within 1e-6)."""
-    import cosypose_nb.multiview as mv
-    from cosypose_nb.bop import read_results_csv
-    from cosypose_nb.objects import load_default_objects
+    from cosypose_nb.multiview import predictor as mv
+    from cosypose_nb.datasets.bop import read_results_csv
+    from cosypose_nb.datasets.objects import load_default_objects
     db = load_default_objects(n_points=500)
     p = make_problem(8, 6, seed=11, objects=db)
     seen, real = [], mv.predict_scene

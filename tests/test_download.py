@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from cosypose_nb.core import InputError
-from cosypose_nb.download import (DATASETS, DownloadError, PARTS, check_zip, download, download_cli, fetch, part_url,
-                                  unpack)
+from cosypose_nb.datasets.download import (DATASETS, DownloadError, PARTS, check_zip, download, download_cli, fetch, part_url, unpack)
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -258,7 +257,7 @@ def test_cli(tmp_path, capsys):
 
 def test_downloaded_toy_dataset_reads_as_bop(tmp_path):
     "End to end: a toy BOP dataset packed like the real archives, served, downloaded, and read by BOPDataset."
-    from cosypose_nb.bop import BOPDataset, make_toy_dataset
+    from cosypose_nb.datasets.bop import BOPDataset, make_toy_dataset
     src = make_toy_dataset(tmp_path / "src" / "tudl", n_scenes=2, n_images=2)
     def pack(folder, prefix):
         return _zip({f"{prefix}/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})

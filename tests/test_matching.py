@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError
-from cosypose_nb.lib3d import invert_T, rotation_angle, random_rotations, make_T
-from cosypose_nb.mvproblems import Candidates, make_problem, make_object_set
-from cosypose_nb.matching import match_candidates, MatchingResult, connected_objects
+from cosypose_nb.geometry.transforms import invert_T, make_T
+from cosypose_nb.geometry.rotations import rotation_angle, random_rotations
+from cosypose_nb.structures import Candidates, MatchingResult
+from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
+from cosypose_nb.multiview.matching import match_candidates, connected_objects
 
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
 
@@ -97,7 +99,7 @@ def test_known_cameras(objects):
 
 def test_symmetric_objects_only(objects):
     "Scenes of symmetric objects only (a box, a square block, a can, a bowl): symmetry-aware seeds still match them."
-    from cosypose_nb.mvproblems import PointObjectSet
+    from cosypose_nb.synthetic.mvproblems import PointObjectSet
     sym = ["obj_000002", "obj_000003", "obj_000005", "obj_000007"]
     objs = PointObjectSet({l: objects.points([l])[0].numpy() for l in sym}, {l: objects.object_symmetries(l) for l in sym},
                           {l: objects._specs[l] for l in sym})

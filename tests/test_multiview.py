@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError
-from cosypose_nb.lib3d import invert_T, make_T, random_rotations, check_poses
-from cosypose_nb.mvproblems import Candidates, make_problem, make_object_set, evaluate_scene
-from cosypose_nb.multiview import (predict_scene, nms_3d, write_example_scenario, multiview_cli, read_scenario)
+from cosypose_nb.geometry.transforms import invert_T, make_T, check_poses
+from cosypose_nb.geometry.rotations import random_rotations
+from cosypose_nb.structures import Candidates
+from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
+from cosypose_nb.multiview.predictor import (predict_scene, nms_3d, write_example_scenario, multiview_cli, read_scenario)
 
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
 
@@ -93,8 +95,8 @@ def test_view_registration_checks_orientation(objects, monkeypatch):
     centres. The orientation test of `register_views` rejects that proposal: the scene is solved. Without it
     (20 degrees -> 180) the view lands ~177 degrees off and two reprojections fail."""
     import functools
-    import cosypose_nb.multiview as mv
-    from cosypose_nb.lib3d import rotation_angle
+    from cosypose_nb.multiview import predictor as mv
+    from cosypose_nb.geometry.rotations import rotation_angle
     p = make_problem(8, 6, seed=1010, objects=objects)
     def view4_error(pr):
         rel, gt = invert_T(pr.T_WC[0]) @ pr.T_WC[4], invert_T(p.T_WC[0]) @ p.T_WC[4]
@@ -191,7 +193,7 @@ def test_predictor_edge_cases(objects):
 # ---------------------------------------------------------------- the command and its files
 @pytest.fixture(scope="module")
 def default_db():
-    from cosypose_nb.objects import load_default_objects
+    from cosypose_nb.datasets.objects import load_default_objects
     return load_default_objects(n_points=500)
 
 
@@ -203,7 +205,7 @@ def scenario(tmp_path_factory, default_db):
 
 
 def test_cli_example_scenario(scenario, default_db):
-    from cosypose_nb.bop import read_results_csv
+    from cosypose_nb.datasets.bop import read_results_csv
     p, folder = scenario
     assert multiview_cli([str(folder), "--ransac-iters", "500", "--nms-distance", "0.04"]) == 0
     js = json.loads((folder / "results" / "predicted_scene.json").read_text())
@@ -280,7 +282,7 @@ def test_cli_bad_inputs(scenario, tmp_path):
     with pytest.raises(InputError, match="known-cameras"):
         multiview_cli([str(folder), "--known-cameras"])
     # with cam_R_w2c / cam_t_w2c and --known-cameras, the cameras written are the given ones, every view placed
-    from cosypose_nb.bop import write_scene_camera
+    from cosypose_nb.datasets.bop import write_scene_camera
     d = copy("known")
     write_scene_camera(d / "scene_camera.json", {v + 1: {"K": p.K[v].numpy(), "T_CW": invert_T(p.T_WC[v]).numpy()}
                                                  for v in range(p.n_views)})
@@ -376,7 +378,7 @@ def test_cli_files_and_options(scenario, tmp_path, capsys):
     # a failed write keeps the previous results whole (both files renamed into place only once both are written)
     d = copy("keep"); assert main(["multiview", str(d)]) == 0
     before = {n: (d / "results" / n).read_bytes() for n in ("predicted_scene.json", "scene_reprojected.csv")}
-    import cosypose_nb.bop as bop
+    from cosypose_nb.datasets import bop as bop
     orig = bop.write_results_csv
     try:
         bop.write_results_csv = lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device", "x"))
@@ -412,8 +414,8 @@ def test_predictor_argument_checks(objects):
 
 def test_register_views_chunks_give_the_same_placement(objects):
     "`register_views` scores its hypotheses in chunks (bounded memory): any chunk size gives the same cameras."
-    from cosypose_nb.multiview import register_views
-    from cosypose_nb.matching import symmetric_centres
+    from cosypose_nb.multiview.predictor import register_views
+    from cosypose_nb.multiview.matching import symmetric_centres
     p = make_problem(8, 12, seed=5, objects=objects)
     c = p.candidates
     ok = torch.ones(8, dtype=torch.bool); ok[[2, 5]] = False
@@ -442,9 +444,9 @@ def test_register_views_places_a_left_out_view(objects):
     """A view left out by stage 2 is placed against the scene objects (ground truth here): coarsely, from its best
     single candidate (its 2-5 degree error moves a camera a metre away by up to ~10 cm); the pose-space refinement
     of the predictor then refines it with every candidate."""
-    from cosypose_nb.multiview import register_views
-    from cosypose_nb.matching import symmetric_centres
-    from cosypose_nb.lib3d import rotation_angle
+    from cosypose_nb.multiview.predictor import register_views
+    from cosypose_nb.multiview.matching import symmetric_centres
+    from cosypose_nb.geometry.rotations import rotation_angle
     for seed in range(6):
         p = make_problem(4, 6, seed=seed, objects=objects, outlier_frac=0.2)
         c = p.candidates

@@ -1,4 +1,4 @@
-"""Slower tests of cosypose_nb.objects: deterministic default-set build, textures rendered where they
+"""Slower tests of cosypose_nb.datasets.objects: deterministic default-set build, textures rendered where they
 belong, random mesh folders, symmetries of the default set in full, CLI, bad input."""
 import math
 import numpy as np
@@ -8,10 +8,10 @@ import trimesh
 from pathlib import Path
 
 from cosypose_nb.core import InputError, get_device
-from cosypose_nb.bop import read_models_info, write_models_info, MM_TO_M
-from cosypose_nb.lib3d import random_rotations
-from cosypose_nb.symmetries import symmetric_distance
-from cosypose_nb import objects as O
+from cosypose_nb.datasets.bop import read_models_info, write_models_info, MM_TO_M
+from cosypose_nb.geometry.rotations import random_rotations
+from cosypose_nb.geometry.symmetries import symmetric_distance
+from cosypose_nb.datasets import objects as O
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_default_symmetries_full(db):
         assert col.max() < 0.03, (m.name, col.max())
         # arbitrary angles about the continuous axes too
         for c in m.info["symmetries_continuous"]:
-            from cosypose_nb.symmetries import continuous_symmetry_transforms
+            from cosypose_nb.geometry.symmetries import continuous_symmetry_transforms
             T = continuous_symmetry_transforms(c["axis"], c["offset"], 7)[1:]
             assert O.symmetry_errors(m.mesh, T @ torch.from_numpy(np.array(O._rot_T("x", 2))), n_points=300).max() < 0.015
 
@@ -192,7 +192,7 @@ def test_batched_accessors(db):
 
 def test_bop_folder_symmetries_and_errors(tmp_path):
     box = trimesh.creation.box(extents=(0.1, 0.06, 0.02))
-    from cosypose_nb.bop import write_model_mesh
+    from cosypose_nb.datasets.bop import write_model_mesh
     write_model_mesh(tmp_path / "obj_000002.ply", box)
     info = O.model_info(box, symmetries_discrete=[O._rot_T("z", 2)])
     write_models_info(tmp_path, {2: info})
@@ -292,7 +292,7 @@ def test_textures_models_and_sizes_checked(tmp_path, capsys):
 
 def test_objects_out_is_all_or_nothing(tmp_path, monkeypatch):
     "A failure while writing the models folder (a full disk, a folder in the way) leaves --out as it was."
-    import cosypose_nb.bop as bop
+    from cosypose_nb.datasets import bop as bop
     src = tmp_path / "src"; src.mkdir()
     trimesh.creation.box(extents=(0.1, 0.05, 0.03)).export(src / "a.ply")
     trimesh.creation.box(extents=(0.2, 0.05, 0.03)).export(src / "b.ply")

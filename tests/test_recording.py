@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError
-from cosypose_nb.bop import BOPDataset, read_rgb, read_mask, read_depth
-from cosypose_nb.cameras import project_points
-from cosypose_nb.objects import load_default_objects
-from cosypose_nb import recording as rec
+from cosypose_nb.datasets.bop import BOPDataset, read_rgb, read_mask, read_depth
+from cosypose_nb.geometry.cameras import project_points
+from cosypose_nb.datasets.objects import load_default_objects
+from cosypose_nb.synthetic import recording as rec
 
 SMALL = ["--scenes", "14", "--views", "2", "--resolution", "120x160", "--seed", "3", "--objects-per-scene", "2,4", "--no-progress"]
 
@@ -27,7 +27,7 @@ def complete_scenes(out: Path) -> list[str]:
 
 
 def run_cli(args, **kw):
-    code = f"import sys; from cosypose_nb.recording import record_cli; sys.exit(record_cli({args!r}))"
+    code = f"import sys; from cosypose_nb.synthetic.recording import record_cli; sys.exit(record_cli({args!r}))"
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 

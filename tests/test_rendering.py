@@ -10,10 +10,12 @@ import torch
 from scipy.spatial import cKDTree
 
 from cosypose_nb.core import InputError
-from cosypose_nb.cameras import make_K, project_points
-from cosypose_nb.lib3d import make_T, random_rotations, invert_T, look_at
-from cosypose_nb.objects import load_default_objects
-from cosypose_nb import rendering as R
+from cosypose_nb.geometry.cameras import make_K, project_points
+from cosypose_nb.geometry.transforms import make_T, invert_T
+from cosypose_nb.geometry.rotations import random_rotations
+from cosypose_nb.geometry.cameras import look_at
+from cosypose_nb.datasets.objects import load_default_objects
+from cosypose_nb.rendering import renderer as R
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +189,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     "SIGKILL of the process that owns a pool: its workers notice the closed pipe and exit (no orphans)."
     script = textwrap.dedent("""
         import sys, time
-        from cosypose_nb.objects import load_default_objects
-        from cosypose_nb.rendering import BatchRenderer
+        from cosypose_nb.datasets.objects import load_default_objects
+        from cosypose_nb.rendering.renderer import BatchRenderer
         if __name__ == "__main__":
             r = BatchRenderer(load_default_objects(), n_workers=2, backend="tiny")
             print(" ".join(str(p.pid) for p in r._procs), flush=True)
