@@ -2,7 +2,7 @@
 
 Modules:
 
-- `cosypose_nb.core`: The few things every other chapter leans on: one device helper, one error type for bad input, atomic file writes, and safe loading of files a user hands us.
+- `cosypose_nb.core`: The few things every other chapter leans on: one device helper, one error type for bad input, settings objects, atomic file writes, and safe loading of files a user hands us.
 - `cosypose_nb.datasets.bop`: Read and write BOP datasets (object models, scene folders, test targets, results CSV): millimetres in the files, metres in the library, converted here and nowhere else.
 - `cosypose_nb.datasets.download`: The addresses of the core BOP datasets and a resumable downloader that unpacks them into a data folder: HTTP range requests, size and zip checks, extraction into a temporary folder then rename.
 - `cosypose_nb.geometry.cameras`: Pinhole projection, the intrinsics of a crop-and-resize, DeepIM-style crops around the projection of an object at a pose, and boxes from projected points or masks. Batched torch, any device.
