@@ -3,7 +3,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("nb", sorted((ROOT / "book" / "experiments").glob("*.ipynb")), ids=lambda p: p.stem)
 def test_experiment_runs(nb, tmp_path):
