@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/singleview/training.html.md"""
 
 # %% ../../nbs/singleview/34_training.ipynb #1519e4c2
 from __future__ import annotations
-import argparse, csv, io, math, os, random, time
+import argparse, contextlib, csv, math, os, random, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +24,8 @@ from .pose_data import PoseDataConfig, PoseDataset, EpochSampler, collate_poses,
 __all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'TRAIN_PRESETS', 'RUN_FORMAT', 'RESUME_FREE', 'TrainConfig', 'train_config',
            'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask', 'save_checkpoint',
            'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step', 'TrainResult',
-           'run_training', 'paper_pose_noise', 'make_pose_task', 'train', 'train_parser', 'parse_train_args',
-           'train_cli']
+           'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'make_pose_task', 'train', 'train_parser',
+           'parse_train_args', 'train_cli']
 
 # %% ../../nbs/singleview/34_training.ipynb #642efeb1
 TRAIN_KINDS = ("coarse", "refiner")
@@ -40,34 +40,34 @@ def _tuple_of(cfg: Config, name: str, kind: type, n: int | None = None, lo: floa
 # %% ../../nbs/singleview/34_training.ipynb #3d95ddd1
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    "A training run: what is learnt from which data, the optimisation schedule, checkpoints. See `TRAIN_PRESETS`."
+    "A training run: what is learnt from which data, the optimisation schedule, checkpoints. Defaults: the `cpu` preset."
     kind: str = setting("refiner", "what to train", choices=TRAIN_KINDS)
     data: tuple[str, ...] = setting((), "BOP data folders (split folders, or dataset roots with one split)")
     objects: str = setting("default", "object models: 'default' or a BOP models / mesh folder")
     backbone: str = setting("resnet18", "backbone of the pose network")
-    render_size: tuple[int, ...] = setting((240, 320), "crop and render size H W, pixels")
+    render_size: tuple[int, ...] = setting((96, 128), "crop and render size H W, pixels")
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
     coarse_init: str = setting("fixed", "coarse input pose: 'fixed' (paper) or 'zup-autodepth' (BOP20, + translation noise)",
                                choices=COARSE_INITS)
     rot_noise_deg: float = setting(15.0, "refiner input: std of the Euler-angle noise per axis, degrees")
     trans_noise: tuple[float, ...] = setting((0.01, 0.01, 0.05), "refiner input: std of the translation noise x y z, metres")
-    n_loss_points: int = setting(2600, "model points drawn per batch for the loss")
-    n_symmetries_continuous: int = setting(64, "steps of a continuous symmetry in the loss")
+    n_loss_points: int = setting(500, "model points drawn per batch for the loss")
+    n_symmetries_continuous: int = setting(32, "steps of a continuous symmetry in the loss")
     batch_size: int = setting(32, "samples per process and step")
-    n_steps: int = setting(2000, "optimiser steps")
+    n_steps: int = setting(1500, "optimiser steps")
     optimizer: str = setting("adam", "optimiser", choices=("adam", "adamw", "sgd"))
-    lr: float = setting(3e-4, "learning rate after the warm-up")
+    lr: float = setting(1e-3, "learning rate after the warm-up")
     weight_decay: float = setting(0.0, "weight decay")
-    warmup_steps: int = setting(0, "steps of linear learning-rate warm-up")
-    lr_schedule: str = setting("step", "after the warm-up: step decay at the milestones, cosine to 0, or constant",
+    warmup_steps: int = setting(100, "steps of linear learning-rate warm-up")
+    lr_schedule: str = setting("cosine", "after the warm-up: step decay at the milestones, cosine to 0, or constant",
                                choices=("step", "cosine", "constant"))
     lr_milestones: tuple[int, ...] = setting((), "steps after which the step schedule multiplies the rate by lr_gamma")
     lr_gamma: float = setting(0.1, "factor of each step decay")
     clip_grad_norm: float = setting(0.5, "clip the global gradient L2 norm to this (0: off)")
-    checkpoint_every: int = setting(500, "write a checkpoint every this many steps (and at the end)")
+    checkpoint_every: int = setting(250, "write a checkpoint every this many steps (and at the end)")
     log_every: int = setting(10, "write a row of log.csv every this many steps")
     seed: int = setting(0, "seed of the initial weights, the data order and the augmentations")
-    num_workers: int = setting(2, "data-loader worker processes per training process")
+    num_workers: int = setting(1, "data-loader worker processes per training process")
     render_workers: int = setting(1, "renderer worker processes per training process")
     device: str = setting("auto", "'auto', 'cpu', 'cuda' (torchrun: each process takes cuda:LOCAL_RANK)")
     deterministic: bool = setting(False, "deterministic algorithms only (slower; exact resume on a GPU)")
@@ -93,10 +93,7 @@ TRAIN_PRESETS: dict[str, dict] = {
                   optimizer="adam", lr=3e-4, weight_decay=0.0, warmup_steps=5600, lr_schedule="step",
                   lr_milestones=(62150,), lr_gamma=0.1, clip_grad_norm=0.5, n_loss_points=2600,
                   n_symmetries_continuous=64, checkpoint_every=1130, log_every=20, num_workers=8),
-    "cpu": dict(backbone="resnet18", render_size=(96, 128), n_iterations=1, batch_size=32, n_steps=1500,   # TO TUNE
-                optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_steps=100, lr_schedule="cosine", lr_milestones=(),
-                clip_grad_norm=0.5, n_loss_points=500, n_symmetries_continuous=32, checkpoint_every=250, log_every=10,
-                num_workers=1),
+    "cpu": dict(),          # the defaults of TrainConfig -- TO BE TUNED from the learning report
 }
 
 def train_config(preset: str = "cpu", **overrides) -> TrainConfig:
@@ -284,7 +281,7 @@ def optimizer_step(task: TrainTask, model, batch, optimizer, scheduler, cfg: Tra
     total = losses["total"]
     if not bool(torch.isfinite(total.detach())):
         raise FloatingPointError(f"step {step + 1}: the total loss is {total.item()} (terms: "
-                                 f"{ {k: float(v) for k, v in losses.items()} }); the last checkpoint is before it")
+                                 f"{ {k: float(v.detach()) for k, v in losses.items()} }); the last checkpoint is before it")
     _sync(device); t1 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -323,6 +320,16 @@ def _loader(task: TrainTask, cfg: TrainConfig, dist: DistInfo, start: int):
                                        collate_fn=task.collate, pin_memory=dist.device.type == "cuda",
                                        persistent_workers=cfg.num_workers > 0)
 
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool = True):
+    "Within the block, torch uses deterministic algorithms only (when `on`; warnings where none exists); restored after."
+    prev, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")          # cuBLAS needs it for reproducible results
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try: yield
+    finally: torch.use_deterministic_algorithms(prev, warn_only=warn)
+
 def _to(batch, device):
     return batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
 
@@ -330,11 +337,13 @@ def _to(batch, device):
 def run_training(task: TrainTask, cfg: TrainConfig, run_dir, resume: bool = False, dist: DistInfo | None = None,
                  progress: bool = True) -> TrainResult:
     "Train `task` with `cfg` into `run_dir` (resume its checkpoint when `resume`); see the chapter."
+    with deterministic_algorithms(cfg.deterministic):
+        return _run(task, cfg, run_dir, resume, dist or DistInfo(device=get_device(cfg.device)), progress)
+
+def _run(task: TrainTask, cfg: TrainConfig, run_dir, resume: bool, dist: DistInfo, progress: bool) -> TrainResult:
     from tqdm.auto import tqdm
-    dist, run_dir = dist or DistInfo(device=get_device(cfg.device)), Path(run_dir)
+    run_dir = Path(run_dir)
     state = prepare_run_dir(run_dir, cfg, task.info, resume, write=dist.is_main)
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8"); torch.use_deterministic_algorithms(True, warn_only=True)
     model = task.model.to(dist.device)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg)
     step = 0
