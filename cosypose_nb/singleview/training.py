@@ -21,15 +21,16 @@ from ..geometry.transforms import make_T
 from .pose_data import PoseDataConfig, PoseDataset, EpochSampler, collate_poses, PoseBatch
 
 # %% auto #0
-__all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'TRAIN_PRESETS', 'RUN_FORMAT', 'RESUME_FREE', 'TrainConfig', 'train_config',
-           'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask', 'save_checkpoint',
-           'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step', 'TrainResult',
-           'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'make_pose_task', 'train', 'train_parser',
-           'parse_train_args', 'train_cli']
+__all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'MODEL_PRESETS', 'TRAIN_PRESETS', 'RUN_FORMAT', 'RESUME_FREE', 'TrainConfig',
+           'train_config', 'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask',
+           'save_checkpoint', 'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step',
+           'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'pose_model_config',
+           'pose_step', 'make_pose_task', 'train', 'train_parser', 'parse_train_args', 'train_cli']
 
 # %% ../../nbs/singleview/34_training.ipynb #642efeb1
 TRAIN_KINDS = ("coarse", "refiner")
-COARSE_INITS = ("fixed", "zup-autodepth")
+COARSE_INITS = ("paper", "zup-autodepth")        # the names of singleview.pose_model.INIT_MODES
+MODEL_PRESETS = ("cpu", "paper")                  # the names of singleview.pose_model.POSE_MODEL_PRESETS
 
 def _tuple_of(cfg: Config, name: str, kind: type, n: int | None = None, lo: float = 0) -> None:
     v, types = getattr(cfg, name), ((int, float) if kind is float else kind)
@@ -44,11 +45,12 @@ class TrainConfig(Config):
     kind: str = setting("refiner", "what to train", choices=TRAIN_KINDS)
     data: tuple[str, ...] = setting((), "BOP data folders (split folders, or dataset roots with one split)")
     objects: str = setting("default", "object models: 'default' or a BOP models / mesh folder")
-    backbone: str = setting("resnet18", "backbone of the pose network")
-    render_size: tuple[int, ...] = setting((96, 128), "crop and render size H W, pixels")
+    model_preset: str = setting("cpu", "the pose network's settings: a preset of singleview.pose_model", choices=MODEL_PRESETS)
+    backbone: str | None = setting(None, "backbone of the pose network (None: the model preset's)")
+    render_size: tuple[int, ...] | None = setting(None, "crop and render size H W, pixels (None: the model preset's)")
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
-    coarse_init: str = setting("fixed", "coarse input pose: 'fixed' (paper) or 'zup-autodepth' (BOP20, + translation noise)",
-                               choices=COARSE_INITS)
+    coarse_init: str | None = setting(None, "coarse input pose: 'paper' or 'zup-autodepth' (BOP20, + translation noise); "
+                                      "None: the model preset's")
     rot_noise_deg: float = setting(15.0, "refiner input: std of the Euler-angle noise per axis, degrees")
     trans_noise: tuple[float, ...] = setting((0.01, 0.01, 0.05), "refiner input: std of the translation noise x y z, metres")
     n_loss_points: int = setting(500, "model points drawn per batch for the loss")
@@ -74,7 +76,9 @@ class TrainConfig(Config):
     data_config: PoseDataConfig = setting(PoseDataConfig(), "which objects make samples, and the augmentations")
 
     def check(self):
-        self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", COARSE_INITS)
+        self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", (None, *COARSE_INITS))
+        self.need_choice("model_preset", MODEL_PRESETS)
+        if self.backbone is not None and not (isinstance(self.backbone, str) and self.backbone): self.fail("backbone", "must be a name or None")
         self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
         for f in ("n_iterations", "n_loss_points", "n_symmetries_continuous", "batch_size", "n_steps", "checkpoint_every",
                   "log_every", "render_workers"):
@@ -82,14 +86,15 @@ class TrainConfig(Config):
         for f in ("warmup_steps", "num_workers", "seed"): self.need_int(f, 0)
         self.need_float("lr", 0, lo_open=True); self.need_float("lr_gamma", 0, 1, lo_open=True)
         for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg"): self.need_float(f, 0)
-        _tuple_of(self, "data", str); _tuple_of(self, "render_size", int, 2, lo=8)
+        _tuple_of(self, "data", str)
+        if self.render_size is not None: _tuple_of(self, "render_size", int, 2, lo=16)
         _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
         if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")
 
 # %% ../../nbs/singleview/34_training.ipynb #290a9ee9
 TRAIN_PRESETS: dict[str, dict] = {
-    "paper": dict(backbone="efficientnet-b3", render_size=(240, 320), n_iterations=1, batch_size=32, n_steps=79100,
+    "paper": dict(model_preset="paper", coarse_init="paper", n_iterations=1, batch_size=32, n_steps=79100,
                   optimizer="adam", lr=3e-4, weight_decay=0.0, warmup_steps=5600, lr_schedule="step",
                   lr_milestones=(62150,), lr_gamma=0.1, clip_grad_norm=0.5, n_loss_points=2600,
                   n_symmetries_continuous=64, checkpoint_every=1130, log_every=20, num_workers=8),
@@ -390,35 +395,53 @@ def paper_pose_noise(T_CO: torch.Tensor, rot_deg: float = 15.0, trans=(0.01, 0.0
     return make_T(T_CO[:, :3, :3] @ euler_to_matrix(ang, "xyz"), T_CO[:, :3, 3] + dtr)
 
 # %% ../../nbs/singleview/34_training.ipynb #0af103d1
-def make_pose_task(cfg: TrainConfig, device: torch.device) -> TrainTask:
-    "The coarse or refiner training of the pose network (`singleview.pose_model`, `singleview.loss`) as a `TrainTask`."
-    from cosypose_nb.singleview.pose_model import PoseModel, PoseModelConfig, poses_from_boxes
+def pose_model_config(cfg: TrainConfig):
+    "The `singleview.pose_model.PoseModelConfig` a `TrainConfig` trains: its model preset with the overrides it gives."
+    import dataclasses
+    from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS
+    over = dict(backbone=cfg.backbone, render_size=None if cfg.render_size is None else tuple(cfg.render_size),
+                init_mode=cfg.coarse_init)
+    return dataclasses.replace(POSE_MODEL_PRESETS[cfg.model_preset], n_iterations=cfg.n_iterations,
+                               **{k: v for k, v in over.items() if v is not None})
+
+# %% ../../nbs/singleview/34_training.ipynb #a8974540
+def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, device: torch.device) -> Callable:
+    "The `step(model, batch) -> {'rot', 'xy', 'depth', 'total'}` of the coarse or refiner training (see the chapter)."
+    from cosypose_nb.singleview.pose_model import poses_from_boxes
     from cosypose_nb.singleview.loss import pose_loss
-    from cosypose_nb.synthetic.recording import load_objects
     from cosypose_nb.rendering.renderer import BatchRenderer
-    objects = load_objects(cfg.objects)
-    dataset = PoseDataset(cfg.data, cfg.data_config, seed=cfg.seed, labels=objects.labels)
-    model_cfg = PoseModelConfig(backbone=cfg.backbone, render_size=tuple(cfg.render_size))
-    held = {}
     def step(model, batch: PoseBatch) -> dict:
-        if "renderer" not in held: held["renderer"] = BatchRenderer(objects, n_workers=cfg.render_workers, device=device)
+        if "renderer" not in renderer_holder:
+            renderer_holder["renderer"] = BatchRenderer(objects, n_workers=cfg.render_workers, device=device)
         f32 = dict(device=device, dtype=torch.float32)
         T_gt, K, labels = batch.T_CO.to(**f32), batch.K.to(**f32), batch.labels
+        pts = objects.points(labels, **f32)
+        pts = pts[:, torch.randperm(pts.shape[1], device=device)[:cfg.n_loss_points]]
         if cfg.kind == "refiner":
             T_in = paper_pose_noise(T_gt, cfg.rot_noise_deg, cfg.trans_noise)
         else:
-            T_in = poses_from_boxes(batch.boxes.to(**f32), K, objects.diameters(labels, **f32), mode=cfg.coarse_init)
-            if cfg.coarse_init == "zup-autodepth": T_in = paper_pose_noise(T_in, 0.0, cfg.trans_noise)
-        outs = model(batch.images.to(**f32) / 255, K, T_in, labels, n_iterations=cfg.n_iterations, renderer=held["renderer"])
-        pts = objects.points(labels, **f32)
-        pts = pts[:, torch.randperm(pts.shape[1], device=device)[:cfg.n_loss_points]]
+            T_in = poses_from_boxes(batch.boxes.to(**f32), K, pts, mode=model_cfg.init_mode)
+            if model_cfg.init_mode == "zup-autodepth": T_in = paper_pose_noise(T_in, 0.0, cfg.trans_noise)
+        outs = model(batch.images, K, T_in, labels, n_iterations=cfg.n_iterations, renderer=renderer_holder["renderer"],
+                     objects=objects)
         syms = objects.symmetries(labels, n_continuous=cfg.n_symmetries_continuous, **f32)
-        terms = [pose_loss(o.T_CO_output, T_gt, o.T_CO_input, o.K_crop, pts, syms) for o in outs]
-        return {k: torch.stack([t[k].mean() for t in terms]).mean() for k in terms[0]}
+        terms = [pose_loss(o.T_CO_output, T_gt, pts, syms) for o in outs]
+        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+    return step
+
+# %% ../../nbs/singleview/34_training.ipynb #a252e34f
+def make_pose_task(cfg: TrainConfig, device: torch.device) -> TrainTask:
+    "The coarse or refiner training of the pose network (`singleview.pose_model`, `singleview.loss`) as a `TrainTask`."
+    from cosypose_nb.singleview.pose_model import PoseModel
+    from cosypose_nb.synthetic.recording import load_objects
+    objects = load_objects(cfg.objects)
+    dataset = PoseDataset(cfg.data, cfg.data_config, seed=cfg.seed, labels=objects.labels)
+    model_cfg = pose_model_config(cfg)
+    holder: dict = {}
     def close():
-        if "renderer" in held: held.pop("renderer").close()
-    return TrainTask(PoseModel(model_cfg), dataset, collate_poses, step, close=close,
-                     info={"kind": cfg.kind, "model": config_to_dict(model_cfg), "labels": list(objects.labels)})
+        if "renderer" in holder: holder.pop("renderer").close()
+    return TrainTask(PoseModel(model_cfg), dataset, collate_poses, pose_step(cfg, model_cfg, objects, holder, device),
+                     info={"kind": cfg.kind, "model": config_to_dict(model_cfg), "labels": list(objects.labels)}, close=close)
 
 # %% ../../nbs/singleview/34_training.ipynb #1f9fbd86
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True) -> TrainResult:

@@ -149,7 +149,7 @@ def test_paper_pose_noise():
 def test_command_line(tmp_path, toy):
     cfg, args = tr.parse_train_args(["refiner", "--data", str(toy), "--config", "paper", "--out", "R", "--batch-size", "8",
                                      "--p-background", "0.5", "--resume"])
-    assert cfg.batch_size == 8 and cfg.backbone == "efficientnet-b3" and cfg.data_config.p_background == 0.5 and args.resume
+    assert cfg.batch_size == 8 and cfg.model_preset == "paper" and cfg.data_config.p_background == 0.5 and args.resume
     from cosypose_nb.cli import main
     assert main(["train", "refiner", "--data", str(toy), "--out", str(tmp_path / "r"), "--lr", "-1"]) == 2
     assert main(["train", "refiner", "--out", str(tmp_path / "r")]) == 2                  # no --data
@@ -170,7 +170,7 @@ def test_pose_training_runs_and_resumes(tmp_path, kind):
     data = tmp_path / "rec"
     record(data, n_scenes=2, n_views=2, resolution=(120, 160), seed=0, workers=0, progress=False)
     args = ["train", kind, "--data", str(data), "--out", str(tmp_path / "run"), "--config", "cpu", "--n-steps", "2",
-            "--batch-size", "4", "--render-size", "48", "64", "--num-workers", "0", "--checkpoint-every", "1",
+            "--batch-size", "4", "--render-size", "48", "64", "--backbone", "resnet18", "--num-workers", "0", "--checkpoint-every", "1",
             "--n-loss-points", "100", "--no-progress"]
     assert main(args) == 0
     assert main([*args, "--n-steps", "3", "--resume"]) == 2                      # resumed with other settings: refused
@@ -178,4 +178,5 @@ def test_pose_training_runs_and_resumes(tmp_path, kind):
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert {"loss_rot", "loss_xy", "loss_depth", "loss_total"} <= set(log.columns) and np.isfinite(log.loss_total).all()
     sd, conf = tr.read_run(tmp_path / "run")
-    assert conf["kind"] == kind and conf["train"]["render_size"] == [48, 64] and len(sd) > 0
+    assert conf["kind"] == kind and conf["model"]["render_size"] == [48, 64] and conf["model"]["backbone"] == "resnet18"
+    assert conf["labels"] and len(sd) > 0
