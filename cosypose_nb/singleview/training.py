@@ -380,7 +380,8 @@ def _run(task: TrainTask, cfg: TrainConfig, run_dir, resume: bool, dist: DistInf
         if step % cfg.checkpoint_every == 0 or step == cfg.n_steps:
             if dist.is_main:
                 save_checkpoint(run_dir, model, optimizer, scheduler, step, dist.world_size, {"kind": cfg.kind})
-                plot_curves(run_dir / "log.csv", run_dir / "curves.png", title=f"{run_dir.name} ({cfg.kind})")
+                if (run_dir / "log.csv").exists():
+                    plot_curves(run_dir / "log.csv", run_dir / "curves.png", title=f"{run_dir.name} ({cfg.kind})")
             if dist.distributed: torch.distributed.barrier()
     bar.close()
     return TrainResult(run_dir, step, __import__("pandas").read_csv(run_dir / "log.csv") if dist.is_main else None)

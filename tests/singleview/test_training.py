@@ -125,6 +125,13 @@ def test_run_folder_refusals(tmp_path, toy):
         tr.read_run(tmp_path)
 
 
+def test_intervals(tmp_path, toy):
+    "A checkpoint before the first log row, a last log row off the interval: the run ends with both complete."
+    res = tr.run_training(tiny.make_task(toy), tiny.tiny_config(toy, 5, checkpoint_every=1, log_every=3), tmp_path / "r", progress=False)
+    assert res.log.step.tolist() == [3, 5] and tr.load_state(tmp_path / "r")["step"] == 5
+    assert (tmp_path / "r" / "curves.png").exists()
+
+
 def test_non_finite_loss_stops_the_run(tmp_path, toy):
     cfg = tiny.tiny_config(toy, 6, checkpoint_every=2)
     with pytest.raises(FloatingPointError, match="step 5"):
