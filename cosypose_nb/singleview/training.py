@@ -24,8 +24,8 @@ from .pose_data import PoseDataConfig, PoseDataset, EpochSampler, collate_poses,
 __all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'MODEL_PRESETS', 'TRAIN_PRESETS', 'RUN_FORMAT', 'RESUME_FREE', 'TrainConfig',
            'train_config', 'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask',
            'save_checkpoint', 'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step',
-           'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'pose_model_config',
-           'pose_step', 'make_pose_task', 'train', 'train_parser', 'parse_train_args', 'train_cli']
+           'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'keep_in_front',
+           'pose_model_config', 'pose_step', 'make_pose_task', 'train', 'train_parser', 'parse_train_args', 'train_cli']
 
 # %% ../../nbs/singleview/34_training.ipynb #642efeb1
 TRAIN_KINDS = ("coarse", "refiner")
@@ -395,6 +395,15 @@ def paper_pose_noise(T_CO: torch.Tensor, rot_deg: float = 15.0, trans=(0.01, 0.0
     dtr = torch.randn(B, 3, generator=generator, dtype=dt).to(T_CO.device) * torch.as_tensor(trans, dtype=dt, device=T_CO.device)
     return make_T(T_CO[:, :3, :3] @ euler_to_matrix(ang, "xyz"), T_CO[:, :3, 3] + dtr)
 
+# %% ../../nbs/singleview/34_training.ipynb #d4cafef8
+def keep_in_front(T_in: torch.Tensor, T_gt: torch.Tensor, min_ratio: float = 0.5) -> torch.Tensor:
+    "Input poses (B, 4, 4) with their depth raised to at least `min_ratio` times the true depth of `T_gt` (B, 4, 4)."
+    z_min = min_ratio * T_gt[:, 2, 3]
+    if bool((T_in[:, 2, 3] >= z_min).all()): return T_in
+    T_in = T_in.clone()
+    T_in[:, 2, 3] = torch.maximum(T_in[:, 2, 3], z_min)
+    return T_in
+
 # %% ../../nbs/singleview/34_training.ipynb #0af103d1
 def pose_model_config(cfg: TrainConfig):
     "The `singleview.pose_model.PoseModelConfig` a `TrainConfig` trains: its model preset with the overrides it gives."
@@ -423,6 +432,7 @@ def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, devic
         else:
             T_in = poses_from_boxes(batch.boxes.to(**f32), K, pts, mode=model_cfg.init_mode)
             if model_cfg.init_mode == "zup-autodepth": T_in = paper_pose_noise(T_in, 0.0, cfg.trans_noise)
+        T_in = keep_in_front(T_in, T_gt)
         outs = model(batch.images, K, T_in, labels, n_iterations=cfg.n_iterations, renderer=renderer_holder["renderer"],
                      objects=objects)
         syms = objects.symmetries(labels, n_continuous=cfg.n_symmetries_continuous, **f32)
