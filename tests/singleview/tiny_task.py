@@ -37,7 +37,7 @@ def make_task(data, seed: int = 0, kill_at: int | None = None, seen: list | None
             os.kill(os.getpid(), signal.SIGKILL)
         if seen is not None:
             seen.extend(batch.indices.tolist())
-        t = model(batch.images) + 0.01 * torch.randn(len(batch), 3)     # randomness inside a step: dropout, noise
+        t = model(batch.images) + 0.01 * torch.randn(len(batch), 3, device=batch.images.device)   # randomness in a step
         t_gt = batch.T_CO[:, :3, 3].float()
         xy, z = (t[:, :2] - t_gt[:, :2]).abs().mean(), (t[:, 2] - t_gt[:, 2]).abs().mean()
         if nan_at is not None and calls["n"] == nan_at:
