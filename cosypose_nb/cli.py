@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "objects": ("cosypose_nb.datasets.objects", "objects_cli", "write the default object set or a models/mesh folder as a BOP models folder"),
     "download": ("cosypose_nb.datasets.download", "download_cli", "download and unpack BOP datasets (resumable)"),
     "record": ("cosypose_nb.synthetic.recording", "record_cli", "record a domain-randomised synthetic BOP dataset"),
+    "train": ("cosypose_nb.singleview.training", "train_cli", "train the coarse or refiner pose network (resumable; torchrun for several processes)"),
     "multiview": ("cosypose_nb.multiview.predictor", "multiview_cli", "multi-view scene reconstruction of a custom scenario folder"),
     "demo": ("cosypose_nb.demo", "demo_cli", "run the end-to-end demo on the embedded default objects"),
 }
