@@ -7,6 +7,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/datasets/objects.html.md"""
 # %% ../../nbs/datasets/14_objects.ipynb #b422f6a4
 from __future__ import annotations
 import argparse, contextlib, hashlib, io, math, os, re, shutil, sys, tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -17,18 +18,20 @@ import trimesh
 from PIL import Image
 from scipy.spatial import ConvexHull, cKDTree
 
-from ..core import InputError, where, atomic_write, write_json, read_json, get_device
-from ..geometry.symmetries import make_symmetries, pad_symmetries
+from ..core import InputError, where, atomic_write, write_json, read_json, get_device, ordinary_tensors
+from ..geometry.transforms import as_tensor
+from ..geometry.symmetries import make_symmetries, pad_symmetries, symmetric_centres
+from ..structures import ObjectBatch
 from .bop import (MM_TO_M, label_from_obj_id, obj_id_from_label, read_models_info, write_models_info, read_model_mesh, write_model_mesh, object_symmetries, check_mesh)
 
 # %% auto #0
 __all__ = ['MAX_POINTS', 'DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS',
-           'DEFAULT_OBJECTS_VERSION', 'DEFAULT_OBJECTS', 'MAX_TEXTURE_SIZE', 'mesh_diameter', 'sample_surface_points',
-           'closest_points_on_triangles', 'surface_distance', 'symmetry_errors', 'color_symmetry_errors',
-           'mesh_texture', 'mesh_vertex_colors', 'mesh_color', 'surface_colors', 'write_urdf', 'cache_root', 'mesh_key',
-           'model_info', 'ObjectModel', 'MeshDatabase', 'pybullet_data_dir', 'default_object_mesh',
-           'build_default_objects', 'default_objects_dir', 'load_default_objects', 'write_default_objects',
-           'render_preview', 'symmetry_axes', 'objects_cli']
+           'BATCH_CACHE_SIZE', 'DEFAULT_OBJECTS_VERSION', 'DEFAULT_OBJECTS', 'MAX_TEXTURE_SIZE', 'mesh_diameter',
+           'sample_surface_points', 'even_indices', 'subsample_points', 'closest_points_on_triangles',
+           'surface_distance', 'symmetry_errors', 'color_symmetry_errors', 'mesh_texture', 'mesh_vertex_colors',
+           'mesh_color', 'surface_colors', 'write_urdf', 'cache_root', 'mesh_key', 'model_info', 'ObjectModel',
+           'MeshDatabase', 'pybullet_data_dir', 'default_object_mesh', 'build_default_objects', 'default_objects_dir',
+           'load_default_objects', 'write_default_objects', 'render_preview', 'symmetry_axes', 'objects_cli']
 
 # %% ../../nbs/datasets/14_objects.ipynb #cad4eba1
 def mesh_diameter(vertices) -> float:
@@ -67,6 +70,19 @@ def sample_surface_points(mesh: trimesh.Trimesh, n: int, seed: int | Sequence[in
     b = np.concatenate([1 - s, s * (1 - r[:, 1:]), s * r[:, 1:]], 1)     # uniform on each triangle
     P = (b[:, :, None] * tri[f]).sum(1)
     return (P, f, b) if return_faces else P
+
+def even_indices(n: int, k: int) -> np.ndarray:
+    "`min(k, n)` evenly spaced indices (int64) in `range(n)`, both ends included: the one subsampling of ordered points."
+    k = min(int(k), int(n))
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
+
+def subsample_points(points, n_points: int | None):
+    "At most `n_points` of `points` (..., N, 3) (numpy or torch), evenly spaced in their order (all of them if `None`)."
+    N = points.shape[-2]
+    if n_points is None or N <= n_points:
+        return points
+    idx = even_indices(N, n_points)
+    return points[..., torch.as_tensor(idx, device=points.device), :] if isinstance(points, torch.Tensor) else points[..., idx, :]
 
 # %% ../../nbs/datasets/14_objects.ipynb #13eb91f9
 def closest_points_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -300,12 +316,13 @@ def mesh_key(mesh: trimesh.Trimesh) -> str:
         h.update(np.ascontiguousarray(C).tobytes())
     return h.hexdigest()[:20]
 
-def model_info(mesh: trimesh.Trimesh, diameter: float | None = None, symmetries_discrete=None,
+def model_info(mesh, diameter: float | None = None, symmetries_discrete=None,
                symmetries_continuous=None) -> dict:
-    "A `models_info.json` entry (metres, as `bop.read_models_info` returns) of `mesh`: diameter, box, symmetries."
-    lo, hi = np.asarray(mesh.bounds, dtype=np.float64)
+    "A `models_info.json` entry (metres, as `bop.read_models_info` returns) of a `mesh` or of points (N, 3): diameter, box, symmetries."
+    V = np.asarray(mesh.vertices if isinstance(mesh, trimesh.Trimesh) else mesh, dtype=np.float64).reshape(-1, 3)
+    lo, hi = V.min(0), V.max(0)
     S = np.zeros((0, 4, 4)) if symmetries_discrete is None else np.asarray(symmetries_discrete, dtype=np.float64).reshape(-1, 4, 4)
-    return {"diameter": float(mesh_diameter(mesh.vertices) if diameter is None else diameter),
+    return {"diameter": float(mesh_diameter(V) if diameter is None else diameter),
             "min_x": float(lo[0]), "min_y": float(lo[1]), "min_z": float(lo[2]),
             "size_x": float(hi[0] - lo[0]), "size_y": float(hi[1] - lo[1]), "size_z": float(hi[2] - lo[2]),
             "symmetries_discrete": S,
@@ -315,10 +332,11 @@ def model_info(mesh: trimesh.Trimesh, diameter: float | None = None, symmetries_
 
 @dataclass(eq=False)
 class ObjectModel:
-    "One object: `mesh` (metres), `diameter` (m), `extents` (3,) m, `points` (N, 3) float64, `symmetries` (S, 4, 4) float64 torch."
+    """One object: `mesh` (metres; None for a bare point cloud), `diameter` (m), `extents` (3,) m, `points` (N, 3)
+    float64, `symmetries` (S, 4, 4) float64 torch, optional `surface` (M, 3) a denser sampling (for metrics)."""
     label: str
     obj_id: int
-    mesh: trimesh.Trimesh
+    mesh: trimesh.Trimesh | None
     diameter: float
     extents: np.ndarray
     points: np.ndarray
@@ -327,10 +345,12 @@ class ObjectModel:
     name: str = ""
     source: Path | None = None
     urdf_dir: Path | None = None
+    surface: np.ndarray | None = None
 
     @property
     def urdf_path(self) -> Path:
         "The URDF of this object for pybullet (written on first use into `urdf_dir`)."
+        if self.mesh is None: raise InputError(f"{self.label}: a point-cloud object has no mesh to render")
         if self.urdf_dir is None:
             self.urdf_dir = cache_root() / "urdf" / mesh_key(self.mesh)
         path = Path(self.urdf_dir) / f"{self.label}.urdf"
@@ -338,12 +358,12 @@ class ObjectModel:
 
     @property
     def has_texture(self) -> bool:
-        return mesh_texture(self.mesh) is not None
+        return self.mesh is not None and mesh_texture(self.mesh) is not None
 
     @property
     def color(self) -> tuple | None:
         "The single RGBA colour of an untextured, one-colour object, else None."
-        return mesh_color(self.mesh)
+        return None if self.mesh is None else mesh_color(self.mesh)
 
     @property
     def n_symmetries_discrete(self) -> int:
@@ -364,12 +384,34 @@ def _load_mesh(path: Path) -> trimesh.Trimesh:
     check_mesh(mesh, path)                                        # faces, finite coordinates, texture
     return mesh
 
+def _point_cloud(p, name: str) -> np.ndarray:
+    "A finite float64 (N, 3) array, N >= 1; else `InputError` naming it."
+    p = np.asarray(p.detach().cpu() if isinstance(p, torch.Tensor) else p, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 3 or len(p) < 1: raise InputError(f"{name}: expected shape (N, 3), got {p.shape}")
+    if not np.isfinite(p).all(): raise InputError(f"{name}: holds NaN or infinite values")
+    return p
+
+def _point_model(label: str, points: np.ndarray, syms, spec: dict | None, surface, diameter, n_continuous: int) -> "ObjectModel":
+    "An `ObjectModel` without mesh: symmetries as given, or made from `spec` (kept in its info for re-discretising)."
+    spec = spec or {}
+    disc = spec.get("discrete", spec.get("symmetries_discrete"))
+    cont = spec.get("continuous", spec.get("symmetries_continuous"))
+    S = make_symmetries(disc, cont, n_continuous) if syms is None else as_tensor(syms, torch.float64)
+    if syms is not None and not spec:                     # the set itself, as discrete symmetries (without identities)
+        disc = S[(S - torch.eye(4, dtype=S.dtype)).abs().amax((-1, -2)) > 1e-9].numpy()
+    info = model_info(points, diameter, disc, cont)
+    m = _OBJ_STEM.match(label)
+    return ObjectModel(label=label, obj_id=int(m.group(1)) if m else -1, mesh=None, diameter=info["diameter"],
+                       extents=np.array([info[f"size_{a}"] for a in "xyz"]), points=points, symmetries=S, info=info,
+                       name=label, surface=surface)
+
 _OBJ_STEM = re.compile(r"^obj_(\d{6})$")
+BATCH_CACHE_SIZE = 32           # `ObjectBatch`es kept per database (least recently used dropped)
 
 class MeshDatabase:
-    """Object models by label (`obj_XXXXXX`), with batched tensor accessors.
+    """Object models by label (`obj_XXXXXX`), with batched tensor accessors: the `structures.ObjectSet`.
 
-    Build it with `MeshDatabase.from_folder(path)` or `load_default_objects()`."""
+    Build it with `MeshDatabase.from_folder(path)`, `load_default_objects()` or `MeshDatabase.from_points(...)`."""
 
     def __init__(self, models: Iterable[ObjectModel], n_continuous: int = DEFAULT_N_CONTINUOUS):
         models = sorted(models, key=lambda m: m.label)
@@ -385,6 +427,7 @@ class MeshDatabase:
         self._index = {l: i for i, l in enumerate(labels)}
         self.n_continuous = n_continuous
         self._tensors: dict = {}
+        self._batches: OrderedDict = OrderedDict()
 
     def __len__(self) -> int: return len(self.labels)
     def __iter__(self): return iter(self._models.values())
@@ -425,15 +468,24 @@ class MeshDatabase:
         key = (what, str(device), dtype, n_continuous)
         if key not in self._tensors:
             ms = list(self)
-            if what == "points":
-                val = torch.from_numpy(np.stack([m.points for m in ms]))
-            elif what == "diameters":
-                val = torch.tensor([m.diameter for m in ms], dtype=torch.float64)
-            else:
-                S = [m.symmetries if n_continuous == self.n_continuous else object_symmetries(m.info, n_continuous) for m in ms]
-                val = (pad_symmetries(S), torch.tensor([len(s) for s in S]))
-            self._tensors[key] = (val[0].to(device, dtype), val[1].to(device)) if isinstance(val, tuple) else val.to(device, dtype)
+            with ordinary_tensors():                         # (cached: ordinary tensors even under inference mode)
+                if what in ("points", "surface"):
+                    val = torch.from_numpy(np.stack([m.points if what == "points" else m.surface for m in ms]))
+                elif what == "diameters":
+                    val = torch.tensor([m.diameter for m in ms], dtype=torch.float64)
+                else:
+                    S = [self.object_symmetries(m.label, n_continuous) for m in ms]
+                    val = (pad_symmetries(S), torch.tensor([len(s) for s in S]))
+                self._tensors[key] = (val[0].to(device, dtype), val[1].to(device)) if isinstance(val, tuple) else val.to(device, dtype)
         return self._tensors[key]
+
+    def object_symmetries(self, label: str, n_continuous: int | None = None) -> torch.Tensor:
+        "Symmetries (S, 4, 4) float64 of one object, continuous ones in `n_continuous` steps (default: the database's)."
+        m = self[label]
+        n = self.n_continuous if n_continuous is None else int(n_continuous)
+        if n == self.n_continuous or not len(m.info.get("symmetries_continuous", ())):
+            return m.symmetries
+        return object_symmetries(m.info, n)
 
     def points(self, labels: Sequence[str], device=None, dtype=torch.float64) -> torch.Tensor:
         "Surface points (B, N, 3) of the objects `labels` (B,), metres."
@@ -447,12 +499,41 @@ class MeshDatabase:
         n = self.n_continuous if n_continuous is None else int(n_continuous)
         S, counts = self._stacked("symmetries", device, dtype, n)
         idx = self._idx(labels, device)
-        return S[idx, :int(counts[idx].max())] if len(idx) else S[idx]
+        return S[idx, :int(counts[idx].max())] if len(idx) else S[idx, :1]
 
     def diameters(self, labels: Sequence[str], device=None, dtype=torch.float64) -> torch.Tensor:
         "Diameters (B,) of the objects `labels`, metres."
         device = get_device(device)
         return self._stacked("diameters", device, dtype)[self._idx(labels, device)]
+
+    def surface_points(self, labels: Sequence[str], device=None, dtype=torch.float64) -> torch.Tensor:
+        "A denser sampling (B, M, 3) of the surfaces of `labels`, for metrics (ADD-S), when given (`from_points`); else the points."
+        device = get_device(device)
+        what = "surface" if next(iter(self)).surface is not None else "points"
+        return self._stacked(what, device, dtype)[self._idx(labels, device)]
+
+    def batched(self, labels: Sequence[str], n_continuous: int | None = None, device=None,
+                dtype=torch.float64) -> ObjectBatch:
+        """The `ObjectBatch` of the distinct `labels` (points, padded symmetries and their counts, diameters, symmetric
+        centres), cached per (labels, n_continuous, device, dtype): the last `BATCH_CACHE_SIZE` are kept."""
+        labels, device = tuple([labels] if isinstance(labels, str) else labels), get_device(device)
+        n = self.n_continuous if n_continuous is None else int(n_continuous)
+        key = (labels, n, str(device), dtype)
+        if key in self._batches:
+            self._batches.move_to_end(key)
+            return self._batches[key]
+        idx = self._idx(labels, device)
+        if len(set(labels)) != len(labels): raise InputError(f"batched: labels must be distinct, got {list(labels)}")
+        S, counts = self._stacked("symmetries", device, dtype, n)
+        with ordinary_tensors():
+            k = counts[idx]
+            syms = S[idx, :int(k.max())] if len(idx) else S[idx, :1]
+            pts = self._stacked("points", device, dtype)[idx]
+            cen = symmetric_centres(pts, syms, k) if len(idx) else pts.new_zeros(0, 3)
+            batch = ObjectBatch(labels, pts, syms, k, self._stacked("diameters", device, dtype)[idx], cen)
+        self._batches[key] = batch
+        while len(self._batches) > BATCH_CACHE_SIZE: self._batches.popitem(last=False)
+        return batch
 
     def infos(self) -> dict[int, dict]:
         "The `models_info.json` entries {obj_id: info} (metres) of all objects."
@@ -462,6 +543,8 @@ class MeshDatabase:
         """Write the database as a BOP models folder: `models_info.json` + `obj_XXXXXX.ply` (mm, + `.png` textures).
         Returns the folder. The files are made in a temporary folder next to it and moved in at the end
         (`models_info.json` last): a failure (a full disk, say) leaves the folder as it was."""
+        no_mesh = [m.label for m in self if m.mesh is None]
+        if no_mesh: raise InputError(f"{out_dir}: objects {no_mesh} are point clouds: no mesh to write")
         with _staged_folder(out_dir) as tmp:
             for m in self:
                 write_model_mesh(tmp / f"{m.label}.ply", m.mesh)
@@ -476,6 +559,28 @@ class MeshDatabase:
                  "sym_discrete": m.n_symmetries_discrete, "sym_continuous": m.n_symmetries_continuous,
                  "texture": "yes" if m.has_texture else "no"} for m in self]
         return pd.DataFrame(rows)
+
+    @classmethod
+    def from_points(cls, points: dict, symmetries: dict | None = None, symmetry_specs: dict | None = None,
+                    surface_points: dict | None = None, diameters: dict | None = None,
+                    n_continuous: int = DEFAULT_N_CONTINUOUS) -> "MeshDatabase":
+        """Objects given as point clouds {label: (N_l, 3) metres}, cut to one common N (the smallest) by `subsample_points`.
+        `symmetries` {label: (S, 4, 4)} the sets as they are; `symmetry_specs` {label: {'discrete': (D, 4, 4),
+        'continuous': [{'axis', 'offset'}]}} lets `symmetries(..., n_continuous)` re-discretise continuous ones.
+        `surface_points` {label: (M_l, 3)} a denser sampling for metrics; `diameters` {label: m} (default: the points')."""
+        if not points: raise InputError("MeshDatabase.from_points: no objects given")
+        pts = {k: _point_cloud(v, f"points[{k!r}]") for k, v in points.items()}
+        for name, d in (("symmetries", symmetries), ("symmetry_specs", symmetry_specs), ("diameters", diameters)):
+            if set(d or {}) - set(pts): raise InputError(f"MeshDatabase.from_points: {name} for unknown labels {sorted(set(d) - set(pts))}")
+        if surface_points is not None and set(surface_points) != set(pts):
+            raise InputError("MeshDatabase.from_points: surface_points must be given for the same labels as points")
+        n = min(len(p) for p in pts.values())
+        surf = {k: _point_cloud(v, f"surface_points[{k!r}]") for k, v in (surface_points or {}).items()}
+        m_surf = min((len(p) for p in surf.values()), default=0)
+        models = [_point_model(k, subsample_points(p, n), (symmetries or {}).get(k), (symmetry_specs or {}).get(k),
+                               subsample_points(surf[k], m_surf) if surf else None, (diameters or {}).get(k), n_continuous)
+                  for k, p in pts.items()]
+        return cls(models, n_continuous=n_continuous)
 
     @classmethod
     def from_folder(cls, path, n_points: int = DEFAULT_N_POINTS, seed: int = 0, cache_dir=None, units: str = "auto",
