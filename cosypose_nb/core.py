@@ -7,7 +7,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/core.html.md"""
 
 # %% ../nbs/01_core.ipynb #d57fb320
 from __future__ import annotations
-import argparse, contextlib, dataclasses, functools, io, json, os, tempfile, typing
+import argparse, contextlib, dataclasses, functools, io, json, os, shutil, tempfile, typing
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,7 +16,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['DEVICE_ENV', 'get_device', 'fast_inference', 'ordinary_tensors', 'InputError', 'where', 'check_shape', 'check_finite',
            'setting', 'ConfigError', 'Config', 'config_to_dict', 'config_from_dict', 'add_config_arguments',
-           'config_from_args', 'atomic_write', 'write_json', 'read_json', 'safe_torch_load']
+           'config_from_args', 'atomic_write', 'write_json', 'read_json', 'staged_folder', 'safe_torch_load']
 
 # %% ../nbs/01_core.ipynb #d8720664
 DEVICE_ENV = "COSYPOSE_NB_DEVICE"
@@ -224,6 +224,26 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: malformed JSON ({e})") from e
+
+# %% ../nbs/01_core.ipynb #4b715ee4
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike, last: tuple = ()) -> Iterator[Path]:
+    """A temporary folder next to `out_dir` to write into; on success its files move into `out_dir` (created if
+    needed; the names in `last` moved last), and in every case the temporary folder goes."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir(): raise InputError(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging."))
+    try:
+        yield tmp
+        files = sorted(tmp.iterdir(), key=lambda f: (f.name in last, last.index(f.name) if f.name in last else 0, f.name))
+        for f in files:
+            if (out / f.name).is_dir(): raise InputError(f"{out / f.name}: is a folder; the file of that name cannot be written")
+        out.mkdir(exist_ok=True)
+        for f in files:
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/01_core.ipynb #ee786dcc
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
