@@ -16,6 +16,7 @@ import torch
 
 from ..core import InputError, where, write_json, read_json
 from ..geometry.transforms import as_tensor, check_poses
+from ..geometry.cameras import check_intrinsics
 from ..geometry.symmetries import make_symmetries
 
 # %% auto #0
@@ -241,11 +242,6 @@ def scene_file(path, name: str) -> Path:
     return path if path.suffix.lower() == ".json" else path / name
 
 # %% ../../nbs/datasets/10_bop_format.ipynb #84ae15c6
-def _check_K(K: np.ndarray, path, field: str) -> np.ndarray:
-    if abs(K[2, 0]) > 1e-9 or abs(K[2, 1]) > 1e-9 or abs(K[2, 2] - 1) > 1e-9 or K[0, 0] <= 0 or K[1, 1] <= 0 or abs(K[1, 0]) > 1e-9:
-        raise InputError(f"{where(path, field)}not a camera matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0: {K.tolist()}")
-    return K
-
 def read_scene_camera(path) -> dict[int, dict]:
     "Read `scene_camera.json` (`path`: the scene folder or the file): {im_id: {'K' (3, 3), 'depth_scale', 'T_CW' (4, 4) m or None}}."
     path = scene_file(path, SCENE_CAMERA)
@@ -255,7 +251,8 @@ def read_scene_camera(path) -> dict[int, dict]:
         v = parse_object(v, path, k)
         if "cam_K" not in v:
             raise InputError(f"{where(path, f'{k}.cam_K')}missing")
-        K = _check_K(parse_numbers(v["cam_K"], 9, path, f"{k}.cam_K").reshape(3, 3), path, f"{k}.cam_K")
+        K = parse_numbers(v["cam_K"], 9, path, f"{k}.cam_K").reshape(3, 3)
+        check_intrinsics(K, f"{k}.cam_K", path)
         ds = parse_number(v["depth_scale"], path, f"{k}.depth_scale", positive=True) if "depth_scale" in v else None
         T_CW = None
         if ("cam_R_w2c" in v) != ("cam_t_w2c" in v):
@@ -266,10 +263,11 @@ def read_scene_camera(path) -> dict[int, dict]:
     return dict(sorted(out.items()))
 
 def camera_to_bop(cam: dict, field: str) -> dict:
+    "The `scene_camera.json` entry (mm) of a camera {'K', 'depth_scale', 'T_CW'} (metres), checked; errors name `field`."
     K = to_numpy(cam["K"]).astype(np.float64)
     if K.shape != (3, 3):
         raise InputError(f"{field}.K: expected shape (3, 3), got {K.shape}")
-    _check_K(K, None, f"{field}.K")
+    check_intrinsics(K, f"{field}.K")
     d = {"cam_K": K.reshape(-1).tolist()}
     if cam.get("depth_scale") is not None:
         d["depth_scale"] = parse_number(float(cam["depth_scale"]), None, f"{field}.depth_scale", positive=True)
