@@ -7,7 +7,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/datasets/bop_format.html.md"""
 
 # %% ../../nbs/datasets/10_bop_format.ipynb #d138e5bc
 from __future__ import annotations
-import math, re
+import math, re, warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,13 @@ from ..geometry.cameras import check_intrinsics
 from ..geometry.symmetries import make_symmetries
 
 # %% auto #0
-__all__ = ['MM_TO_M', 'IMAGE_EXTS', 'SCENE_CAMERA', 'SCENE_GT', 'SCENE_GT_INFO', 'TARGETS_BOP19', 'INFO_COUNTS',
-           'label_from_obj_id', 'obj_id_from_label', 'parse_number', 'parse_numbers', 'parse_object', 'parse_list',
-           'parse_rotation', 'pose_from_bop', 'pose_to_bop', 'to_numpy', 'read_models_info', 'write_models_info',
-           'object_symmetries', 'scene_dir_name', 'image_name', 'mask_name', 'find_image', 'scene_file',
-           'read_scene_camera', 'camera_to_bop', 'write_scene_camera', 'read_scene_gt', 'obj_id_of', 'write_scene_gt',
-           'bbox_xywh_to_xyxy', 'bbox_xyxy_to_xywh', 'read_scene_gt_info', 'write_scene_gt_info']
+__all__ = ['MM_TO_M', 'ROTATION_WARN', 'ROTATION_MAX', 'IMAGE_EXTS', 'SCENE_CAMERA', 'SCENE_GT', 'SCENE_GT_INFO', 'TARGETS_BOP19',
+           'INFO_COUNTS', 'label_from_obj_id', 'obj_id_from_label', 'parse_number', 'parse_numbers', 'parse_object',
+           'parse_list', 'BOPWarning', 'nearest_rotation', 'parse_rotation', 'warn_fixes', 'pose_from_bop',
+           'pose_to_bop', 'to_numpy', 'read_models_info', 'write_models_info', 'object_symmetries', 'scene_dir_name',
+           'image_name', 'mask_name', 'find_image', 'scene_file', 'read_scene_camera', 'camera_to_bop',
+           'write_scene_camera', 'read_scene_gt', 'obj_id_of', 'write_scene_gt', 'bbox_xywh_to_xyxy',
+           'bbox_xyxy_to_xywh', 'read_scene_gt_info', 'write_scene_gt_info']
 
 # %% ../../nbs/datasets/10_bop_format.ipynb #9ee7190b
 MM_TO_M = 1e-3
@@ -101,18 +102,42 @@ def _unique_keys(keys, path) -> list[int]:
     return ids
 
 # %% ../../nbs/datasets/10_bop_format.ipynb #ab5fee50
-def parse_rotation(x, path, field: str) -> np.ndarray:
-    "A 3x3 rotation from 9 row-major numbers; checked orthonormal with det +1."
+ROTATION_WARN = 1e-3   # |R R^T - I| above this: re-orthonormalised with a warning (below: silently)
+ROTATION_MAX = 0.1     # above this, or det <= 0: not a rotation (an error)
+
+class BOPWarning(UserWarning):
+    "A BOP file holds something the toolkit accepts but that was corrected on reading (the message says what and where)."
+
+def nearest_rotation(R: np.ndarray) -> np.ndarray:
+    "The rotation (3, 3) nearest to `R` (3, 3) with det > 0 in the Frobenius norm: `U V^T` of the SVD `R = U S V^T`."
+    U, _, Vt = np.linalg.svd(R)
+    return U @ Vt
+
+def parse_rotation(x, path, field: str, fixes: list | None = None) -> np.ndarray:
+    """A 3x3 rotation from 9 row-major numbers: re-orthonormalised when not exact; `(field, error)` appended to
+    `fixes` when off by more than `ROTATION_WARN`; `InputError` when not a rotation (det <= 0, off by > `ROTATION_MAX`)."""
     R = parse_numbers(x, 9, path, field).reshape(3, 3)
-    err = np.abs(R @ R.T - np.eye(3)).max()
-    if err > 1e-3 or np.linalg.det(R) < 0:
-        raise InputError(f"{where(path, field)}not a rotation matrix (|R R^T - I| = {err:.2g}, det = {np.linalg.det(R):.3g})")
+    err, det = float(np.abs(R @ R.T - np.eye(3)).max()), float(np.linalg.det(R))
+    if not det > 0 or err > ROTATION_MAX:
+        raise InputError(f"{where(path, field)}not a rotation matrix (|R R^T - I| = {err:.2g}, det = {det:.3g}; "
+                         f"accepted: det > 0 and |R R^T - I| <= {ROTATION_MAX:g})")
+    if err > 1e-12:
+        R = nearest_rotation(R)
+        if err > ROTATION_WARN and fixes is not None: fixes.append((field, err))
     return R
 
-def pose_from_bop(R, t, path, field_R: str, field_t: str) -> np.ndarray:
-    "4x4 float64 transform in metres from BOP `R` (9 numbers) and `t` (3 numbers, mm)."
+def warn_fixes(path, fixes: list) -> None:
+    "One `BOPWarning` for the rotations of file `path` re-orthonormalised on reading (`fixes`: [(field, error)])."
+    if fixes:
+        field, err = max(fixes, key=lambda f: f[1])
+        warnings.warn(f"{path}: {len(fixes)} rotation(s) off by more than {ROTATION_WARN:g} (largest |R R^T - I| = "
+                      f"{err:.2g}, {field}) re-orthonormalised, as the BOP toolkit accepts them", BOPWarning, stacklevel=3)
+
+# %% ../../nbs/datasets/10_bop_format.ipynb #c78f9c30
+def pose_from_bop(R, t, path, field_R: str, field_t: str, fixes: list | None = None) -> np.ndarray:
+    "4x4 float64 transform in metres from BOP `R` (9 numbers, see `parse_rotation` for `fixes`) and `t` (3 numbers, mm)."
     T = np.eye(4)
-    T[:3, :3] = parse_rotation(R, path, field_R)
+    T[:3, :3] = parse_rotation(R, path, field_R, fixes)
     T[:3, 3] = parse_numbers(t, 3, path, field_t) * MM_TO_M
     return T
 
@@ -246,7 +271,7 @@ def read_scene_camera(path) -> dict[int, dict]:
     "Read `scene_camera.json` (`path`: the scene folder or the file): {im_id: {'K' (3, 3), 'depth_scale', 'T_CW' (4, 4) m or None}}."
     path = scene_file(path, SCENE_CAMERA)
     data = parse_object(read_json(path), path, None)
-    out = {}
+    out, fixes = {}, []
     for im_id, (k, v) in zip(_unique_keys(list(data), path), data.items()):
         v = parse_object(v, path, k)
         if "cam_K" not in v:
@@ -258,8 +283,9 @@ def read_scene_camera(path) -> dict[int, dict]:
         if ("cam_R_w2c" in v) != ("cam_t_w2c" in v):
             raise InputError(f"{where(path, k)}cam_R_w2c and cam_t_w2c must be given together")
         if "cam_R_w2c" in v:
-            T_CW = pose_from_bop(v["cam_R_w2c"], v["cam_t_w2c"], path, f"{k}.cam_R_w2c", f"{k}.cam_t_w2c")
+            T_CW = pose_from_bop(v["cam_R_w2c"], v["cam_t_w2c"], path, f"{k}.cam_R_w2c", f"{k}.cam_t_w2c", fixes)
         out[im_id] = {"K": K, "depth_scale": ds, "T_CW": T_CW}
+    warn_fixes(path, fixes)
     return dict(sorted(out.items()))
 
 def camera_to_bop(cam: dict, field: str) -> dict:
@@ -293,7 +319,7 @@ def _image_lists(path) -> list[tuple[int, list[tuple[str, dict]]]]:
 def read_scene_gt(path, models_info=None) -> dict[int, list[dict]]:
     "Read `scene_gt.json`: {im_id: [{'obj_id', 'label', 'T_CO' (4, 4) float64 m}]}; unknown obj_ids (not in `models_info`) raise."
     path = scene_file(path, SCENE_GT)
-    out = {}
+    out, fixes = {}, []
     for im_id, entries in _image_lists(path):
         objs = []
         for fld, o in entries:
@@ -306,9 +332,10 @@ def read_scene_gt(path, models_info=None) -> dict[int, list[dict]]:
             if models_info is not None and obj_id not in models_info:
                 raise InputError(f"{where(path, fld + '.obj_id')}object {obj_id} is not in models_info "
                                  f"(known: {sorted(models_info)[:20]})")
-            T = pose_from_bop(o["cam_R_m2c"], o["cam_t_m2c"], path, f"{fld}.cam_R_m2c", f"{fld}.cam_t_m2c")
+            T = pose_from_bop(o["cam_R_m2c"], o["cam_t_m2c"], path, f"{fld}.cam_R_m2c", f"{fld}.cam_t_m2c", fixes)
             objs.append({"obj_id": obj_id, "label": label_from_obj_id(obj_id), "T_CO": T})
         out[im_id] = objs
+    warn_fixes(path, fixes)
     return dict(sorted(out.items()))
 
 def obj_id_of(o: dict, field: str) -> int:

@@ -16,11 +16,11 @@ import torch
 
 from ..core import InputError, where, atomic_write, write_json, read_json
 from .bop_format import (TARGETS_BOP19, label_from_obj_id, obj_id_of, parse_list, parse_object,
-                                             pose_from_bop, pose_to_bop, scene_file)
+                                             pose_from_bop, pose_to_bop, scene_file, warn_fixes)
 
 # %% auto #0
-__all__ = ['RESULTS_HEADER', 'RESULTS_COLUMNS', 'read_targets', 'write_targets', 'read_results_csv', 'write_results_csv',
-           'poses_tensor']
+__all__ = ['RESULTS_HEADER', 'RESULTS_COLUMNS', 'TIME_TOLERANCE', 'read_targets', 'write_targets', 'read_results_csv',
+           'write_results_csv', 'poses_tensor']
 
 # %% ../../nbs/datasets/12_results.ipynb #2b4d1256
 _TARGET_COLS = ("scene_id", "im_id", "obj_id", "inst_count")
@@ -60,7 +60,7 @@ RESULTS_HEADER = ("scene_id", "im_id", "obj_id", "score", "R", "t", "time")
 
 RESULTS_COLUMNS = ["scene_id", "im_id", "obj_id", "label", "score", "time", "T_CO"]
 
-def _results_row(row: list, line: int, path: Path, in_front: bool) -> dict:
+def _results_row(row: list, line: int, path: Path, in_front: bool, fixes: list | None = None) -> dict:
     "One estimate (dict of the `RESULTS_COLUMNS`) from the 7 fields of line `line`; errors name the line and field."
     if len(row) != 7:
         raise InputError(f"{path}: line {line}: expected 7 fields ({','.join(RESULTS_HEADER)}), got {len(row)}")
@@ -85,7 +85,7 @@ def _results_row(row: list, line: int, path: Path, in_front: bool) -> dict:
             fld[c] = [float(x) for x in v.split()]
         except ValueError:
             raise InputError(f"{path}: line {line}: {c}: expected {n} space-separated numbers, got {v!r}") from None
-    r["T_CO"] = pose_from_bop(fld["R"], fld["t"], path, f"line {line}: R", f"line {line}: t")
+    r["T_CO"] = pose_from_bop(fld["R"], fld["t"], path, f"line {line}: R", f"line {line}: t", fixes)
     if in_front and not r["T_CO"][2, 3] > 0:
         raise InputError(f"{path}: line {line}: t: the object is not in front of the camera "
                          f"(z = {fld['t'][2]:g} mm); an estimate needs z > 0")
@@ -93,15 +93,18 @@ def _results_row(row: list, line: int, path: Path, in_front: bool) -> dict:
     return r
 
 # %% ../../nbs/datasets/12_results.ipynb #e4af872b
+TIME_TOLERANCE = 1e-3     # seconds: the estimates of one image may disagree on its time by this much (the toolkit's rule)
+
 def _check_times(df: pd.DataFrame, path) -> None:
-    if len(df) == 0:
+    "Raise `InputError` when the times of one image differ by more than `TIME_TOLERANCE` (unless any time is < 0: no timing)."
+    if len(df) == 0 or (df["time"] < 0).any():
         return
-    n = df.groupby(["scene_id", "im_id"])["time"].nunique()
-    bad = n[n > 1]
-    if len(bad):
-        (s, i) = bad.index[0]
-        raise InputError(f"{where(path, 'time')}the estimates of scene {s} image {i} have different times "
-                         f"(BOP needs one time per image)")
+    first = df.groupby(["scene_id", "im_id"], sort=False)["time"].transform("first")
+    bad = ((df["time"] - first).abs() > TIME_TOLERANCE).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0]); r = df.iloc[i]
+        raise InputError(f"{where(path, 'time')}the estimates of scene {r.scene_id} image {r.im_id} have times "
+                         f"{first.iloc[i]:g} and {r.time:g} s, more than {TIME_TOLERANCE:g} s apart (BOP needs one time per image)")
 
 def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
     """Read a BOP results CSV into a DataFrame (scene_id, im_id, obj_id, label, score, time, T_CO (4, 4) m); errors
@@ -112,7 +115,7 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
         raise InputError(f"{path}: file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    rows, reader = [], None
+    rows, reader, fixes = [], None, []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:     # (a byte-order mark, as Excel writes, is skipped)
             reader = csv.reader(f)
@@ -121,7 +124,7 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
                 raise InputError(f"{path}: line 1: header: expected {','.join(RESULTS_HEADER)}, got {','.join(header or [])!r}")
             for row in reader:
                 if row and any(c.strip() for c in row):
-                    rows.append(_results_row(row, reader.line_num, path, in_front))
+                    rows.append(_results_row(row, reader.line_num, path, in_front, fixes))
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
@@ -129,6 +132,7 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=RESULTS_COLUMNS).astype({"scene_id": "int64", "im_id": "int64", "obj_id": "int64",
                                                              "score": "float64", "time": "float64"})
     _check_times(df, path)
+    warn_fixes(path, fixes)
     return df
 
 # %% ../../nbs/datasets/12_results.ipynb #6e296925
