@@ -14,9 +14,10 @@ from typing import Any, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEVICE_ENV', 'get_device', 'fast_inference', 'ordinary_tensors', 'InputError', 'where', 'check_shape', 'check_finite',
-           'setting', 'ConfigError', 'Config', 'config_to_dict', 'config_from_dict', 'add_config_arguments',
-           'config_from_args', 'atomic_write', 'write_json', 'read_json', 'staged_folder', 'safe_torch_load']
+__all__ = ['DEVICE_ENV', 'OUTPUT_MANIFEST', 'get_device', 'fast_inference', 'ordinary_tensors', 'InputError', 'where',
+           'check_shape', 'check_finite', 'setting', 'ConfigError', 'Config', 'config_to_dict', 'config_from_dict',
+           'add_config_arguments', 'config_from_args', 'atomic_write', 'write_json', 'read_json', 'staged_folder',
+           'claim_output_dir', 'record_outputs', 'safe_torch_load']
 
 # %% ../nbs/01_core.ipynb #d8720664
 DEVICE_ENV = "COSYPOSE_NB_DEVICE"
@@ -244,6 +245,40 @@ def staged_folder(out_dir: str | os.PathLike, last: tuple = ()) -> Iterator[Path
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../nbs/01_core.ipynb #85205b70
+OUTPUT_MANIFEST = ".cosypose-nb.json"
+
+def _manifest(path: Path) -> dict:
+    "The manifest of output folder `path` ({} when absent or unreadable)."
+    try:
+        m = json.loads((path / OUTPUT_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(m, dict) and isinstance(m.get("command"), str) and isinstance(m.get("files"), list)
+    return m if ok and all(isinstance(f, str) for f in m["files"]) else {}
+
+def claim_output_dir(path: str | os.PathLike, command: str, overwrite: bool = False) -> Path:
+    """Check that `command` may write into the folder `path` (see the rule above) and return it as a `Path`;
+    `InputError` naming the folder and some of the files that are not `command`'s otherwise. Creates nothing."""
+    out = Path(path)
+    if out.exists() and not out.is_dir(): raise InputError(f"{out}: exists and is not a folder")
+    m = _manifest(out) if out.is_dir() else {}
+    mine = set(m.get("files", [])) if m.get("command") == command else set()
+    foreign = sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MANIFEST and p.name not in mine) if out.is_dir() else []
+    if foreign and not overwrite:
+        by = f" (written by `{m['command']}`)" if m and m.get("command") != command else ""
+        raise InputError(f"{out}: the output folder holds files that `{command}` did not write{by}: "
+                         f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}; choose another folder, or "
+                         f"give --overwrite to write there anyway. Nothing was written.")
+    return out
+
+def record_outputs(path: str | os.PathLike, command: str, names) -> None:
+    "Add the file names `names` (relative to the folder) to the manifest of output folder `path` of `command` (atomic)."
+    path = Path(path)
+    m = _manifest(path)
+    old = m.get("files", []) if m.get("command") == command else []
+    write_json(path / OUTPUT_MANIFEST, {"command": command, "files": sorted(set(old) | {str(n) for n in names})})
 
 # %% ../nbs/01_core.ipynb #ee786dcc
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:

@@ -30,8 +30,9 @@ from .meshes import (MAX_POINTS, load_mesh, mesh_color, mesh_diameter, mesh_key,
                                          sample_surface_points, subsample_points, write_urdf)
 
 # %% auto #0
-__all__ = ['CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'BATCH_CACHE_SIZE', 'cache_root',
-           'model_info', 'symmetry_axes', 'ObjectModel', 'MeshDatabase']
+__all__ = ['CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'BATCH_CACHE_SIZE', 'MIN_DIAMETER',
+           'MAX_DIAMETER', 'cache_root', 'model_info', 'symmetry_axes', 'ObjectModel', 'MeshDatabase',
+           'check_object_size']
 
 # %% ../../nbs/datasets/15_models.ipynb #0fb3c7aa
 CACHE_ENV = "COSYPOSE_NB_CACHE"
@@ -351,6 +352,15 @@ def from_points(cls: MeshDatabase, points: dict, symmetries: dict | None = None,
     return cls(models, n_continuous=n_continuous)
 
 # %% ../../nbs/datasets/15_models.ipynb #61a5b60b
+MIN_DIAMETER, MAX_DIAMETER = 1e-3, 10.0   # metres: the objects this library is for (wrong units are 1000x off)
+
+def check_object_size(diameter: float, path, units: str) -> None:
+    "`InputError` naming the file when an object read in `units` is not 1 mm to 10 m across (its `diameter`, m): wrong units."
+    if not MIN_DIAMETER <= diameter <= MAX_DIAMETER:
+        raise InputError(f"{path}: the object is {diameter:.4g} m across when read in {units}; objects must be "
+                         f"{MIN_DIAMETER * 1000:g} mm to {MAX_DIAMETER:g} m across: are the units right? (units / --units 'm' or 'mm')")
+
+# %% ../../nbs/datasets/15_models.ipynb #e93656fb
 def _bop_folder_entries(path: Path, units: str, symmetries) -> list[tuple]:
     "(obj_id, name, mesh m, info m, file) of each object of a BOP models folder."
     if units == "m":
@@ -366,13 +376,14 @@ def _bop_folder_entries(path: Path, units: str, symmetries) -> list[tuple]:
         f = path / f"{label}.ply"
         if not f.exists():
             raise InputError(f"{f}: file not found (object {obj_id} is listed in models_info.json)")
+        check_object_size(info["diameter"], path / "models_info.json", "mm (a BOP models folder)")
         mesh = read_model_mesh(f)
         if len(mesh.faces) == 0:
             raise InputError(f"{f}: faces: the file holds no triangle")
         entries.append((obj_id, label, mesh, info, f))
     return entries
 
-# %% ../../nbs/datasets/15_models.ipynb #61ab71f0
+# %% ../../nbs/datasets/15_models.ipynb #4891219d
 def _mesh_folder_entries(path: Path, units: str, symmetries) -> list[tuple]:
     "(obj_id, name, mesh m, info m, file) of each mesh file of a folder of plain meshes in `units`."
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MESH_EXTENSIONS)
@@ -395,6 +406,7 @@ def _mesh_folder_entries(path: Path, units: str, symmetries) -> list[tuple]:
             info = model_info(mesh, None, s.get("symmetries_discrete"), s.get("symmetries_continuous"))
         except InputError as e:
             raise InputError(f"{f}: {e}") from None
+        check_object_size(info["diameter"], f, units)
         entries.append((obj_id, name, mesh, info, f))
     if symmetries:
         raise InputError(f"symmetries given for unknown objects {sorted(symmetries)}; the objects are: {', '.join(names)}")

@@ -14,7 +14,7 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from ..core import InputError, staged_folder
+from ..core import InputError, staged_folder, claim_output_dir, record_outputs
 from .bop_format import label_from_obj_id, write_models_info
 from .files import read_model_mesh, write_model_mesh
 from .meshes import *
@@ -196,32 +196,40 @@ def write_default_objects(out_dir, cache_dir=None) -> Path:
     return Path(out_dir)
 
 # %% ../../nbs/datasets/16_objects.ipynb #0ec3ebf5
-def objects_cli(argv: list[str] | None = None) -> int:
-    "`cosypose-nb objects (default | PATH) [--out DIR] [--units auto|m|mm] [--urdf]`: list objects, write a BOP models folder."
+def _objects_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cosypose-nb objects",
                                  description="List an object set and write it as a BOP models folder (models_info.json + obj_XXXXXX.ply, mm).")
     ap.add_argument("source", help="'default' (the embedded default object set, from pybullet_data) or a BOP models folder / folder of .ply/.obj/.stl/.off meshes")
-    ap.add_argument("--out", help="write the objects here as a BOP models folder")
+    ap.add_argument("--out", help="write the objects here as a BOP models folder (refused if it holds files this command did not write)")
+    ap.add_argument("--overwrite", action="store_true", help="write into --out even if it holds other files (those of the same names are replaced)")
     ap.add_argument("--units", choices=["auto", "m", "mm"], default="auto",
                     help="units of a folder of plain meshes (auto: mm when the median diameter exceeds 2); BOP folders are mm")
     ap.add_argument("--n-points", type=int, default=DEFAULT_N_POINTS, help="surface points per object (default %(default)s)")
     ap.add_argument("--cache-dir", help=f"cache folder (default ${CACHE_ENV} or ~/.cache/cosypose-nb)")
     ap.add_argument("--urdf", action="store_true", help="also write the pybullet URDFs and list their paths")
-    args = ap.parse_args(argv)
-    if args.source == "default":
-        db = load_default_objects(args.cache_dir, n_points=args.n_points)
-        out = write_default_objects(args.out, args.cache_dir) if args.out else None
-    else:
-        src = Path(args.source)
+    return ap
+
+def objects_cli(argv: list[str] | None = None) -> int:
+    "`cosypose-nb objects (default | PATH) [--out DIR [--overwrite]] [--units auto|m|mm] [--urdf]`: list objects, write a BOP models folder."
+    args = _objects_parser().parse_args(argv)
+    src = None if args.source == "default" else Path(args.source)
+    if src is not None and args.out:
         src_dir = src.parent if src.is_file() and src.name == "models_info.json" else src
-        if args.out and src_dir.exists() and Path(args.out).resolve() == src_dir.resolve():
+        if src_dir.exists() and Path(args.out).resolve() == src_dir.resolve():
             raise InputError(f"{args.out}: --out must be another folder than the source")
-        db = MeshDatabase.from_folder(src, n_points=args.n_points, cache_dir=args.cache_dir, units=args.units)
-        out = db.to_bop_folder(args.out) if args.out else None
+    if args.out:
+        claim_output_dir(args.out, "objects", args.overwrite)            # before any work: a refused call writes nothing
+    db = (load_default_objects(args.cache_dir, n_points=args.n_points) if src is None else
+          MeshDatabase.from_folder(src, n_points=args.n_points, cache_dir=args.cache_dir, units=args.units))
+    if args.out:                                                         # all at once (staged), then the manifest
+        (write_default_objects(args.out, args.cache_dir) if src is None else db.to_bop_folder(args.out))
+        names = _default_files() if src is None else ["models_info.json"] + [f"{m.label}{e}" for m in db
+                                                                             for e in (".ply", ".png")[:1 + m.has_texture]]
+        record_outputs(args.out, "objects", names)
     table = db.table()
     if args.urdf:
         table["urdf"] = [str(m.urdf_path) for m in db]
     print(table.to_string(index=False))
-    if out is not None:
-        print(f"wrote {len(db)} objects as a BOP models folder: {out}")
+    if args.out:
+        print(f"wrote {len(db)} objects as a BOP models folder: {args.out}")
     return 0

@@ -322,18 +322,24 @@ def test_objects_out_is_all_or_nothing(tmp_path, monkeypatch):
         if len(calls) == 2: raise OSError(28, "No space left on device", str(path))
         return real(path, mesh)
     monkeypatch.setattr(M, "write_model_mesh", failing)
+    with pytest.raises(InputError, match="mine.txt; choose another folder, or give --overwrite"):
+        O.objects_cli([str(src), "--out", str(out), "--units", "m"])      # the user's file: refused
     with pytest.raises(OSError):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+        O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.staging")]
     monkeypatch.setattr(M, "write_model_mesh", real)
     (out / "obj_000002.ply").mkdir()                # a folder where a model file goes
     with pytest.raises(InputError, match="obj_000002.ply: is a folder"):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+        O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "obj_000002.ply"]
     (out / "obj_000002.ply").rmdir()
+    assert O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".cosypose-nb.json", "mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
+    with pytest.raises(InputError, match="mine.txt"):                      # the user's file is still there: refused again
+        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+    (out / "mine.txt").unlink()                                            # only its own files: redone
     assert O.objects_cli([str(src), "--out", str(out), "--units", "m"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
     assert O.objects_cli(["default", "--out", str(tmp_path / "d")]) == 0 and (tmp_path / "d" / "models_info.json").exists()
 
 
@@ -341,3 +347,24 @@ def test_zero_area_mesh_names_its_file(tmp_path):
     (tmp_path / "line.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
     with pytest.raises(InputError, match=r"line.obj: .*no triangle of non-zero area"):
         O.MeshDatabase.from_folder(tmp_path, units="m")
+
+
+def test_object_sizes_checked_with_their_units(tmp_path, capsys):
+    "A 160 m mug (millimetres read as metres) or a 0.1 mm one is an error naming the file, the size and the units."
+    (tmp_path / "m").mkdir()
+    trimesh.creation.cylinder(radius=50, height=120).export(tmp_path / "m" / "mug.stl")     # a mug in mm: 160 mm across
+    with pytest.raises(InputError, match=r"mug.stl: the object is 1\d\d(\.\d+)? m across when read in m"):
+        O.objects_cli([str(tmp_path / "m"), "--units", "m", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()                                   # refused before anything was written
+    assert O.objects_cli([str(tmp_path / "m"), "--units", "mm"]) == 0 and "mug" in capsys.readouterr().out
+    (tmp_path / "s").mkdir()
+    trimesh.creation.icosphere(radius=0.00005).export(tmp_path / "s" / "dust.ply")
+    with pytest.raises(InputError, match=r"dust.ply: the object is 0.0001 m across when read in m"):
+        O.MeshDatabase.from_folder(tmp_path / "s", units="m")
+    # a BOP models folder whose models_info.json says 50 km
+    db = O.MeshDatabase.from_folder(tmp_path / "m", units="mm", cache_dir=tmp_path / "c")
+    db.to_bop_folder(tmp_path / "bop")
+    info = read_models_info(tmp_path / "bop"); info[1]["diameter"] = 5e4
+    write_models_info(tmp_path / "bop", info)
+    with pytest.raises(InputError, match=r"models_info.json: the object is 5e\+04 m across"):
+        O.MeshDatabase.from_folder(tmp_path / "bop")
