@@ -213,11 +213,11 @@ def _done_marker(dataset_dir: Path, part: str) -> Path:
     return dataset_dir / f".done_{part}"
 
 def download(dataset: str, out="data/bop", parts=DEFAULT_PARTS, url_base: str | None = None, keep_archives: bool = False,
-             retries: int = 5, timeout: float = 60.0, progress: bool = True, wait: float = 1.0) -> Path:
+             progress: bool = True, **fetch_kw) -> Path:
     """Download and unpack `parts` of a BOP `dataset` into `out/dataset/`; parts already done are skipped.
 
     Archives are kept in `out/.archives/` until their part is unpacked (deleted then unless
-    `keep_archives`). Returns the dataset folder."""
+    `keep_archives`). `fetch_kw`: `retries`, `timeout`, `wait` of `fetch`. Returns the dataset folder."""
     if dataset not in DATASETS:
         raise InputError(f"dataset: unknown BOP dataset {dataset!r} (known: {', '.join(DATASETS)})")
     parts = list(parts)
@@ -233,7 +233,7 @@ def download(dataset: str, out="data/bop", parts=DEFAULT_PARTS, url_base: str | 
             continue
         url = part_url(dataset, part, url_base)
         file = DATASETS[dataset]["parts"][part][1]
-        archive = fetch(url, arch_dir / file, retries=retries, timeout=timeout, progress=progress, wait=wait)
+        archive = fetch(url, arch_dir / file, progress=progress, **fetch_kw)
         try:
             top = unpack(archive, ds_dir, dataset)
         except DownloadError:
