@@ -3,8 +3,14 @@
 Modules:
 
 - `cosypose_nb.core`: The few things every other chapter leans on: one device helper, one error type for bad input, settings objects, atomic file writes, and safe loading of files a user hands us.
-- `cosypose_nb.datasets.bop`: Read and write BOP datasets (object models, scene folders, test targets, results CSV): millimetres in the files, metres in the library, converted here and nowhere else.
+- `cosypose_nb.datasets.bop`: Write a BOP scene folder image by image, read a BOP split as a dataset of images with their annotations, and make a tiny BOP dataset for tests; `cosypose_nb.datasets.bop` also gathers every name of the BOP chapters.
+- `cosypose_nb.datasets.bop_format`: The JSON files of a BOP dataset (models_info, scene_camera, scene_gt, scene_gt_info): millimetres in the files, metres in the library, converted here and nowhere else.
 - `cosypose_nb.datasets.download`: The addresses of the core BOP datasets and a resumable downloader that unpacks them into a data folder: HTTP range requests, size and zip checks, extraction into a temporary folder then rename.
+- `cosypose_nb.datasets.files`: The binary files of a BOP dataset: RGB images, 16-bit depth maps, masks, and the object models as PLY meshes in millimetres; with the boxes and visibility of an instance computed from its masks.
+- `cosypose_nb.datasets.meshes`: What the library computes from one object mesh (metres): its BOP diameter, points sampled on its surface, distances to its surface (to check symmetries on shape and colour), its colours, and the URDF that pybullet loads.
+- `cosypose_nb.datasets.models`: The object set of the pipeline: one `ObjectModel` per label (mesh, diameter, surface points, symmetries, URDF) in a `MeshDatabase` built from a BOP models folder, a folder of meshes or bare point clouds, with the batched tensors every stage asks for.
+- `cosypose_nb.datasets.objects`: Ten objects made from the meshes pybullet ships (no download needed), built once into a cached BOP models folder; the `objects` command; and one import path for everything about objects.
+- `cosypose_nb.datasets.results`: What a method hands in and what it is evaluated on: the BOP results CSV (one estimate per row) and the test targets `test_targets_bop19.json`.
 - `cosypose_nb.geometry.cameras`: Pinhole projection, the intrinsics of a crop-and-resize, DeepIM-style crops around the projection of an object at a pose, and boxes from projected points or masks. Batched torch, any device.
 - `cosypose_nb.geometry.symmetries`: Object symmetries in the BOP convention, discretised into finite sets of transforms, and the symmetric pose distances that the loss, the matching and the bundle adjustment all use.
 - `cosypose_nb.rendering.renderer`: A batch renderer (a pool of pybullet workers) for the pose networks and an in-process scene renderer for whole images, both agreeing pixel for pixel with the pinhole geometry of `cameras`.

@@ -7,16 +7,17 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/core.html.md"""
 
 # %% ../nbs/01_core.ipynb #d57fb320
 from __future__ import annotations
-import argparse, contextlib, dataclasses, functools, io, json, os, tempfile, typing
+import argparse, contextlib, dataclasses, functools, io, json, os, shutil, tempfile, typing
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEVICE_ENV', 'get_device', 'fast_inference', 'ordinary_tensors', 'InputError', 'where', 'check_shape', 'check_finite',
-           'setting', 'ConfigError', 'Config', 'config_to_dict', 'config_from_dict', 'add_config_arguments',
-           'config_from_args', 'atomic_write', 'write_json', 'read_json', 'safe_torch_load']
+__all__ = ['DEVICE_ENV', 'OUTPUT_MANIFEST', 'get_device', 'fast_inference', 'ordinary_tensors', 'InputError', 'where',
+           'check_shape', 'check_finite', 'setting', 'ConfigError', 'Config', 'config_to_dict', 'config_from_dict',
+           'add_config_arguments', 'config_from_args', 'atomic_write', 'write_json', 'read_json', 'staged_folder',
+           'claim_output_dir', 'record_outputs', 'safe_torch_load']
 
 # %% ../nbs/01_core.ipynb #d8720664
 DEVICE_ENV = "COSYPOSE_NB_DEVICE"
@@ -224,6 +225,60 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: malformed JSON ({e})") from e
+
+# %% ../nbs/01_core.ipynb #4b715ee4
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike, last: tuple = ()) -> Iterator[Path]:
+    """A temporary folder next to `out_dir` to write into; on success its files move into `out_dir` (created if
+    needed; the names in `last` moved last), and in every case the temporary folder goes."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir(): raise InputError(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging."))
+    try:
+        yield tmp
+        files = sorted(tmp.iterdir(), key=lambda f: (f.name in last, last.index(f.name) if f.name in last else 0, f.name))
+        for f in files:
+            if (out / f.name).is_dir(): raise InputError(f"{out / f.name}: is a folder; the file of that name cannot be written")
+        out.mkdir(exist_ok=True)
+        for f in files:
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../nbs/01_core.ipynb #85205b70
+OUTPUT_MANIFEST = ".cosypose-nb.json"
+
+def _manifest(path: Path) -> dict:
+    "The manifest of output folder `path` ({} when absent or unreadable)."
+    try:
+        m = json.loads((path / OUTPUT_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(m, dict) and isinstance(m.get("command"), str) and isinstance(m.get("files"), list)
+    return m if ok and all(isinstance(f, str) for f in m["files"]) else {}
+
+def claim_output_dir(path: str | os.PathLike, command: str, overwrite: bool = False) -> Path:
+    """Check that `command` may write into the folder `path` (see the rule above) and return it as a `Path`;
+    `InputError` naming the folder and some of the files that are not `command`'s otherwise. Creates nothing."""
+    out = Path(path)
+    if out.exists() and not out.is_dir(): raise InputError(f"{out}: exists and is not a folder")
+    m = _manifest(out) if out.is_dir() else {}
+    mine = set(m.get("files", [])) if m.get("command") == command else set()
+    foreign = sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MANIFEST and p.name not in mine) if out.is_dir() else []
+    if foreign and not overwrite:
+        by = f" (written by `{m['command']}`)" if m and m.get("command") != command else ""
+        raise InputError(f"{out}: the output folder holds files that `{command}` did not write{by}: "
+                         f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}; choose another folder, or "
+                         f"give --overwrite to write there anyway. Nothing was written.")
+    return out
+
+def record_outputs(path: str | os.PathLike, command: str, names) -> None:
+    "Add the file names `names` (relative to the folder) to the manifest of output folder `path` of `command` (atomic)."
+    path = Path(path)
+    m = _manifest(path)
+    old = m.get("files", []) if m.get("command") == command else []
+    write_json(path / OUTPUT_MANIFEST, {"command": command, "files": sorted(set(old) | {str(n) for n in names})})
 
 # %% ../nbs/01_core.ipynb #ee786dcc
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:

@@ -7,16 +7,98 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/structures.html.md"""
 # %% ../nbs/09_structures.ipynb #1a3b5ffd
 from __future__ import annotations
 from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
 from .core import InputError, check_shape, where
 from .geometry.transforms import check_poses, invert_T
-
+from .geometry.symmetries import pad_symmetries, symmetric_centres
 
 # %% auto #0
-__all__ = ['Candidates', 'MatchingResult', 'BAResult', 'ScenePrediction']
+__all__ = ['ObjectBatch', 'ObjectSet', 'Detections', 'Candidates', 'MatchingResult', 'BAResult', 'ScenePrediction']
+
+# %% ../nbs/09_structures.ipynb #5c85acfb
+@dataclass(frozen=True, eq=False)
+class ObjectBatch:
+    "Models of `labels` (U distinct): `points` (U, N, 3) m, `symmetries` (U, S, 4, 4) identity-padded, `n_symmetries` (U,), `diameters` (U,) m, `centres` (U, 3) m."
+    labels: tuple
+    points: torch.Tensor
+    symmetries: torch.Tensor
+    n_symmetries: torch.Tensor
+    diameters: torch.Tensor
+    centres: torch.Tensor
+
+    def __post_init__(self):
+        U = len(self.labels)
+        if len(set(self.labels)) != U: raise InputError(f"ObjectBatch: labels must be distinct, got {list(self.labels)}")
+        check_shape(self.points, (U, None, 3), "points"); check_shape(self.symmetries, (U, None, 4, 4), "symmetries")
+        check_shape(self.n_symmetries, (U,), "n_symmetries"); check_shape(self.diameters, (U,), "diameters")
+        check_shape(self.centres, (U, 3), "centres")
+        object.__setattr__(self, "_rows", {l: i for i, l in enumerate(self.labels)})
+
+    @classmethod
+    def from_sets(cls, labels: Sequence[str], points: torch.Tensor, symmetry_sets: Sequence[torch.Tensor],
+                  diameters: torch.Tensor) -> "ObjectBatch":
+        "Build from `points` (U, N, 3), one symmetry set (S_u, 4, 4) per label (padded here) and `diameters` (U,)."
+        if len(symmetry_sets) != len(labels): raise InputError(f"ObjectBatch: {len(symmetry_sets)} symmetry sets for {len(labels)} labels")
+        dev, dt = points.device, points.dtype
+        syms = pad_symmetries([s.to(dev, dt) for s in symmetry_sets]) if len(labels) else points.new_zeros(0, 1, 4, 4)
+        n = torch.tensor([len(s) for s in symmetry_sets], dtype=torch.long, device=dev)
+        cen = symmetric_centres(points, syms, n) if len(labels) else points.new_zeros(0, 3)
+        return cls(tuple(labels), points, syms, n, diameters.to(dev, dt), cen)
+
+    def __len__(self) -> int: return len(self.labels)
+
+    def index(self, labels: Sequence[str]) -> torch.Tensor:
+        "Rows (B,) long of `labels` (repeats allowed); an unknown label raises `InputError`."
+        labels = [labels] if isinstance(labels, str) else list(labels)
+        missing = sorted({l for l in labels if l not in self._rows})
+        if missing: raise InputError(f"unknown object label(s) {missing}; this batch has {list(self.labels)}")
+        return torch.tensor([self._rows[l] for l in labels], dtype=torch.long, device=self.points.device)
+
+# %% ../nbs/09_structures.ipynb #576c55f1
+@runtime_checkable
+class ObjectSet(Protocol):
+    "Object models by label: batched points (B, N, 3), symmetries (B, S, 4, 4), diameters (B,) and `batched` (an `ObjectBatch`)."
+    labels: list[str]
+    def __contains__(self, label) -> bool: ...
+    def __len__(self) -> int: ...
+    def points(self, labels: Sequence[str], device=None, dtype=torch.float64) -> torch.Tensor: ...
+    def symmetries(self, labels: Sequence[str], n_continuous: int | None = None, device=None, dtype=torch.float64) -> torch.Tensor: ...
+    def diameters(self, labels: Sequence[str], device=None, dtype=torch.float64) -> torch.Tensor: ...
+    def batched(self, labels: Sequence[str], n_continuous: int | None = None, device=None, dtype=torch.float64) -> ObjectBatch: ...
+
+# %% ../nbs/09_structures.ipynb #8fec74d7
+@dataclass
+class Detections:
+    "2D detections: `view_ids` (D,) long, `labels` D strings, `scores` (D,), `boxes` (D, 4) xyxy pixels, `masks` (D, H, W) bool or None."
+    view_ids: torch.Tensor
+    labels: list[str]
+    scores: torch.Tensor
+    boxes: torch.Tensor
+    masks: torch.Tensor | None = None
+
+    def __post_init__(self):
+        D = len(self.labels)
+        check_shape(self.view_ids, (D,), "view_ids"); check_shape(self.scores, (D,), "scores")
+        check_shape(self.boxes, (D, 4), "boxes")
+        if self.masks is not None: check_shape(self.masks, (D, None, None), "masks")
+
+    def __len__(self) -> int: return len(self.labels)
+
+    def __getitem__(self, idx) -> "Detections":
+        "Select by a boolean mask or an index tensor/list: a new `Detections`."
+        idx = torch.as_tensor(idx, device=self.view_ids.device)
+        idx = (idx.nonzero().flatten() if idx.dtype == torch.bool else idx).long().reshape(-1)
+        return Detections(self.view_ids[idx], [self.labels[i] for i in idx.tolist()], self.scores[idx], self.boxes[idx],
+                          None if self.masks is None else self.masks[idx])
+
+    def to(self, device=None) -> "Detections":
+        "The detections with their tensors on `device`."
+        m = None if self.masks is None else self.masks.to(device)
+        return Detections(self.view_ids.to(device), list(self.labels), self.scores.to(device), self.boxes.to(device), m)
 
 # %% ../nbs/09_structures.ipynb #0cc7f1f8
 @dataclass

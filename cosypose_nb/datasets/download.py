@@ -18,7 +18,7 @@ from ..core import InputError, atomic_write
 __all__ = ['HF_URL', 'URL_ENV', 'DEFAULT_PARTS', 'PARTS', 'DATASETS', 'part_url', 'DownloadError', 'fetch', 'check_zip', 'unpack',
            'download', 'download_cli']
 
-# %% ../../nbs/datasets/18_download.ipynb #2b2afd65
+# %% ../../nbs/datasets/18_download.ipynb #1f9b047d
 HF_URL = "https://huggingface.co/datasets/bop-benchmark/{repo}/resolve/main/{file}"
 URL_ENV = "COSYPOSE_NB_BOP_URL"
 DEFAULT_PARTS = ("base", "models", "test")
@@ -40,6 +40,7 @@ DATASETS: dict[str, dict] = {
     "hb":    {"title": "HomebrewedDB", "test_split": "test_primesense", "parts": _parts("hb", "hb_test_primesense_bop19.zip")},
 }
 
+# %% ../../nbs/datasets/18_download.ipynb #9694bfbd
 def part_url(dataset: str, part: str, url_base: str | None = None) -> str:
     """The address of one part of a dataset.
 
@@ -80,6 +81,44 @@ def _content_range(value: str | None) -> tuple[int | None, int | None] | None:
     if not m: return None
     return (None if m.group(1) is None else int(m.group(1))), (None if m.group(3) == "*" else int(m.group(3)))
 
+# %% ../../nbs/datasets/18_download.ipynb #ba7135c7
+def _expected_size(url: str, resp, have: int) -> tuple[int | None, str]:
+    "The total size (or None) announced by `resp` to a request from byte `have`, and the mode to open the .part file with."
+    length = resp.headers.get("Content-Length")
+    if resp.status == 206:
+        cr = _content_range(resp.headers.get("Content-Range"))
+        if cr is None or cr[0] != have:
+            raise DownloadError(f"{url}: bad Content-Range {resp.headers.get('Content-Range')!r} for a request from byte {have}")
+        return (cr[1] if cr[1] is not None else (have + int(length) if length else None)), "ab"
+    return (int(length) if length else None), "wb"    # 200: the whole file (the server ignored or was not asked a range)
+
+def _fetch_once(url: str, dest: Path, part: Path, timeout: float, progress: bool, user_agent: str) -> None:
+    "One attempt: continue `part` from its size (or start over), rename it to `dest` when whole; a retriable failure raises."
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": user_agent, **({"Range": f"bytes={have}-"} if have else {})})
+    with contextlib.ExitStack() as stack:
+        try:
+            resp = stack.enter_context(urllib.request.urlopen(req, timeout=timeout))
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:          # nothing left to send: is the .part already whole?
+                cr = _content_range(e.headers.get("Content-Range"))
+                if cr and cr[1] == have:
+                    os.replace(part, dest); return
+                part.unlink()
+                raise _ShortDownload(f"{url}: HTTP 416 for a request from byte {have}; starting over") from e
+            raise
+        total, mode = _expected_size(url, resp, have)
+        bar = stack.enter_context(tqdm(total=total, initial=have if mode == "ab" else 0, unit="B", unit_scale=True,
+                                       unit_divisor=1024, desc=dest.name, disable=not progress, leave=False))
+        with open(part, mode) as f:
+            while chunk := resp.read(_CHUNK):
+                f.write(chunk); bar.update(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _ShortDownload(f"{url}: received {size} of {total} bytes")
+    os.replace(part, dest)
+
+# %% ../../nbs/datasets/18_download.ipynb #c96482fa
 def fetch(url: str, dest, retries: int = 5, timeout: float = 60.0, progress: bool = True,
           wait: float = 1.0, user_agent: str = "cosypose-nb") -> Path:
     "Download `url` to `dest`, resuming `dest.part` if present; at most `retries` extra attempts. Returns `dest`."
@@ -94,43 +133,8 @@ def fetch(url: str, dest, retries: int = 5, timeout: float = 60.0, progress: boo
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(wait * attempt)
-        have = part.stat().st_size if part.exists() else 0
-        req = urllib.request.Request(url, headers={"User-Agent": user_agent, **({"Range": f"bytes={have}-"} if have else {})})
         try:
-            with contextlib.ExitStack() as stack:
-                try:
-                    resp = stack.enter_context(urllib.request.urlopen(req, timeout=timeout))
-                except urllib.error.HTTPError as e:
-                    if e.code == 416 and have:          # nothing left to send: is the .part already whole?
-                        cr = _content_range(e.headers.get("Content-Range"))
-                        if cr and cr[1] == have:
-                            os.replace(part, dest); return dest
-                        part.unlink(); last_error = e; continue
-                    if 400 <= e.code < 500 and e.code not in (408, 429):
-                        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
-                    raise
-                status = resp.status
-                length = resp.headers.get("Content-Length")
-                if status == 206:
-                    cr = _content_range(resp.headers.get("Content-Range"))
-                    if cr is None or cr[0] != have:
-                        raise DownloadError(f"{url}: bad Content-Range {resp.headers.get('Content-Range')!r} for a request from byte {have}")
-                    total = cr[1] if cr[1] is not None else (have + int(length) if length else None)
-                    mode = "ab"
-                else:                                   # 200: the whole file (the server ignored or was not asked a range)
-                    have, mode = 0, "wb"
-                    total = int(length) if length else None
-                bar = stack.enter_context(tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                                               desc=dest.name, disable=not progress, leave=False))
-                with open(part, mode) as f:
-                    while True:
-                        chunk = resp.read(_CHUNK)
-                        if not chunk: break
-                        f.write(chunk); bar.update(len(chunk))
-            size = part.stat().st_size
-            if total is not None and size != total:
-                raise _ShortDownload(f"{url}: received {size} of {total} bytes")
-            os.replace(part, dest)
+            _fetch_once(url, dest, part, timeout, progress, user_agent)
             return dest
         except _ShortDownload as e:
             last_error = e
@@ -168,6 +172,21 @@ def _merge_into(src: Path, dst: Path) -> None:
             shutil.rmtree(dst)
         os.replace(src, dst)
 
+def _extract(archive: Path, names: list[str], tmp: Path) -> None:
+    "Write the members `names` of `archive` under `tmp`, each member's CRC checked as it is read."
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for n in names:
+                target = tmp / n
+                if n.endswith("/"):
+                    target.mkdir(parents=True, exist_ok=True); continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(n) as fin, open(target, "wb") as fout:   # ZipExtFile checks the member's CRC at its end
+                    shutil.copyfileobj(fin, fout, _CHUNK)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DownloadError(f"{archive}: broken archive while unpacking ({e}); delete it and download again") from e
+
+# %% ../../nbs/datasets/18_download.ipynb #99768240
 def unpack(archive, dataset_dir, dataset: str | None = None) -> list[str]:
     "Unpack a checked zip `archive` into `dataset_dir` (via a temporary folder and renames); returns the top-level entries."
     archive, dataset_dir = Path(archive), Path(dataset_dir)
@@ -178,17 +197,7 @@ def unpack(archive, dataset_dir, dataset: str | None = None) -> list[str]:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                for n in names:
-                    target = tmp / n
-                    if n.endswith("/"):
-                        target.mkdir(parents=True, exist_ok=True); continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(n) as fin, open(target, "wb") as fout:   # ZipExtFile checks the member's CRC at its end
-                        shutil.copyfileobj(fin, fout, _CHUNK)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise DownloadError(f"{archive}: broken archive while unpacking ({e}); delete it and download again") from e
+        _extract(archive, names, tmp)
         entries = [p for p in tmp.iterdir()]
         root = tmp / dataset if len(entries) == 1 and entries[0].name == dataset and entries[0].is_dir() else tmp
         dataset_dir.mkdir(parents=True, exist_ok=True)
@@ -204,11 +213,11 @@ def _done_marker(dataset_dir: Path, part: str) -> Path:
     return dataset_dir / f".done_{part}"
 
 def download(dataset: str, out="data/bop", parts=DEFAULT_PARTS, url_base: str | None = None, keep_archives: bool = False,
-             retries: int = 5, timeout: float = 60.0, progress: bool = True, wait: float = 1.0) -> Path:
+             progress: bool = True, **fetch_kw) -> Path:
     """Download and unpack `parts` of a BOP `dataset` into `out/dataset/`; parts already done are skipped.
 
     Archives are kept in `out/.archives/` until their part is unpacked (deleted then unless
-    `keep_archives`). Returns the dataset folder."""
+    `keep_archives`). `fetch_kw`: `retries`, `timeout`, `wait` of `fetch`. Returns the dataset folder."""
     if dataset not in DATASETS:
         raise InputError(f"dataset: unknown BOP dataset {dataset!r} (known: {', '.join(DATASETS)})")
     parts = list(parts)
@@ -224,7 +233,7 @@ def download(dataset: str, out="data/bop", parts=DEFAULT_PARTS, url_base: str | 
             continue
         url = part_url(dataset, part, url_base)
         file = DATASETS[dataset]["parts"][part][1]
-        archive = fetch(url, arch_dir / file, retries=retries, timeout=timeout, progress=progress, wait=wait)
+        archive = fetch(url, arch_dir / file, progress=progress, **fetch_kw)
         try:
             top = unpack(archive, ds_dir, dataset)
         except DownloadError:
@@ -238,6 +247,13 @@ def download(dataset: str, out="data/bop", parts=DEFAULT_PARTS, url_base: str | 
     return ds_dir
 
 # %% ../../nbs/datasets/18_download.ipynb #e0ff59d4
+def _print_datasets(url_base: str | None) -> None:
+    "The table of `download --list`: each dataset, its test split folder and the addresses of its parts."
+    for name, d in DATASETS.items():
+        print(f"{name:6s} {d['title']} (test split folder: {d['test_split']})")
+        for part in PARTS:
+            print(f"    {part:9s} {part_url(name, part, url_base)}")
+
 def download_cli(argv: list[str] | None = None) -> int:
     "`cosypose-nb download`: fetch and unpack BOP datasets (resumable)."
     p = argparse.ArgumentParser(prog="cosypose-nb download", description="Download and unpack core BOP datasets (resumable).")
@@ -256,11 +272,7 @@ def download_cli(argv: list[str] | None = None) -> int:
         return 2
     try:
         if a.list:
-            for name, d in DATASETS.items():
-                print(f"{name:6s} {d['title']} (test split folder: {d['test_split']})")
-                for part in PARTS:
-                    print(f"    {part:9s} {part_url(name, part, a.url_base)}")
-            return 0
+            _print_datasets(a.url_base); return 0
         # every name, --retries and every address checked before anything is fetched
         bad = [d for d in a.datasets if d not in DATASETS]
         if bad:

@@ -20,13 +20,14 @@ __all__ = ['check_intrinsics', 'make_K', 'scale_intrinsics', 'project_camera_poi
            'transform_pixels', 'crop_intrinsics', 'crop_images', 'deepim_crop_boxes', 'deepim_crops', 'look_at']
 
 # %% ../../nbs/geometry/05_cameras.ipynb #af758ccc
-def check_intrinsics(K, name: str = "K", path=None) -> torch.Tensor:
+def check_intrinsics(K, name: str = "K", path=None, n: int | None = None) -> torch.Tensor:
     """Check that `K` (..., 3, 3) holds finite pinhole intrinsics: positive focal lengths (a zero focal
-    length makes `K` singular), zero below the diagonal and last row (0, 0, 1). Returns `K` as a
-    floating-point tensor; raises `InputError` naming `path` and `name` otherwise."""
+    length makes `K` singular), zero below the diagonal and last row (0, 0, 1); with `n`, that there are
+    `n` of them (K (n, 3, 3), one per view). Returns `K` as a floating-point tensor; raises `InputError`
+    naming `path` (a file) and `name` (its field, e.g. '3.cam_K') otherwise. The one check of intrinsics."""
     K = as_tensor(K)
     if not K.is_floating_point(): K = K.double()
-    check_shape(K, (..., 3, 3), name, path)
+    check_shape(K, (..., 3, 3) if n is None else (n, 3, 3), name, path)
     check_finite(K, name, path)
     if K.numel() == 0: return K
     fx, fy = K[..., 0, 0], K[..., 1, 1]

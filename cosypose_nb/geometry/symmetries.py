@@ -17,8 +17,9 @@ from .rotations import axis_angle_to_matrix
 from .cameras import project_points
 
 # %% auto #0
-__all__ = ['continuous_symmetry_transforms', 'make_symmetries', 'unique_transforms', 'pad_symmetries', 'symmetric_distance',
-           'symmetric_reprojection_distance', 'add_distance', 'adds_distance']
+__all__ = ['continuous_symmetry_transforms', 'make_symmetries', 'unique_transforms', 'pad_symmetries', 'symmetry_counts',
+           'symmetric_centres', 'symmetric_distance', 'symmetric_reprojection_distance', 'add_distance',
+           'adds_distance']
 
 # %% ../../nbs/geometry/06_symmetries.ipynb #875b729d
 def continuous_symmetry_transforms(axis, offset, n: int, dtype=torch.float64) -> torch.Tensor:
@@ -69,6 +70,25 @@ def pad_symmetries(syms: list[torch.Tensor]) -> torch.Tensor:
     for i, s in enumerate(syms):
         out[i, :len(s)] = s
     return out
+
+# %% ../../nbs/geometry/06_symmetries.ipynb #e1f03d39
+def symmetry_counts(syms: torch.Tensor, atol: float = 1e-9) -> torch.Tensor:
+    "Number of real transforms (B,) long in identity-padded sets `syms` (B, S, 4, 4): 1 + the index of the last non-identity."
+    check_shape(syms, (None, None, 4, 4), "syms")
+    eye = torch.eye(4, dtype=syms.dtype, device=syms.device)
+    nonid = (syms - eye).abs().amax((-1, -2)) > atol                                   # (B, S)
+    idx = torch.arange(syms.shape[1], device=syms.device)
+    return torch.where(nonid, idx, torch.zeros_like(idx)).amax(1) + 1 if syms.shape[1] else idx.new_zeros(len(syms))
+
+def symmetric_centres(points: torch.Tensor, syms: torch.Tensor, n_symmetries: torch.Tensor | None = None) -> torch.Tensor:
+    """The centre (B, 3) of each object that its symmetries fix: the centroid of `points` (B, N, 3) averaged over
+    the first `n_symmetries` (B,) transforms of `syms` (B, S, 4, 4) (default: `symmetry_counts(syms)`)."""
+    check_shape(points, (None, None, 3), "points"); check_shape(syms, (len(points), None, 4, 4), "syms")
+    n = symmetry_counts(syms) if n_symmetries is None else torch.as_tensor(n_symmetries, device=syms.device)
+    c = points.mean(1)                                                                 # (B, 3) centroids
+    Sc = (syms[..., :3, :3] @ c[:, None, :, None]).squeeze(-1) + syms[..., :3, 3]      # (B, S, 3) their images
+    keep = (torch.arange(syms.shape[1], device=syms.device)[None] < n[:, None]).to(points.dtype)
+    return (Sc * keep[..., None]).sum(1) / keep.sum(1).clamp(min=1)[:, None]
 
 # %% ../../nbs/geometry/06_symmetries.ipynb #24ddabfd
 def symmetric_distance(T1: torch.Tensor, T2: torch.Tensor, points: torch.Tensor, syms: torch.Tensor,

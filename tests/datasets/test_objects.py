@@ -12,6 +12,24 @@ from cosypose_nb.datasets.bop import read_models_info, write_models_info, MM_TO_
 from cosypose_nb.geometry.rotations import random_rotations
 from cosypose_nb.geometry.symmetries import symmetric_distance
 from cosypose_nb.datasets import objects as O
+from cosypose_nb.datasets import models as M
+
+
+def _render(model, size: int = 128, azimuth: float = 40.0, elevation: float = 30.0, fov: float = 40.0) -> dict:
+    """`model` alone, drawn by the project's pybullet renderer from a camera at `azimuth`, `elevation` (degrees)
+    around its origin: 'rgb' (size, size, 3), 'mask', 'depth' (m, 0 off the object), 'K', 'T_CO' (numpy)."""
+    from cosypose_nb.geometry.cameras import look_at, make_K
+    from cosypose_nb.rendering.renderer import BulletScene
+    half = math.radians(fov) / 2
+    d = 0.5 * model.diameter / math.sin(half) * 1.05
+    az, el = math.radians(azimuth), math.radians(elevation)
+    T_WC = look_at([d * math.cos(el) * math.cos(az), d * math.cos(el) * math.sin(az), d * math.sin(el)], [0.0, 0, 0]).numpy()
+    f = size / 2 / math.tan(half)
+    K = make_K(f, f, (size - 1) / 2, (size - 1) / 2).numpy()
+    with BulletScene({model.label: model.urdf_path}) as scene:
+        scene.set_objects([model.label], np.eye(4)[None])
+        r = scene.render(np.linalg.inv(T_WC), K, (size, size), depth=True, environment=False)
+    return {"rgb": r["rgb"], "mask": r["seg"] == 0, "depth": r["depth"], "K": K, "T_CO": np.linalg.inv(T_WC)}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +94,8 @@ def test_texture_rendered_in_place(db, name, tmp_path):
     broken = O.ObjectModel(m.label, m.obj_id, mesh, m.diameter, m.extents, m.points, m.symmetries, m.info,
                            urdf_dir=tmp_path / "broken")
     for az, el in [(30, 20), (150, -20), (-100, 60)]:
-        good = _texture_agreement(m, O.render_preview(m, size=160, azimuth=az, elevation=el), m)
-        bad = _texture_agreement(m, O.render_preview(broken, size=160, azimuth=az, elevation=el), m)
+        good = _texture_agreement(m, _render(m, size=160, azimuth=az, elevation=el), m)
+        bad = _texture_agreement(m, _render(broken, size=160, azimuth=az, elevation=el), m)
         assert good > 0.8 and bad < 0.5, (name, az, el, good, bad)
 
 
@@ -88,10 +106,10 @@ def test_vertex_colours_baked_into_texture(tmp_path):
     box.export(tmp_path / "box.ply")
     m = O.MeshDatabase.from_folder(tmp_path, cache_dir=tmp_path / "c", units="m")["obj_000001"]
     assert (m.urdf_path.parent / "obj_000001.png").exists()
-    r = O.render_preview(m, size=96, azimuth=0, elevation=10)       # looks at +x: red face
+    r = _render(m, size=96, azimuth=0, elevation=10)       # looks at +x: red face
     px = r["rgb"][r["mask"]].astype(float).mean(0)
     assert px[0] > 3 * px[2], px
-    r = O.render_preview(m, size=96, azimuth=180, elevation=10)     # -x: blue face
+    r = _render(m, size=96, azimuth=180, elevation=10)     # -x: blue face
     px = r["rgb"][r["mask"]].astype(float).mean(0)
     assert px[2] > 3 * px[0], px
 
@@ -100,7 +118,7 @@ def test_untextured_colour_and_grey(tmp_path):
     trimesh.creation.icosphere(radius=0.05).export(tmp_path / "plain.obj")
     m = O.MeshDatabase.from_folder(tmp_path, cache_dir=tmp_path / "c")["obj_000001"]
     assert not m.has_texture
-    r = O.render_preview(m, size=64)
+    r = _render(m, size=64)
     px = r["rgb"][r["mask"]].astype(float)
     assert '<color rgba="0.7 0.7 0.7 1"/>' in m.urdf_path.read_text()
     assert np.abs(px - px.mean(1, keepdims=True)).max() < 3 and px.mean() > 60      # grey, lit
@@ -298,24 +316,30 @@ def test_objects_out_is_all_or_nothing(tmp_path, monkeypatch):
     trimesh.creation.box(extents=(0.2, 0.05, 0.03)).export(src / "b.ply")
     out = tmp_path / "out"; out.mkdir(); (out / "mine.txt").write_text("keep")
     calls = []
-    real = O.write_model_mesh
+    real = M.write_model_mesh
     def failing(path, mesh):                      # the second model file fails, as on a full disk
         calls.append(path)
         if len(calls) == 2: raise OSError(28, "No space left on device", str(path))
         return real(path, mesh)
-    monkeypatch.setattr(O, "write_model_mesh", failing)
+    monkeypatch.setattr(M, "write_model_mesh", failing)
+    with pytest.raises(InputError, match="mine.txt; choose another folder, or give --overwrite"):
+        O.objects_cli([str(src), "--out", str(out), "--units", "m"])      # the user's file: refused
     with pytest.raises(OSError):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+        O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.staging")]
-    monkeypatch.setattr(O, "write_model_mesh", real)
+    monkeypatch.setattr(M, "write_model_mesh", real)
     (out / "obj_000002.ply").mkdir()                # a folder where a model file goes
     with pytest.raises(InputError, match="obj_000002.ply: is a folder"):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+        O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "obj_000002.ply"]
     (out / "obj_000002.ply").rmdir()
+    assert O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".cosypose-nb.json", "mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
+    with pytest.raises(InputError, match="mine.txt"):                      # the user's file is still there: refused again
+        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+    (out / "mine.txt").unlink()                                            # only its own files: redone
     assert O.objects_cli([str(src), "--out", str(out), "--units", "m"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
     assert O.objects_cli(["default", "--out", str(tmp_path / "d")]) == 0 and (tmp_path / "d" / "models_info.json").exists()
 
 
@@ -323,3 +347,24 @@ def test_zero_area_mesh_names_its_file(tmp_path):
     (tmp_path / "line.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
     with pytest.raises(InputError, match=r"line.obj: .*no triangle of non-zero area"):
         O.MeshDatabase.from_folder(tmp_path, units="m")
+
+
+def test_object_sizes_checked_with_their_units(tmp_path, capsys):
+    "A 160 m mug (millimetres read as metres) or a 0.1 mm one is an error naming the file, the size and the units."
+    (tmp_path / "m").mkdir()
+    trimesh.creation.cylinder(radius=50, height=120).export(tmp_path / "m" / "mug.stl")     # a mug in mm: 160 mm across
+    with pytest.raises(InputError, match=r"mug.stl: the object is 1\d\d(\.\d+)? m across when read in m"):
+        O.objects_cli([str(tmp_path / "m"), "--units", "m", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()                                   # refused before anything was written
+    assert O.objects_cli([str(tmp_path / "m"), "--units", "mm"]) == 0 and "mug" in capsys.readouterr().out
+    (tmp_path / "s").mkdir()
+    trimesh.creation.icosphere(radius=0.00005).export(tmp_path / "s" / "dust.ply")
+    with pytest.raises(InputError, match=r"dust.ply: the object is 0.0001 m across when read in m"):
+        O.MeshDatabase.from_folder(tmp_path / "s", units="m")
+    # a BOP models folder whose models_info.json says 50 km
+    db = O.MeshDatabase.from_folder(tmp_path / "m", units="mm", cache_dir=tmp_path / "c")
+    db.to_bop_folder(tmp_path / "bop")
+    info = read_models_info(tmp_path / "bop"); info[1]["diameter"] = 5e4
+    write_models_info(tmp_path / "bop", info)
+    with pytest.raises(InputError, match=r"models_info.json: the object is 5e\+04 m across"):
+        O.MeshDatabase.from_folder(tmp_path / "bop")
