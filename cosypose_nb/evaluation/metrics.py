@@ -150,7 +150,7 @@ def add_batch(R_est, t_est, R_gt, t_gt, pts) -> torch.Tensor:
     pg = pts @ R_gt.transpose(-1, -2) + _bt(t_gt)[:, None]
     return (pe - pg).norm(dim=-1).mean(-1)
 
-def adi_batch(R_est, t_est, R_gt, t_gt, pts, max_elems: int = 2 ** 25) -> torch.Tensor:
+def adi_batch(R_est, t_est, R_gt, t_gt, pts, max_elems: int = 2 ** 22) -> torch.Tensor:
     "ADD-S of B pose pairs (exact nearest neighbours by `torch.cdist`, in chunks): (B,)."
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
     out = []
@@ -176,7 +176,7 @@ def _syms_batch(syms: torch.Tensor, B: int) -> torch.Tensor:
     check_shape(syms, (B, None, 4, 4), "syms")
     return syms
 
-def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 25) -> torch.Tensor:
+def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 22) -> torch.Tensor:
     "MSSD of B pose pairs, symmetries `syms` (S, 4, 4) or (B, S, 4, 4): (B,)."
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
     syms = _syms_batch(syms.to(R_est), B)
@@ -188,7 +188,7 @@ def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 25) ->
         out.append((y[:, None] - z).norm(dim=-1).amax(-1).amin(-1))
     return torch.cat(out) if out else R_est.new_zeros(0)
 
-def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, max_elems: int = 2 ** 25) -> torch.Tensor:
+def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, max_elems: int = 2 ** 22) -> torch.Tensor:
     "MSPD of B pose pairs with intrinsics `K` (3, 3) or (B, 3, 3): (B,) px."
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
     syms = _syms_batch(syms.to(R_est), B)
