@@ -85,15 +85,16 @@ def valid_gts(gts: pd.DataFrame, targets: pd.DataFrame, visib_gt_min: float = -1
 
 # %% ../../nbs/evaluation/51_bop19.ipynb #e830ef33
 def _greedy_tp(E: np.ndarray, ths: np.ndarray) -> np.ndarray:
-    "True positives (T,) of the greedy matching of estimates (rows, best score first) to instances (columns) with errors E, per threshold."
+    "True positives (T,) of the greedy matching of estimates (rows, best score first) to instances (columns) with errors E, every threshold at once."
+    T = np.arange(len(ths))
+    taken = np.zeros((len(ths), E.shape[1]), dtype=bool)
     tp = np.zeros(len(ths), dtype=np.int64)
-    for k, th in enumerate(ths):
-        taken = np.zeros(E.shape[1], dtype=bool)
-        for row in E:
-            e = np.where(taken | ~(row < th), np.inf, row)
-            j = int(np.argmin(e))                              # the first of equal minima: the lower gt_id
-            if np.isfinite(e[j]):
-                taken[j] = True; tp[k] += 1
+    for row in E:
+        m = np.where(taken | ~(row[None] < ths[:, None]), np.inf, row[None])      # (T, G): untaken instances below each threshold
+        j = m.argmin(1)                                                          # the first of equal minima: the lower gt_id
+        ok = np.isfinite(m[T, j])
+        taken[T[ok], j[ok]] = True
+        tp += ok
     return tp
 
 def count_true_positives(pairs: pd.DataFrame, column: str, thresholds, valid: set | None = None) -> np.ndarray:
@@ -102,19 +103,28 @@ def count_true_positives(pairs: pd.DataFrame, column: str, thresholds, valid: se
     ths = np.asarray(thresholds, dtype=np.float64)
     p = pairs
     if valid is not None:
-        key = list(zip(p["scene_id"].tolist(), p["im_id"].tolist(), p["gt_id"].tolist()))
-        p = p[np.fromiter((k in valid for k in key), bool, len(key))]
+        key = zip(p["scene_id"].tolist(), p["im_id"].tolist(), p["gt_id"].tolist())
+        p = p[np.fromiter((k in valid for k in key), bool, len(p))]
     if len(p) == 0: return np.zeros(len(ths), dtype=np.int64)
-    p = p.assign(_e=p[column].astype(np.float64).fillna(np.inf))
-    n_est = p.groupby(TARGET_KEYS)["est_id"].transform("nunique")
-    single = p[n_est == 1]
-    best = single.groupby(TARGET_KEYS)["_e"].min().to_numpy()
+    grp = p.groupby(TARGET_KEYS, sort=False).ngroup().to_numpy()
+    est, gt = p["est_id"].to_numpy(), p["gt_id"].to_numpy()
+    e = np.nan_to_num(p[column].to_numpy(dtype=np.float64), nan=np.inf)
+    # sort by group, then best score first (ties: est_id), then gt_id
+    o = np.lexsort((gt, est, -p["score"].to_numpy(dtype=np.float64), grp))
+    grp, est, gt, e = grp[o], est[o], gt[o], e[o]
+    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+    ends = np.r_[starts[1:], len(grp)]
+    single = np.array([est[a] == est[b - 1] for a, b in zip(starts, ends)])          # one estimate in the group
+    best = np.minimum.reduceat(e, starts)[single]
     tp = (best[:, None] < ths[None]).sum(0).astype(np.int64)
-    multi = p[n_est > 1].sort_values(TARGET_KEYS + ["score", "est_id", "gt_id"], ascending=[True] * 3 + [False, True, True], kind="stable")
-    for _, g in multi.groupby(TARGET_KEYS, sort=False):
-        E = g.pivot_table(index="est_id", columns="gt_id", values="_e", aggfunc="first", sort=True).fillna(np.inf)
-        order = g.drop_duplicates("est_id")["est_id"].tolist()         # best score first, ties by est_id
-        tp += _greedy_tp(E.loc[order].to_numpy(), ths)
+    for a, b in zip(starts[~single], ends[~single]):
+        ue, ie = np.unique(est[a:b], return_index=True)
+        rows = ue[np.argsort(ie)]                                                  # estimates in score order
+        ug = np.unique(gt[a:b])
+        pos = {x: i for i, x in enumerate(rows.tolist())}
+        E = np.full((len(rows), len(ug)), np.inf)
+        E[[pos[x] for x in est[a:b].tolist()], np.searchsorted(ug, gt[a:b])] = e[a:b]
+        tp += _greedy_tp(E, ths)
     return tp
 
 # %% ../../nbs/evaluation/51_bop19.ipynb #1184175b

@@ -49,13 +49,14 @@ class EvaluateConfig(Config):
     on_bad_row: str = setting("error", "a bad results row (unknown object, scene or image; repeated row): 'error' or 'skip' (counted)", choices=("error", "skip"))
     n_workers: int = setting(1, "rendering processes for VSD")
     device: str = setting("cpu", "device of the batched errors ('cpu', 'cuda', 'auto')")
+    threads: int = setting(1, "torch threads of each process (the renderings have their own processes; for more, run under torchrun)")
     backend: str = setting("auto", "pybullet renderer: 'auto', 'tiny' (CPU) or 'egl'", choices=("auto", "tiny", "egl"))
     progress: bool = setting(True, "show a progress bar")
 
     def check(self):
         if not self.metrics or any(m not in METRICS for m in self.metrics): self.fail("metrics", f"must be among {', '.join(METRICS)}")
         self.need_float("vsd_delta", 0, lo_open=True, none=True)
-        self.need_int("n_workers", 1, 64)
+        self.need_int("n_workers", 1, 64); self.need_int("threads", 1, 1024)
         self.need_choice("on_bad_row", ("error", "skip")); self.need_choice("backend", ("auto", "tiny", "egl"))
         if self.symmetric_obj_ids is not None and not all(isinstance(i, int) and i >= 0 for i in self.symmetric_obj_ids):
             self.fail("symmetric_obj_ids", "must be non-negative integers")
@@ -398,18 +399,23 @@ def evaluate_scene(inp: EvalInputs, scene_id: int, renderer: DepthRenderer | Non
     "The pairs of one scene with all their errors."
     sel = lambda d: d[d["scene_id"] == scene_id]
     ests, gts, targets, ims = sel(inp.ests), sel(inp.gts), sel(inp.targets), sel(inp.images)
+    from concurrent.futures import ThreadPoolExecutor
     p = scene_pairs(ests, gts, targets, inp.cfg.metrics)
     Ks = dict(zip(zip(ims["scene_id"], ims["im_id"]), ims["K"]))
-    p = pair_pose_errors(p, ests, gts, Ks, inp.models, inp.cfg.device)
     sdir = inp.root / inp.cfg.split / scene_dir_name(scene_id)
     scale = dict(zip(ims["im_id"], ims["depth_scale"]))
-    if "bop19" in inp.cfg.metrics:
+    with ThreadPoolExecutor(1) as ex:                   # VSD (mostly waiting on the rendering processes) next to the pose errors
         depth_of = lambda s, i: read_depth_mm(sdir, i, scale[i])
-        p = pair_vsd_errors(p, ests, gts, Ks, depth_of, inp.models, renderer, inp.bop)
-    p["im_width"] = [image_width(sdir, i, scale.get(i)) for i in p["im_id"]]
+        vsd = ex.submit(pair_vsd_errors, p, ests, gts, Ks, depth_of, inp.models, renderer, inp.bop) if "bop19" in inp.cfg.metrics else None
+        p = pair_pose_errors(p, ests, gts, Ks, inp.models, inp.cfg.device)
+        if vsd is not None:
+            cols = [vsd_tau_column(t) for t in inp.bop.vsd_taus]
+            p[cols] = vsd.result()[cols]
+    width = {i: image_width(sdir, i) for i in set(p["im_id"].tolist())}
+    p["im_width"] = p["im_id"].map(width).astype("int64") if len(p) else pd.Series(dtype="int64")
     return p
 
-def image_width(scene_dir, im_id: int, depth_scale=None) -> int:
+def image_width(scene_dir, im_id: int) -> int:
     "Width (px) of image `im_id` of a scene (from the header of its depth, rgb or gray image)."
     from PIL import Image
     for sub in ("depth", "rgb", "gray"):
@@ -431,7 +437,7 @@ def _distributed():
 
 def _fingerprint(inp: EvalInputs) -> dict:
     h = hashlib.sha256(inp.results.read_bytes()).hexdigest()
-    c = {k: v for k, v in config_to_dict(inp.cfg).items() if k not in ("n_workers", "device", "progress")}
+    c = {k: v for k, v in config_to_dict(inp.cfg).items() if k not in ("n_workers", "device", "progress", "threads")}
     return {"results": str(inp.results.resolve()), "results_sha256": h, "dataset": str(inp.root.resolve()), "settings": c}
 
 def _check_out(out: Path, fp: dict) -> None:
@@ -478,6 +484,8 @@ def evaluate(results, dataset, out, cfg: EvaluateConfig = EvaluateConfig()) -> d
     Returns the scores (rank 0 under torchrun; None on the other ranks)."""
     t0 = time.time()
     out = Path(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)                              # many small batched operations: threads mostly wait on each other
     inp = prepare(results, dataset, cfg)
     rank, world, own = _distributed()
     try:
@@ -496,6 +504,7 @@ def evaluate(results, dataset, out, cfg: EvaluateConfig = EvaluateConfig()) -> d
         if missing: raise RuntimeError(f"{out}: scenes {missing[:5]} were not evaluated")
         return _finish(inp, out, read_pairs(out, scenes), time.time() - t0)
     finally:
+        torch.set_num_threads(threads)
         if own:
             import torch.distributed as dist
             dist.destroy_process_group()

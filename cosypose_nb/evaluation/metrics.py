@@ -18,8 +18,8 @@ from ..geometry.cameras import project_camera_points
 
 # %% auto #0
 __all__ = ['get_symmetry_transformations', 'symmetries_tensor', 'transform_pts_Rt', 'project_pts', 'add', 'adi', 'mssd', 'mspd',
-           're', 'te', 'proj', 'add_batch', 'adi_batch', 're_batch', 'te_batch', 'mssd_batch', 'mspd_batch',
-           'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
+           're', 'te', 'proj', 'add_batch', 'adi_batch', 're_batch', 'te_batch', 'farthest_point_indices', 'mssd_batch',
+           'mspd_batch', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
            'overlapping_sphere_projections', 'overlapping_sphere_projections_batch', 'projected_boxes', 'DepthRenderer']
 
 # %% ../../nbs/evaluation/50_metrics.ipynb #8e0e5086
@@ -151,8 +151,15 @@ def add_batch(R_est, t_est, R_gt, t_gt, pts) -> torch.Tensor:
     return (pe - pg).norm(dim=-1).mean(-1)
 
 def adi_batch(R_est, t_est, R_gt, t_gt, pts, max_elems: int = 2 ** 22) -> torch.Tensor:
-    "ADD-S of B pose pairs (exact nearest neighbours by `torch.cdist`, in chunks): (B,)."
+    """ADD-S of B pose pairs: (B,). Exact nearest neighbours: on the CPU with shared points, one k-d tree of the model
+    (scipy's, as the toolkit); otherwise `torch.cdist` in chunks."""
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
+    if B and pts.ndim == 2 and pts.device.type == "cpu":
+        # the nearest estimate-posed point of g is the nearest model point of R_est^T (g - t_est): one tree of the model
+        from scipy.spatial import cKDTree
+        q = ((pts @ R_gt.transpose(-1, -2) + _bt(t_gt)[:, None]) - _bt(t_est)[:, None]) @ R_est        # (B, N, 3)
+        d, _ = cKDTree(pts.detach().numpy()).query(q.detach().reshape(-1, 3).numpy(), k=1)
+        return torch.as_tensor(d.reshape(B, -1).mean(-1), dtype=R_est.dtype)
     out = []
     for sl in _chunks(B, pts.shape[-2] ** 2, max_elems):
         p = _batch_pts(pts, sl)
@@ -176,33 +183,67 @@ def _syms_batch(syms: torch.Tensor, B: int) -> torch.Tensor:
     check_shape(syms, (B, None, 4, 4), "syms")
     return syms
 
-def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 22) -> torch.Tensor:
+def farthest_point_indices(pts: torch.Tensor, m: int) -> torch.Tensor:
+    "Indices (m,) of `m` of the points (N, 3) spread by farthest-point sampling (the first: the farthest from the centroid)."
+    m = min(m, len(pts))
+    d = (pts - pts.mean(0)).norm(dim=-1)
+    idx = [int(d.argmax())]
+    d = (pts - pts[idx[0]]).norm(dim=-1)
+    for _ in range(m - 1):
+        idx.append(int(d.argmax()))
+        d = torch.minimum(d, (pts - pts[idx[-1]]).norm(dim=-1))
+    return torch.as_tensor(idx, device=pts.device)
+
+def _min_max(dist, B: int, nS: int, N: int, sub: torch.Tensor, max_elems: int, device) -> torch.Tensor:
+    """min over symmetries of the max over points of `dist(pairs (C,), syms (C,), points (P,) or None) -> (C, P)`, exactly,
+    for B pairs: the max over a few points `sub` bounds each symmetry's max from below; the symmetry of smallest bound is
+    evaluated on all points (U), then only the symmetries whose bound is below U."""
+    def maxima(pairs, syms, idx, n):
+        step = max(1, max_elems // n)
+        out = [dist(pairs[c:c + step], syms[c:c + step], idx).amax(-1) for c in range(0, len(pairs), step)]
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=device)
+    pb, sb = torch.arange(B, device=device).repeat_interleave(nS), torch.arange(nS, device=device).repeat(B)
+    lb = maxima(pb, sb, sub, len(sub)).reshape(B, nS)
+    s0 = lb.argmin(-1)
+    U = maxima(torch.arange(B, device=device), s0, None, N)
+    cand = lb < U[:, None]
+    cand[torch.arange(B, device=device), s0] = False
+    pc, sc = cand.nonzero(as_tuple=True)
+    return U.scatter_reduce(0, pc, maxima(pc, sc, None, N), reduce="amin") if len(pc) else U
+
+def _bound_points(pts: torch.Tensor, n: int) -> torch.Tensor:
+    if pts.ndim == 2: return farthest_point_indices(pts, n)
+    return torch.linspace(0, pts.shape[1] - 1, min(n, pts.shape[1]), device=pts.device).round().long()
+
+# %% ../../nbs/evaluation/50_metrics.ipynb #6851fffe
+def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 22, n_bound: int = 32) -> torch.Tensor:
     "MSSD of B pose pairs, symmetries `syms` (S, 4, 4) or (B, S, 4, 4): (B,)."
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
+    if B == 0: return R_est.new_zeros(0)
     syms = _syms_batch(syms.to(R_est), B)
-    out = []
-    for sl in _chunks(B, syms.shape[1] * pts.shape[-2], max_elems):
-        p, S = _batch_pts(pts, sl), syms[sl]
-        y = ((p @ R_est[sl].transpose(-1, -2) + (_bt(t_est[sl]) - _bt(t_gt[sl]))[:, None]) @ R_gt[sl])   # R_gt^T (R_est x + t_est - t_gt)
-        z = p[:, None] @ S[..., :3, :3].transpose(-1, -2) + S[:, :, None, :3, 3]                    # (b, S, N, 3): R_S x + t_S
-        out.append((y[:, None] - z).norm(dim=-1).amax(-1).amin(-1))
-    return torch.cat(out) if out else R_est.new_zeros(0)
+    P = pts.expand(B, -1, -1) if pts.ndim == 2 else pts
+    y = (P @ R_est.transpose(-1, -2) + (_bt(t_est) - _bt(t_gt))[:, None]) @ R_gt                      # R_gt^T (R_est x + t_est - t_gt)
+    R, t = syms[..., :3, :3], syms[..., :3, 3]
+    def dist(pairs, s, idx):
+        x, yy = (P[pairs], y[pairs]) if idx is None else (P[pairs[:, None], idx], y[pairs[:, None], idx])
+        return (yy - (x @ R[pairs, s].transpose(-1, -2) + t[pairs, s][:, None])).norm(dim=-1)
+    return _min_max(dist, B, syms.shape[1], P.shape[1], _bound_points(pts, n_bound), max_elems, R_est.device)
 
-def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, max_elems: int = 2 ** 22) -> torch.Tensor:
+def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, max_elems: int = 2 ** 22, n_bound: int = 32) -> torch.Tensor:
     "MSPD of B pose pairs with intrinsics `K` (3, 3) or (B, 3, 3): (B,) px."
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
+    if B == 0: return R_est.new_zeros(0)
     syms = _syms_batch(syms.to(R_est), B)
     K = K.to(R_est).expand(B, 3, 3) if K.ndim == 2 else K.to(R_est)
-    proj = lambda X, Kb: project_camera_points(X, Kb, z_min=-math.inf)   # no clamping of the depth, as the toolkit
-    out = []
-    for sl in _chunks(B, syms.shape[1] * pts.shape[-2], max_elems):
-        p, S, Kb = _batch_pts(pts, sl), syms[sl], K[sl]
-        ue = proj(p @ R_est[sl].transpose(-1, -2) + _bt(t_est[sl])[:, None], Kb)            # (b, N, 2)
-        RS = R_gt[sl, None] @ S[..., :3, :3]                                                # (b, S, 3, 3)
-        tS = (R_gt[sl, None] @ S[..., :3, 3:]).squeeze(-1) + _bt(t_gt[sl])[:, None]         # (b, S, 3)
-        ug = proj(p[:, None] @ RS.transpose(-1, -2) + tS[:, :, None], Kb[:, None])          # (b, S, N, 2)
-        out.append((ue[:, None] - ug).norm(dim=-1).amax(-1).amin(-1))
-    return torch.cat(out) if out else R_est.new_zeros(0)
+    P = pts.expand(B, -1, -1) if pts.ndim == 2 else pts
+    ue = project_camera_points(P @ R_est.transpose(-1, -2) + _bt(t_est)[:, None], K, z_min=-math.inf)   # (B, N, 2), unclamped as the toolkit
+    M = K[:, None] @ R_gt[:, None] @ syms[..., :3, :3]                                                  # (B, S, 3, 3): K R_gt R_S
+    v = (K[:, None] @ (R_gt[:, None] @ syms[..., :3, 3:] + _bt(t_gt)[:, None, :, None])).squeeze(-1)   # (B, S, 3): K (R_gt t_S + t_gt)
+    def dist(pairs, s, idx):
+        x, u = (P[pairs], ue[pairs]) if idx is None else (P[pairs[:, None], idx], ue[pairs[:, None], idx])
+        h = x @ M[pairs, s].transpose(-1, -2) + v[pairs, s][:, None]
+        return (u - h[..., :2] / h[..., 2:]).norm(dim=-1)
+    return _min_max(dist, B, syms.shape[1], P.shape[1], _bound_points(pts, n_bound), max_elems, R_est.device)
 
 # %% ../../nbs/evaluation/50_metrics.ipynb #d55c2f49
 def depth_im_to_dist_im(depth, K, origin=(0, 0)) -> np.ndarray:
@@ -267,13 +308,21 @@ def vsd_batch(depth_test, depth_est, depth_gt, K, delta: float, taus: Sequence[f
     v_est = vis(d_est) | (v_gt & (d_est > 0))
     inter, union = v_gt & v_est, v_gt | v_est
     n_union, n_inter = union.flatten(1).sum(-1), inter.flatten(1).sum(-1)
-    dists = (d_gt - d_est).abs()
-    if normalized_by_diameter: dists = dists / torch.as_tensor(diameter, dtype=torch.float64, device=dists.device).reshape(-1, 1, 1)
-    out = []
-    for tau in taus:
-        c = (dists >= tau).to(torch.float64) if cost_type == "step" else torch.clamp(dists / tau, max=1.0)
-        out.append(((c * inter).flatten(1).sum(-1) + (n_union - n_inter)) / n_union.clamp(min=1))
-    e = torch.stack(out, -1) if out else dists.new_zeros(B, 0)
+    b = torch.arange(B, device=inter.device)[:, None, None].expand_as(inter)[inter]      # pair of each pixel of the intersections
+    d = (d_gt[inter] - d_est[inter]).abs()
+    if normalized_by_diameter: d = d / torch.as_tensor(diameter, dtype=torch.float64, device=d.device).reshape(-1)[b]
+    T = len(taus)
+    tau = torch.as_tensor(list(taus), dtype=torch.float64, device=d.device).reshape(T)
+    if cost_type == "step":                          # pixels with d >= tau, every tau in one pass: how many taus each d reaches
+        ts, order = tau.sort()
+        k = torch.searchsorted(ts, d, right=True)                                          # taus <= d
+        h = torch.bincount(b * (T + 1) + k, minlength=B * (T + 1)).reshape(B, T + 1)
+        reach = h.flip(-1).cumsum(-1).flip(-1)[:, 1:].to(torch.float64)                    # [:, r]: pixels reaching the (r+1)-th smallest tau
+        cost = torch.empty_like(reach); cost[:, order] = reach
+    else:
+        cost = torch.stack([torch.zeros(B, dtype=torch.float64, device=d.device).index_add_(0, b, torch.clamp(d / t, max=1.0))
+                            for t in tau.tolist()], -1) if T else d.new_zeros(B, 0)
+    e = (cost + (n_union - n_inter)[:, None]) / n_union.clamp(min=1)[:, None]
     return torch.where((n_union == 0)[:, None], torch.ones_like(e), e)
 
 # %% ../../nbs/evaluation/50_metrics.ipynb #d4cf7328

@@ -66,19 +66,19 @@ def _top_n(preds, n_top, targets) -> np.ndarray:
 def greedy_matches(cands: pd.DataFrame, preds: pd.DataFrame) -> pd.DataFrame:
     """CosyPose's `match_poses`: per (scene, image, object), predictions by decreasing score (stable), each taking the
     untaken instance of smallest error (strict `<`, so an infinite error never matches). Returns the matches (pred, gt, error)."""
-    if len(cands) == 0: return cands.iloc[:0][["pred", "gt", "error"]]
-    c = cands.assign(score=preds["score"].to_numpy()[cands["pred"].to_numpy()])
-    for k in TARGET_KEYS: c[k] = preds[k].to_numpy()[c["pred"].to_numpy()]
-    c = c.sort_values(["score", "pred"], ascending=[False, True], kind="stable")
-    out = []
-    for _, g in c.groupby(TARGET_KEYS, sort=False):
-        taken = set()
-        for pred, rows in g.groupby("pred", sort=False):
-            best, best_e = None, np.inf
-            for gt, e in zip(rows["gt"].tolist(), rows["error"].tolist()):
-                if e < best_e and gt not in taken: best, best_e = gt, e
-            if best is not None:
-                taken.add(best); out.append((pred, best, best_e))
+    if len(cands) == 0: return pd.DataFrame({"pred": np.zeros(0, np.int64), "gt": np.zeros(0, np.int64), "error": np.zeros(0)})
+    pr = cands["pred"].to_numpy()
+    grp = preds.groupby(TARGET_KEYS, sort=False).ngroup().to_numpy()[pr]
+    score = preds["score"].to_numpy(dtype=np.float64)[pr]
+    o = np.lexsort((np.arange(len(cands)), pr, -score, grp))          # group, best score first, then the candidates' order
+    out, taken, best, cur = [], set(), None, (None, None)
+    for g, p_, gt, e in zip(grp[o].tolist(), pr[o].tolist(), cands["gt"].to_numpy()[o].tolist(), cands["error"].to_numpy()[o].tolist()):
+        if (g, p_) != cur:
+            if best is not None: taken.add(best[1]); out.append(best)
+            if g != cur[0]: taken = set()
+            cur, best = (g, p_), None
+        if e < (best[2] if best is not None else np.inf) and gt not in taken: best = (p_, gt, e)
+    if best is not None: out.append(best)
     return pd.DataFrame(out, columns=["pred", "gt", "error"])
 
 # %% ../../nbs/evaluation/52_ycbv.ipynb #93c8971e

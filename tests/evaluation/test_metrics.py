@@ -249,3 +249,32 @@ def test_projected_boxes_hold_the_projections():
         assert (u[:, 0] >= box[b, 0]).all() and (u[:, 0] < box[b, 2]).all() and (u[:, 1] >= box[b, 1]).all() and (u[:, 1] < box[b, 3]).all()
     t_behind = t.clone(); t_behind[0, 2] = 10.0                   # points behind the camera: the whole image
     assert projected_boxes(pts, R, t_behind, K, (480, 640))[0].tolist() == [0, 0, 640, 480]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), n_bound=st.sampled_from([1, 3, 32]), info=st.sampled_from(INFOS[1:]))
+def test_bounded_min_max_equals_evaluating_every_symmetry(seed, n_bound, info):
+    "The lower-bound pruning of MSSD / MSPD gives the same value as the maximum over all points of every symmetry."
+    rng = np.random.default_rng(seed)
+    B, n = 3, 200
+    pts = T(rng.normal(0, 50, (n, 3)))
+    Re, Rg = T(Rotation.random(B, random_state=seed).as_matrix()), T(Rotation.random(B, random_state=seed + 7).as_matrix())
+    tg = T(rng.normal(0, 40, (B, 3)) + [0, 0, 700])
+    S = symmetries_tensor(get_symmetry_transformations(info, 0.1))
+    Re[0] = Rg[0] @ S[len(S) // 2, :3, :3]                         # one estimate right on a symmetric pose: near-equal candidates
+    te_ = tg + T(rng.normal(0, 2, (B, 3)))
+    K = T(np.array([[600.0, 0, 320], [0, 600, 240], [0, 0, 1]]))
+    y = (pts @ Re.transpose(-1, -2) + (te_ - tg)[:, None]) @ Rg
+    full = (y[:, None] - (pts @ S[:, :3, :3].transpose(-1, -2) + S[:, None, :3, 3])[None]).norm(dim=-1).amax(-1).amin(-1)
+    assert torch.equal(mssd_batch(Re, te_, Rg, tg, pts, S, n_bound=n_bound), full)
+    ref = [mspd(Re[b].numpy(), te_[b].numpy(), Rg[b].numpy(), tg[b].numpy(), K.numpy(), pts.numpy(), get_symmetry_transformations(info, 0.1))
+           for b in range(B)]
+    assert np.allclose(mspd_batch(Re, te_, Rg, tg, K, pts, S, n_bound=n_bound).numpy(), ref, rtol=1e-9)
+
+
+def test_vsd_batch_with_unsorted_taus():
+    c = next(c for c in VSD["cases"] if c["name"] == "random_est_noise")
+    taus = c["taus"][::-1]
+    e = vsd_batch(T(c["depth_test"])[None], T(c["depth_est"])[None], T(c["depth_gt"])[None], T(c["K"])[None], c["delta"], taus,
+                  True, [c["diameter"]])[0].tolist()
+    assert e == c["expected"][::-1]
