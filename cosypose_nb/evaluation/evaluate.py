@@ -370,12 +370,12 @@ def prepare(results, dataset, cfg: EvaluateConfig = EvaluateConfig()) -> EvalInp
     root, results = Path(dataset), Path(results)
     mdir = _models_dir(root, cfg.models_dir)
     minfo = read_models_info(mdir)
-    need_info = "bop19" in cfg.metrics or "mv" in cfg.metrics or cfg.targets is None
+    tpath = Path(cfg.targets) if cfg.targets is not None else root / TARGETS_BOP19
+    need_info = "bop19" in cfg.metrics or "mv" in cfg.metrics or not tpath.exists()   # visible fractions: valid instances, targets
     gts, images = read_ground_truth(root, cfg.split, minfo, need_info=need_info)
     raw = read_results_csv(results)
     ests, skipped = check_estimates(raw, images, minfo, cfg.on_bad_row, results)
     ests = ests.assign(est_row=ests.index)                       # the row in the file (0-based, header excluded)
-    tpath = Path(cfg.targets) if cfg.targets is not None else root / TARGETS_BOP19
     if tpath.exists():
         targets, source = read_targets(tpath)[["scene_id", "im_id", "obj_id", "inst_count"]], str(tpath)
         known = set(zip(images["scene_id"], images["im_id"]))

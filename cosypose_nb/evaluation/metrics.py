@@ -143,6 +143,7 @@ def _check_batch(R_est, t_est, R_gt, t_gt, pts):
         raise InputError(f"pts: expected shape (N, 3) or ({B}, N, 3), got {tuple(pts.shape)}")
     return B
 
+# %% ../../nbs/evaluation/50_metrics.ipynb #17a544a3
 def add_batch(R_est, t_est, R_gt, t_gt, pts) -> torch.Tensor:
     "ADD of B pose pairs: (B,)."
     _check_batch(R_est, t_est, R_gt, t_gt, pts)
