@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/evaluation/evaluate.html.md"""
 
 # %% ../../nbs/evaluation/53_evaluate.ipynb #ed7d0e43
 from __future__ import annotations
-import argparse, hashlib, json, math, os, sys, time
+import argparse, hashlib, json, math, os, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..core import (Config, InputError, setting, where, get_device, write_json, read_json, atomic_write,
-                              config_to_dict, add_config_arguments, config_from_args)
+                              config_to_dict, add_config_arguments, config_from_args, claim_output_dir, record_outputs)
 from ..datasets.bop import (read_results_csv, read_scene_gt, read_scene_gt_info, read_scene_camera, read_models_info,
                                       read_model_mesh, read_targets, read_depth, find_image, scene_dir_name, label_from_obj_id,
                                       SCENE_GT, SCENE_GT_INFO, SCENE_CAMERA, TARGETS_BOP19, MM_TO_M)
@@ -27,10 +27,10 @@ from .bop19 import (BOP19Config, VSD_DELTAS, TARGET_KEYS, vsd_tau_column, target
 from .ycbv import YCBV_SYMMETRIC_OBJ_IDS, symmetric_obj_ids, match_predictions, auc_scores, ap_scores
 
 # %% auto #0
-__all__ = ['METRICS', 'EvaluateConfig', 'results_from_ground_truth', 'read_ground_truth', 'check_estimates', 'EvalModel',
-           'load_eval_models', 'scene_pairs', 'pair_pose_errors', 'read_depth_mm', 'pair_vsd_errors', 'compute_scores',
-           'EvalInputs', 'prepare', 'evaluate_scene', 'image_width', 'scene_file', 'read_pairs', 'evaluate',
-           'summary_table', 'evaluate_cli']
+__all__ = ['METRICS', 'OUTPUTS', 'EvaluateConfig', 'results_from_ground_truth', 'read_ground_truth', 'check_estimates',
+           'EvalModel', 'load_eval_models', 'scene_pairs', 'pair_pose_errors', 'read_depth_mm', 'pair_vsd_errors',
+           'compute_scores', 'EvalInputs', 'prepare', 'evaluate_scene', 'image_width', 'scene_file', 'read_pairs',
+           'evaluate', 'summary_table', 'evaluate_cli']
 
 # %% ../../nbs/evaluation/53_evaluate.ipynb #07abc333
 METRICS = ("bop19", "ycbv", "mv")
@@ -52,6 +52,7 @@ class EvaluateConfig(Config):
     threads: int = setting(1, "torch threads of each process (the renderings have their own processes; for more, run under torchrun)")
     backend: str = setting("auto", "pybullet renderer: 'auto', 'tiny' (CPU) or 'egl'", choices=("auto", "tiny", "egl"))
     progress: bool = setting(True, "show a progress bar")
+    overwrite: bool = setting(False, "write into an --out folder holding other files, or the evaluation of other inputs (whose scene files are then dropped)")
 
     def check(self):
         if not self.metrics or any(m not in METRICS for m in self.metrics): self.fail("metrics", f"must be among {', '.join(METRICS)}")
@@ -437,17 +438,21 @@ def _distributed():
 
 def _fingerprint(inp: EvalInputs) -> dict:
     h = hashlib.sha256(inp.results.read_bytes()).hexdigest()
-    c = {k: v for k, v in config_to_dict(inp.cfg).items() if k not in ("n_workers", "device", "progress", "threads")}
+    c = {k: v for k, v in config_to_dict(inp.cfg).items() if k not in ("n_workers", "device", "progress", "threads", "overwrite")}
     return {"results": str(inp.results.resolve()), "results_sha256": h, "dataset": str(inp.root.resolve()), "settings": c}
 
-def _check_out(out: Path, fp: dict) -> None:
+OUTPUTS = ("evaluate.json", "errors", "errors.csv", "scores.json", "scores_bop19.json", "summary.md")
+
+def _check_out(out: Path, fp: dict, overwrite: bool = False) -> bool:
+    "Whether `out` holds the evaluation of other inputs (then an `InputError`, unless `overwrite`)."
     f = out / "evaluate.json"
-    if f.exists():
-        old = read_json(f)
-        if old != json.loads(json.dumps(fp)):
-            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != json.loads(json.dumps(fp)).get(k))
-            raise InputError(f"{f}: this folder holds an evaluation of other inputs (differing: {', '.join(diff)}); "
-                             f"choose another --out or delete the folder")
+    if not f.exists(): return False
+    old, new = read_json(f), json.loads(json.dumps(fp))
+    if old == new: return False
+    if overwrite: return True
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise InputError(f"{f}: this folder holds an evaluation of other inputs (differing: {', '.join(diff)}); "
+                     f"choose another --out, or give --overwrite to drop it")
 
 def scene_file(out, scene_id: int) -> Path:
     "Where `evaluate` keeps the pairs of a scene."
@@ -489,13 +494,19 @@ def evaluate(results, dataset, out, cfg: EvaluateConfig = EvaluateConfig()) -> d
     inp = prepare(results, dataset, cfg)
     rank, world, own = _distributed()
     try:
+        import torch.distributed as dist
+        claim_output_dir(out, "evaluate", cfg.overwrite)            # the checks: every rank alike, no rank waits for a failed one
         fp = _fingerprint(inp)
-        _check_out(out, fp)                                         # (every rank decides alike: no rank waits for a failed one)
-        if rank == 0: write_json(out / "evaluate.json", fp)
+        stale = _check_out(out, fp, cfg.overwrite)
+        if world > 1: dist.barrier()
+        if rank == 0:
+            if stale: shutil.rmtree(out / "errors", ignore_errors=True)
+            record_outputs(out, "evaluate", OUTPUTS)
+            write_json(out / "evaluate.json", fp)
+        if world > 1: dist.barrier()
         scenes = sorted(set(inp.targets["scene_id"].tolist()))
         done = _run_scenes(inp, out, scenes[rank::world], rank)
         if world > 1:
-            import torch.distributed as dist
             dist.barrier()
             gathered = [None] * world if rank == 0 else None
             dist.gather_object(done, gathered, dst=0)
