@@ -542,7 +542,7 @@ def summary_table(scores: dict) -> str:
 
 def _finish(inp: EvalInputs, out: Path, pairs: pd.DataFrame, seconds: float) -> dict:
     "Scores of all pairs; write errors.csv, scores.json, scores_bop19.json and summary.md."
-    tpi = average_time_per_image(read_results_csv(inp.results), inp.results) if "bop19" in inp.cfg.metrics else -1.0
+    tpi = average_time_per_image(read_results_csv(inp.results)) if "bop19" in inp.cfg.metrics else -1.0
     scores = compute_scores(pairs, inp.ests, inp.gts, inp.targets, inp.models, inp.bop, inp.cfg.metrics, tpi) if len(pairs) else {}
     scores["counts"] = {**inp.counts, "pairs": len(pairs), "seconds": seconds}
     with atomic_write(out / "errors.csv") as f:

@@ -139,7 +139,5 @@ def test_scores_without_targets_are_zero():
 
 def test_times():
     res = results_table()
-    assert average_time_per_image(res) == pytest.approx(REF["scores_bop19_json"]["bop19_average_time_per_image"])
-    bad = res.copy(); bad.loc[1, "time"] = bad.loc[0, "time"] + 0.01
-    with pytest.raises(InputError, match="scene 48 image 1"):
-        average_time_per_image(bad)
+    assert average_time_per_image(res) == pytest.approx(REF["scores_bop19_json"]["bop19_average_time_per_image"], rel=1e-12)
+    assert average_time_per_image(res.assign(time=np.where(res.index == 3, -1.0, res.time))) == -1.0
