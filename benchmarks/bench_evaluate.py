@@ -1,0 +1,175 @@
+"""Time of `cosypose-nb evaluate` on 10,000 estimates, and where it goes, measured side by side in one run.
+
+Dataset (made here, not timed): the default objects as a BOP models folder (453 to 6141 vertices; the torus has 630
+symmetry transforms at the toolkit's step, the soccer ball 60), S scenes x I images x O objects in 640x480 views
+(f = 600 px) at 0.5-1.0 m, empty test depth (every model pixel counts as visible: the renderings and the VSD formula
+cost the same as with real depth), visible fractions in [0.1, 1]; results = the ground truth + 3 degrees and 8 mm of
+noise, one estimate per instance: S x I x O estimates (default 100 x 20 x 5 = 10,000).
+
+Measured:
+  1. the parts of one pass over the scenes (1 rendering worker): reading and checks, pose errors (te, re, ADD, ADD-S,
+     MSSD, MSPD, batched), renderings (window renderings, waiting on the workers), the VSD formula (windows pasted,
+     `vsd_batch`), scores;
+  2. window renderings vs whole-image renderings of the same objects (a sample), renders per second and the ratio;
+  3. the whole `evaluate` (every metric) with --workers rendering processes each, and, with --torchrun, 2 processes
+     x 1 worker under torchrun; the ratio of each to 1 worker.
+
+Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--workers 1,2] [--torchrun] [--sample 200]
+"""
+from __future__ import annotations
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def make_dataset(root: Path, n_scenes: int, n_images: int, n_objects: int, seed: int = 0) -> Path:
+    from scipy.spatial.transform import Rotation
+    from cosypose_nb.datasets.objects import write_default_objects
+    from cosypose_nb.datasets.bop import (write_scene_camera, write_scene_gt, write_scene_gt_info, write_depth, write_targets,
+                                          read_models_info, scene_dir_name)
+    from cosypose_nb.evaluation.bop19 import targets_from_gt
+    rng = np.random.default_rng(seed)
+    write_default_objects(root / "models")
+    obj_ids = sorted(read_models_info(root / "models"))
+    K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
+    zero = root / "zero_depth.png"
+    write_depth(zero, np.zeros((480, 640)), 1.0)
+    gts = []
+    for s in range(n_scenes):
+        d = root / "test" / scene_dir_name(s)
+        (d / "depth").mkdir(parents=True)
+        gt, info = {}, {}
+        for i in range(n_images):
+            z = rng.uniform(0.5, 1.0, n_objects)
+            T = np.tile(np.eye(4), (n_objects, 1, 1))
+            T[:, :3, :3] = Rotation.random(n_objects, random_state=int(rng.integers(2 ** 31))).as_matrix()
+            T[:, :3, 3] = np.c_[rng.uniform(-0.25, 0.25, (n_objects, 2)) * z[:, None], z]
+            oids = rng.choice(obj_ids, n_objects)
+            gt[i] = [{"obj_id": int(o), "T_CO": t} for o, t in zip(oids, T)]
+            info[i] = [{"bbox_obj": [0, 0, 1, 1], "bbox_visib": [0, 0, 1, 1], "visib_fract": float(v)} for v in rng.uniform(0.1, 1, n_objects)]
+            gts += [(s, i, int(o), info[i][k]["visib_fract"]) for k, o in enumerate(oids)]
+            os.symlink(zero, d / "depth" / f"{i:06d}.png")
+        write_scene_camera(d, {i: {"K": K, "depth_scale": 1.0} for i in range(n_images)})
+        write_scene_gt(d, gt); write_scene_gt_info(d, info)
+    write_targets(root, targets_from_gt(pd.DataFrame(gts, columns=["scene_id", "im_id", "obj_id", "visib_fract"])))
+    return root
+
+
+def parts(results, root, sample: int) -> dict:
+    "One pass over the scenes with the pieces of `evaluate` timed (1 rendering worker)."
+    from cosypose_nb.evaluation.evaluate import (prepare, scene_pairs, pair_pose_errors, pair_vsd_errors, compute_scores,
+                                                 read_depth_mm, EvaluateConfig)
+    from cosypose_nb.evaluation.metrics import DepthRenderer
+    from cosypose_nb.datasets.objects import MeshDatabase
+    from cosypose_nb.datasets.bop import scene_dir_name
+
+    class Timed(DepthRenderer):
+        seconds = 0.0
+        def render_windows(self, *a, **kw):
+            t = time.perf_counter(); out = super().render_windows(*a, **kw); Timed.seconds += time.perf_counter() - t
+            return out
+
+    t = {}
+    torch.set_num_threads(1)                              # as evaluate (EvaluateConfig.threads)
+    t0 = time.perf_counter(); inp = prepare(results, root, EvaluateConfig(progress=False)); t["read, check, models"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); rend = Timed(MeshDatabase.from_folder(inp.models_dir, n_points=1), n_workers=1, backend="tiny")
+    t["renderer start"] = time.perf_counter() - t0
+    t["pose errors"] = t["VSD (renderings + formula)"] = 0.0
+    all_pairs = []
+    for s in sorted(set(inp.targets["scene_id"])):
+        sel = lambda d: d[d["scene_id"] == s]
+        e, g, tg, ims = sel(inp.ests), sel(inp.gts), sel(inp.targets), sel(inp.images)
+        Ks = dict(zip(zip(ims["scene_id"], ims["im_id"]), ims["K"]))
+        t0 = time.perf_counter()
+        p = pair_pose_errors(scene_pairs(e, g, tg), e, g, Ks, inp.models)
+        t1 = time.perf_counter()
+        sd = root / "test" / scene_dir_name(s)
+        p = pair_vsd_errors(p, e, g, Ks, lambda a, b: read_depth_mm(sd, b, 1.0), inp.models, rend, inp.bop)
+        t["pose errors"] += t1 - t0; t["VSD (renderings + formula)"] += time.perf_counter() - t1
+        all_pairs.append(p.assign(im_width=640))
+    t["of which renderings"] = Timed.seconds
+    t0 = time.perf_counter()
+    compute_scores(pd.concat(all_pairs, ignore_index=True), inp.ests, inp.gts, inp.targets, inp.models, inp.bop)
+    t["scores"] = time.perf_counter() - t0
+    stats = {"renders": rend.n_renders, "pixels per render": rend.n_pixels / max(rend.n_renders, 1)}
+    # windows vs whole images, on the first `sample` estimates
+    e = inp.ests.iloc[:sample]
+    from cosypose_nb.evaluation.metrics import projected_boxes
+    R = torch.as_tensor(np.stack([T[:3, :3] for T in e["T_CO"]])); tt = torch.as_tensor(np.stack([T[:3, 3] * 1000 for T in e["T_CO"]]))
+    K = torch.as_tensor(np.stack([inp.images.K.iloc[0]] * len(e)))
+    labels = [f"obj_{o:06d}" for o in e["obj_id"]]
+    boxes = torch.cat([projected_boxes(inp.models[o].pts, R[[k]], tt[[k]], K[[k]], (480, 640)) for k, o in enumerate(e["obj_id"])])
+    full = torch.tensor([[0, 0, 640, 480]] * len(e))
+    for name, b in (("window", boxes), ("whole image", full)):
+        t0 = time.perf_counter(); rend.render_windows(labels, R, tt, K, b); stats[f"{name} renders/s"] = len(e) / (time.perf_counter() - t0)
+    rend.close()
+    return t, stats
+
+
+def whole(results, root, workers: int) -> float:
+    from cosypose_nb.evaluation.evaluate import evaluate, EvaluateConfig
+    out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    t0 = time.perf_counter()
+    evaluate(results, root, out, EvaluateConfig(n_workers=workers, progress=False, backend="tiny"))
+    dt = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return dt
+
+
+def torchrun(results, root) -> float:
+    out = Path(tempfile.mkdtemp(prefix="bench_eval_tr_"))
+    bin_ = Path(sys.executable).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([str(bin_ / "torchrun"), "--nproc-per-node", "2", "--no-python", str(bin_ / "cosypose-nb"), "evaluate", str(results),
+                    "--dataset", str(root), "--out", str(out), "--no-progress", "--backend", "tiny"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    dt = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return dt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", type=int, default=100); ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--objects", type=int, default=5); ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--torchrun", action="store_true"); ap.add_argument("--sample", type=int, default=200)
+    args = ap.parse_args(argv)
+    from cosypose_nb.evaluation.evaluate import results_from_ground_truth
+    from cosypose_nb.datasets.bop import write_results_csv
+    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_data_"))
+    try:
+        t0 = time.perf_counter()
+        root = make_dataset(tmp / "bench", args.scenes, args.images, args.objects)
+        results = root / "results.csv"
+        write_results_csv(results, results_from_ground_truth(root, rot_noise_deg=3.0, trans_noise_mm=8.0, seed=1))
+        n = args.scenes * args.images * args.objects
+        print(f"dataset: {args.scenes} scenes x {args.images} images x {args.objects} objects = {n} estimates "
+              f"(made in {time.perf_counter() - t0:.0f} s, not timed); load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        t, stats = parts(results, root, args.sample)
+        total = sum(v for k, v in t.items() if not k.startswith("of which"))
+        print("\n1. one pass, 1 rendering worker (seconds, share of the pass)")
+        for k, v in t.items():
+            print(f"   {k:<28} {v:8.1f}  {100 * v / total:5.1f}%")
+        print(f"   {'total':<28} {total:8.1f}")
+        print(f"   renders: {stats['renders']}, {stats['pixels per render']:.0f} pixels each on average")
+        print(f"\n2. renders per second (1 worker): windows {stats['window renders/s']:.0f}, whole 640x480 images {stats['whole image renders/s']:.0f}:"
+              f" windows {stats['window renders/s'] / stats['whole image renders/s']:.1f}x faster")
+        print("\n3. the whole evaluate (bop19 + ycbv + mv), wall seconds")
+        w = [int(x) for x in args.workers.split(",")]
+        times = {f"1 process, {k} rendering worker{'s' if k > 1 else ''}": whole(results, root, k) for k in w}
+        if args.torchrun: times["torchrun 2 processes x 1 worker"] = torchrun(results, root)
+        base = next(iter(times.values()))
+        for k, v in times.items():
+            print(f"   {k:<36} {v:8.1f} s  {n / v:7.0f} estimates/s  x{base / v:.2f}")
+        print(f"   load average after: {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
