@@ -16,38 +16,15 @@ import torch
 
 from ..core import (Config, InputError, setting, check_shape, check_finite, where, fast_inference,
                               get_device, read_json, config_from_dict, safe_torch_load)
-from ..structures import Candidates
+from ..structures import Candidates, Detections
 from ..geometry.cameras import check_intrinsics, check_boxes
 from ..geometry.transforms import check_poses
 from .pose_model import (PoseModel, PoseModelConfig, poses_from_boxes, is_original_state_dict,
                                                pose_model_from_original)
 
 # %% auto #0
-__all__ = ['Detections', 'check_views', 'check_objects', 'check_detections', 'PredictorConfig', 'PoseEstimates', 'iterate',
-           'check_iterations', 'PosePredictor', 'load_pose_model']
-
-# %% ../../nbs/singleview/35_inference.ipynb #bcdf86a1
-@dataclass
-class Detections:
-    "2D detections: `view_ids` (D,) long, `labels` D strings, `scores` (D,), `boxes` (D, 4) xyxy pixels, `masks` (D, H, W) bool or None."
-    view_ids: torch.Tensor
-    labels: list[str]
-    scores: torch.Tensor
-    boxes: torch.Tensor
-    masks: torch.Tensor | None = None
-
-    def __len__(self) -> int: return len(self.labels)
-
-    def __getitem__(self, idx) -> "Detections":
-        "Select detections by a boolean mask or an index tensor/list."
-        idx = torch.as_tensor(idx, device=self.view_ids.device)
-        idx = (idx.nonzero().flatten() if idx.dtype == torch.bool else idx.long()).reshape(-1)
-        return Detections(self.view_ids[idx], [self.labels[i] for i in idx.tolist()], self.scores[idx], self.boxes[idx],
-                          None if self.masks is None else self.masks[idx])
-
-    def to(self, device) -> "Detections":
-        return Detections(self.view_ids.to(device), list(self.labels), self.scores.to(device), self.boxes.to(device),
-                          None if self.masks is None else self.masks.to(device))
+__all__ = ['check_views', 'check_objects', 'check_detections', 'PredictorConfig', 'PoseEstimates', 'iterate', 'check_iterations',
+           'PosePredictor', 'load_pose_model']
 
 # %% ../../nbs/singleview/35_inference.ipynb #9fa91ee1
 def check_views(images: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -8,24 +8,11 @@ from cosypose_nb.core import InputError, write_json
 from cosypose_nb.geometry.cameras import make_K, boxes_from_masks
 from cosypose_nb.geometry.rotations import random_rotations, perturb_poses
 from cosypose_nb.geometry.transforms import make_T
-from cosypose_nb.structures import Candidates
-from cosypose_nb.singleview.inference import Detections, PosePredictor, PredictorConfig, load_pose_model
+from cosypose_nb.structures import Candidates, Detections
+from cosypose_nb.singleview.inference import PosePredictor, PredictorConfig, load_pose_model
 from cosypose_nb.singleview.pose_model import PoseModel, PoseModelConfig, save_pose_model
 
 CPU_SMALL = dict(backbone="small", render_size=(48, 64), input_mean=0.5, input_std=0.25, xy_scale=6.4, z_scale=0.1)
-
-
-@pytest.fixture(scope="module")
-def objects():
-    from cosypose_nb.datasets.objects import load_default_objects
-    return load_default_objects()
-
-
-@pytest.fixture(scope="module")
-def renderer(objects):
-    from cosypose_nb.rendering.renderer import BatchRenderer
-    with BatchRenderer(objects, n_workers=1, backend="tiny") as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

@@ -22,19 +22,6 @@ def random_poses(B, g, z=(0.4, 1.2)):
 
 
 @pytest.fixture(scope="module")
-def objects():
-    from cosypose_nb.datasets.objects import load_default_objects
-    return load_default_objects()
-
-
-@pytest.fixture(scope="module")
-def renderer(objects):
-    from cosypose_nb.rendering.renderer import BatchRenderer
-    with BatchRenderer(objects, n_workers=1, backend="tiny") as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def scene(objects, renderer):
     "Six objects rendered at known poses on a noise background: images (6, 3, 480, 640) uint8, K, T_gt, labels."
     g = torch.Generator().manual_seed(0)
