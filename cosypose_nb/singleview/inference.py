@@ -8,17 +8,16 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/singleview/inference.html.md"""
 
 # %% ../../nbs/singleview/35_inference.ipynb #6c19e935
 from __future__ import annotations
-import json, time
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..core import (Config, InputError, setting, check_shape, check_finite, where, fast_inference,
-                              get_device, read_json, config_from_dict, safe_torch_load)
+from ..core import (Config, InputError, setting, check_shape, check_finite, fast_inference, get_device,
+                              read_json, config_from_dict, safe_torch_load)
 from ..structures import Candidates, Detections
 from ..geometry.cameras import check_intrinsics, check_boxes
-from ..geometry.transforms import check_poses
 from .pose_model import (PoseModel, PoseModelConfig, poses_from_boxes, is_original_state_dict,
                                                pose_model_from_original)
 

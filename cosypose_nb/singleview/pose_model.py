@@ -7,15 +7,15 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/singleview/pose_model.html.md"""
 
 # %% ../../nbs/singleview/32_pose_model.ipynb #29907964
 from __future__ import annotations
-import json, math, time
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..core import (Config, InputError, setting, check_shape, check_finite, where, config_to_dict,
-                              config_from_dict, atomic_write, write_json, safe_torch_load)
+from ..core import (Config, InputError, setting, check_shape, where, config_to_dict, atomic_write,
+                              write_json, safe_torch_load)
 from ..geometry.transforms import make_T, check_poses
 from ..geometry.rotations import rot6d_to_matrix, matrix_to_rot6d
 from ..geometry.cameras import (check_intrinsics, check_boxes, crop_images, crop_intrinsics,
