@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "record": ("cosypose_nb.synthetic.recording", "record_cli", "record a domain-randomised synthetic BOP dataset"),
     "train": ("cosypose_nb.singleview.training", "train_cli", "train the coarse or refiner pose network (resumable; torchrun for several processes)"),
     "multiview": ("cosypose_nb.multiview.predictor", "multiview_cli", "multi-view scene reconstruction of a custom scenario folder"),
+    "experiment": ("cosypose_nb.experiments.runner", "experiment_cli", "execute experiment notebooks into run folders (papermill)"),
     "demo": ("cosypose_nb.demo", "demo_cli", "run the end-to-end demo on the embedded default objects"),
 }
 
