@@ -134,8 +134,11 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 def run_identity(notebook, params: dict) -> str:
-    "SHA-256 of the notebook file and of the parameters (JSON with sorted keys)."
-    return hashlib.sha256((_sha256(notebook) + json.dumps(params, sort_keys=True)).encode()).hexdigest()
+    "SHA-256 of the notebook's cells (types and sources: not outputs or metadata) and of the parameters (JSON, sorted keys)."
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [[c.cell_type, c.source] for c in nb.cells]
+    return hashlib.sha256(json.dumps([cells, params], sort_keys=True).encode()).hexdigest()
 
 # %% ../../nbs/experiments/60_runner.ipynb #20f92c8b
 def run_experiment(name, out="runs", parameters: dict | None = None, seed: int | None = None, run_name: str | None = None,
@@ -228,7 +231,11 @@ def plotly_bundle(fig_dict: dict, height: int = 500) -> dict:
             "text/html": html}
 
 def load_ipython_extension(ip) -> None:
-    "IPython extension: inline matplotlib figures shown once, plotly figures as HTML as well (see above)."
+    "IPython extension: inline matplotlib figures shown once, plotly figures as HTML as well, no progress bars (see above)."
+    os.environ.setdefault("TQDM_DISABLE", "1")      # read by tqdm's text bar when imported (below)
+    import tqdm.auto, tqdm.autonotebook, tqdm.std
+    for m in (tqdm.auto, tqdm.autonotebook):         # the widget bar ignores TQDM_DISABLE: the text bar instead
+        m.tqdm, m.trange = tqdm.std.tqdm, tqdm.std.trange
     import plotly.io as pio
     from plotly.io.base_renderers import MimetypeRenderer
     from matplotlib.figure import Figure
