@@ -231,7 +231,7 @@ def plotly_bundle(fig_dict: dict, height: int = 500) -> dict:
             "text/html": html}
 
 def load_ipython_extension(ip) -> None:
-    "IPython extension: inline matplotlib figures shown once, plotly figures as HTML as well, no progress bars (see above)."
+    "IPython extension: inline matplotlib figures shown once, plotly figures as HTML as well, no progress bars, no pybullet banner (see above)."
     os.environ.setdefault("TQDM_DISABLE", "1")      # read by tqdm's text bar when imported (below)
     import tqdm.auto, tqdm.autonotebook, tqdm.std
     for m in (tqdm.auto, tqdm.autonotebook):         # the widget bar ignores TQDM_DISABLE: the text bar instead
@@ -241,6 +241,8 @@ def load_ipython_extension(ip) -> None:
     from matplotlib.figure import Figure
     import matplotlib.pyplot as plt
     ip.run_line_magic("matplotlib", "inline")
+    try: import pybullet                             # noqa: F401 (its banner, printed by C code, lands in a cell otherwise)
+    except ImportError: pass
     png = ip.display_formatter.formatters["image/png"]
     draw = png.lookup_by_type(Figure)
     def png_once(fig, *a, **kw):
