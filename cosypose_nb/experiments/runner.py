@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/experiments/runner.html.md"""
 
 # %% ../../nbs/experiments/60_runner.ipynb #76fbd94e
 from __future__ import annotations
-import ast, hashlib, importlib.metadata, json, os, platform, shutil, subprocess, sys, time
+import ast, contextlib, hashlib, importlib.metadata, json, os, platform, shutil, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from ..core import InputError, read_json, write_json
 # %% auto #0
 __all__ = ['PACKAGES', 'DISPLAY_EXTENSION', 'experiments_dir', 'list_experiments', 'experiment_parameters', 'parse_parameters',
            'resolve_parameters', 'git_commit', 'environment', 'ExperimentError', 'RunRecord', 'run_identity',
-           'run_experiment', 'run_experiments', 'experiment_cli', 'plotly_bundle', 'load_ipython_extension']
+           'run_lock', 'run_experiment', 'run_experiments', 'experiment_cli', 'plotly_bundle', 'load_ipython_extension']
 
 # %% ../../nbs/experiments/60_runner.ipynb #af5a94b6
 def experiments_dir(folder=None) -> Path:
@@ -141,12 +141,34 @@ def run_identity(notebook, params: dict) -> str:
     return hashlib.sha256(json.dumps([cells, params], sort_keys=True).encode()).hexdigest()
 
 # %% ../../nbs/experiments/60_runner.ipynb #20f92c8b
+@contextlib.contextmanager
+def run_lock(folder):
+    "Hold `folder/.running` (this process's id) while a run writes `folder`; a live holder is an `InputError`."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".running"
+    for _ in range(2):
+        try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY); break
+        except FileExistsError:
+            try: pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError): pid = 0
+            try: os.kill(pid, 0); alive = pid > 0
+            except ProcessLookupError: alive = False
+            except PermissionError: alive = True
+            if alive: raise InputError(f"{folder}: a run is under way there (process {pid})") from None
+            lock.unlink(missing_ok=True)                 # left by a run that died
+    else: raise InputError(f"{folder}: cannot take {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode()); os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+# %% ../../nbs/experiments/60_runner.ipynb #afe5bca4
 def run_experiment(name, out="runs", parameters: dict | None = None, seed: int | None = None, run_name: str | None = None,
                    experiments=None, force: bool = False, progress: bool = True, timeout: float | None = None) -> RunRecord:
     """Execute the experiment `name` (a notebook of `experiments`, see `experiments_dir`, or a notebook path) with
     `parameters` and `seed` over its defaults into the run folder `out/run_name` (see above); `force`: run even if
     finished. Raises `ExperimentError` when a cell fails (the executed notebook keeps the traceback)."""
-    import papermill as pm
     nb_path = Path(name) if str(name).endswith(".ipynb") else list_experiments(experiments).get(str(name))
     if nb_path is None or not nb_path.is_file():
         raise InputError(f"experiment {name!r} not found; known: {sorted(list_experiments(experiments))}")
@@ -162,6 +184,13 @@ def run_experiment(name, out="runs", parameters: dict | None = None, seed: int |
         except InputError: fin = {}
         if fin.get("identity") == ident:
             return RunRecord(exp, folder, folder / f"{exp}.ipynb", params, True, float(fin.get("seconds", 0)), fin.get("results", {}))
+    with run_lock(folder):
+        return _execute(nb_path, exp, folder, params, ident, progress, timeout)
+
+def _execute(nb_path, exp, folder, params, ident, progress, timeout) -> RunRecord:
+    "Run the notebook into `folder` (held): parameters and environment first, the executed notebook, `finished.json` last."
+    import papermill as pm
+    done = folder / "finished.json"
     for stale in (done, folder / f"{exp}.ipynb", folder / "results", folder / "parameters.json", folder / "environment.json"):
         if stale.is_dir(): shutil.rmtree(stale)
         elif stale.exists(): stale.unlink()
