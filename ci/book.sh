@@ -19,8 +19,9 @@ export IPYTHONDIR="$PWD/book/_build/ipython"
 mkdir -p "$IPYTHONDIR/profile_default"
 echo "c.IPKernelApp.extensions = ['cosypose_nb.experiments.runner']" > "$IPYTHONDIR/profile_default/ipython_kernel_config.py"
 
-# outputs cached before a change of the display set-up lack figures: start the cache afresh then
-stamp=$(cat ci/book.sh book/_config.yml book/_ext/*.py cosypose_nb/experiments/runner.py | sha256sum | cut -c1-16)
+# outputs cached before a change of the kernels' display set-up (the extension, its loading) may lack
+# figures: start the cache afresh then (the HTML side, _config.yml and book/_ext, needs no re-execution)
+stamp=$(cat cosypose_nb/experiments/runner.py "$IPYTHONDIR/profile_default/ipython_kernel_config.py" | sha256sum | cut -c1-16)
 if [ "$(cat book/_build/.display-stamp 2>/dev/null)" != "$stamp" ]; then
   [ -d book/_build/.jupyter_cache ] && echo "book: display set-up changed, executing the chapters afresh"
   rm -rf book/_build/.jupyter_cache book/_build/jupyter_execute

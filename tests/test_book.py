@@ -48,11 +48,15 @@ def page_path(doc: str) -> Path:
     return HTML / f"{doc}.html"
 
 
-def executed_notebook(doc: str) -> Path:
-    "The executed notebook a page was made from: jupyter-book's copy, or the run folder's notebook itself."
-    for p in (BUILD / "jupyter_execute" / f"{doc}.ipynb", ROOT / f"{doc}.ipynb"):
-        if p.exists(): return p
-    raise FileNotFoundError(doc)
+def executed_notebook(doc: str):
+    "The executed notebook a page was made from: a run folder's notebook as it is, a chapter with the outputs in the build's cache."
+    source = ROOT / f"{doc}.ipynb"
+    if doc.startswith("book/runs/"): return nbformat.read(source, as_version=4)
+    from jupyter_cache import get_cache
+    cache = get_cache(BUILD / ".jupyter_cache")
+    records = [r for r in cache.list_cache_records() if Path(r.uri).resolve() == source.resolve()]
+    assert records, f"{doc}: not in the build's cache (built from another checkout?)"
+    return cache.get_cache_bundle(max(records, key=lambda r: r.created).pk).nb
 
 
 def browse(path: Path, screenshot: Path | None = None) -> str:
@@ -75,9 +79,8 @@ PRIORITY = ["application/javascript", "text/html", "image/svg+xml", "image/png",
             "text/latex", "text/plain"]      # the book's (myst-nb's html order, widgets ranked out by _config.yml)
 
 
-def expected_figures(nb_path: Path) -> tuple[int, int]:
+def expected_figures(nb) -> tuple[int, int]:
     "(images, plotly figures) the outputs of an executed notebook put on its page."
-    nb = nbformat.read(nb_path, as_version=4)
     images = plots = 0
     for cell in nb.cells:
         tags = set(cell.get("metadata", {}).get("tags", []))
@@ -200,3 +203,16 @@ def test_screenshots():
         browse(page_path(doc), screenshot=shot)
         im = np.asarray(Image.open(shot).convert("L"), dtype=float)
         assert im.std() > 10, f"{shot}: looks blank"
+
+
+def test_runs_not_run_again():
+    "The pages of the experiments show their run folders' executed notebooks as they are (the build does not execute them)."
+    runs = [d for d in toc_files() if d.startswith("book/runs/")]
+    if not runs: pytest.skip("no run folder in the table of contents")
+    def texts(path):
+        nb = nbformat.read(path, as_version=4)
+        return [json.dumps(o.get("data", o.get("text")), sort_keys=True) for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    for doc in runs:
+        copy = BUILD / "jupyter_execute" / f"{doc}.ipynb"
+        assert copy.exists(), f"{doc}: not in the build"
+        assert texts(copy) == texts(ROOT / f"{doc}.ipynb"), f"{doc}: the build executed it again"

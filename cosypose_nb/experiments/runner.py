@@ -261,10 +261,11 @@ def plotly_bundle(fig_dict: dict, height: int = 500) -> dict:
 
 def load_ipython_extension(ip) -> None:
     "IPython extension: inline matplotlib figures shown once, plotly figures as HTML as well, no progress bars, no pybullet banner (see above)."
-    os.environ.setdefault("TQDM_DISABLE", "1")      # read by tqdm's text bar when imported (below)
     import tqdm.auto, tqdm.autonotebook, tqdm.std
-    for m in (tqdm.auto, tqdm.autonotebook):         # the widget bar ignores TQDM_DISABLE: the text bar instead
-        m.tqdm, m.trange = tqdm.std.tqdm, tqdm.std.trange
+    class QuietBar(tqdm.std.tqdm):                   # whatever `disable` the caller passes
+        def __init__(self, *a, **kw): super().__init__(*a, **{**kw, "disable": True})
+    for m in (tqdm.auto, tqdm.autonotebook):
+        m.tqdm, m.trange = QuietBar, lambda *a, **kw: QuietBar(range(*a), **kw)
     import plotly.io as pio
     from plotly.io.base_renderers import MimetypeRenderer
     from matplotlib.figure import Figure
