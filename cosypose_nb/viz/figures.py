@@ -20,8 +20,8 @@ from ..geometry.transforms import as_tensor, invert_T, transform_points
 from ..geometry.cameras import project_points
 
 # %% auto #0
-__all__ = ['COLORS', 'label_color', 'to_numpy', 'plot_objects', 'draw_annotations', 'plot_records', 'draw_reprojections',
-           'camera_frustum', 'scene_figure']
+__all__ = ['COLORS', 'label_color', 'to_numpy', 'object_view', 'plot_objects', 'draw_annotations', 'plot_records',
+           'draw_reprojections', 'camera_frustum', 'scene_figure']
 
 # %% ../../nbs/viz/70_figures.ipynb #a58f90aa
 COLORS = plt.get_cmap("tab10").colors
@@ -35,26 +35,51 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 # %% ../../nbs/viz/70_figures.ipynb #0e553dd0
-def plot_objects(db, size: int = 160, ncols: int = 5, axes_length: float = 0.6):
-    """A gallery of the objects of `db` (a `MeshDatabase`), rendered with pybullet, each with its symmetry axes
-    (continuous: solid lines; discrete rotation axes: dashed; not drawn beyond 4 axes). Returns the matplotlib figure."""
-    from cosypose_nb.datasets.objects import render_preview, symmetry_axes
+def object_view(model, size: int = 160, n_points: int = 4000, azimuth: float = 40.0, elevation: float = 25.0, seed: int = 0):
+    """Points of an object's surface seen by a camera at `azimuth`, `elevation` (degrees) around its bounding-box
+    centre, the object filling a `size` px square: (uv (N, 2) px, shade (N,) in [0.35, 1], K (3, 3), T_CO (4, 4)),
+    the points facing the camera, far ones first. The surface is sampled from the mesh (lit by its face normals), else the model points (unlit)."""
+    from cosypose_nb.geometry.cameras import look_at
+    if model.mesh is not None:
+        P, face = model.mesh.sample(n_points, return_index=True, seed=seed)
+        normals = np.asarray(model.mesh.face_normals)[face]
+    else:
+        P, normals = np.asarray(model.points), None
+    centre = 0.5 * (P.min(0) + P.max(0))
+    az, el = math.radians(azimuth), math.radians(elevation)
+    eye = centre + 1.4 * model.diameter * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    T_CO = invert_T(look_at(torch.as_tensor(eye), torch.as_tensor(centre)))
+    f = size / 2 / math.tan(math.radians(21))
+    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]], dtype=torch.float64)
+    uv = to_numpy(project_points(torch.as_tensor(P)[None], K[None], T_CO[None]))[0]
+    depth = np.asarray(P) @ to_numpy(T_CO[2, :3]) + float(T_CO[2, 3])
+    to_eye = (eye - P) / np.linalg.norm(eye - P, axis=1, keepdims=True)
+    facing = np.ones(len(P)) if normals is None else (normals * to_eye).sum(1)
+    shade = 0.35 + 0.65 * np.abs(facing)
+    front = facing > 0 if (facing > 0).mean() > 0.3 else np.ones(len(P), bool)   # the back hidden (outward normals)
+    order = np.flatnonzero(front)[np.argsort(-depth[front])]
+    return uv[order], shade[order], K, T_CO
+
+def plot_objects(db, size: int = 160, ncols: int = 5, axes_length: float = 0.6, n_points: int = 4000):
+    """A gallery of the objects of `db` (a `MeshDatabase`): surface points shaded by their normals (`object_view`,
+    no renderer needed), each with its symmetry axes (continuous: solid lines; discrete rotation axes: dashed; not
+    drawn beyond 4 axes). Returns the matplotlib figure."""
+    from cosypose_nb.datasets.objects import symmetry_axes
     labels = list(db.labels)
     nrows = math.ceil(len(labels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows), squeeze=False)
     for ax in axes.flat: ax.axis("off")
     for ax, label in zip(axes.flat, labels):
         m = db[label]
-        r = render_preview(m, size=size)
-        ax.imshow(r["rgb"])
-        K, T_CO = torch.as_tensor(r["K"])[None], torch.as_tensor(r["T_CO"])[None]
+        uv, shade, K, T_CO = object_view(m, size, n_points)
+        ax.scatter(uv[:, 0], uv[:, 1], s=3, c=shade[:, None] * np.asarray(label_color(label, labels)), linewidths=0)
         axes_ = symmetry_axes(m.info)
         for point, axis, order in (axes_ if len(axes_) <= 4 else []):   # a ball's 31 axes would hide it
             ends = np.stack([point - axis * axes_length * m.diameter, point + axis * axes_length * m.diameter])
-            uv = to_numpy(project_points(torch.as_tensor(ends)[None], K, T_CO))[0]
-            ax.plot(uv[:, 0], uv[:, 1], "-" if order == 0 else "--", color="k", lw=1.5)
-        nsym = len(m.symmetries)
-        ax.set_title(f"{label}\n{m.name or ''} {100 * m.diameter:.0f} cm, {nsym} sym", fontsize=8)
+            e = to_numpy(project_points(torch.as_tensor(ends)[None], K[None], T_CO[None]))[0]
+            ax.plot(e[:, 0], e[:, 1], "-" if order == 0 else "--", color="k", lw=1.5)
+        ax.set_xlim(0, size); ax.set_ylim(size, 0); ax.set_aspect("equal")
+        ax.set_title(f"{label}\n{m.name or ''} {100 * m.diameter:.0f} cm, {len(m.symmetries)} sym", fontsize=8)
     fig.tight_layout()
     return fig
 
