@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:  make demo   and   make test
 # Both create (or reuse) the virtual environment .venv with the pinned dependencies first.
-.PHONY: setup demo test book export clean-nbs bench
+.PHONY: setup demo test book runs export clean-nbs bench
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
@@ -14,8 +14,14 @@ demo: setup
 test: setup
 	@bash ci/test.sh
 
+# The book: the chapters executed (cached) with the experiments' run folders (book/runs/, made by `runs` first
+# when missing). BOOK_TOC=... builds another table of contents. Then `pytest tests/test_book.py` checks it in chromium.
 book: setup
 	@bash ci/book.sh
+
+# The experiments of book/experiments/ into book/runs/NAME/ (finished runs are kept; RUNS_ARGS=--force runs them again)
+runs: setup
+	$(BIN)/cosypose-nb experiment $(notdir $(basename $(wildcard book/experiments/*.ipynb))) --out book/runs $(RUNS_ARGS)
 
 export: setup
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean

@@ -20,8 +20,8 @@ from ..geometry.transforms import as_tensor, invert_T, transform_points
 from ..geometry.cameras import project_points
 
 # %% auto #0
-__all__ = ['COLORS', 'label_color', 'plot_objects', 'draw_annotations', 'plot_records', 'draw_reprojections', 'camera_frustum',
-           'scene_figure', 'SceneExplorer']
+__all__ = ['COLORS', 'label_color', 'to_numpy', 'object_view', 'plot_objects', 'draw_annotations', 'plot_records',
+           'draw_reprojections', 'camera_frustum', 'scene_figure']
 
 # %% ../../nbs/viz/70_figures.ipynb #a58f90aa
 COLORS = plt.get_cmap("tab10").colors
@@ -30,30 +30,56 @@ def label_color(label: str, labels: Sequence[str]) -> tuple:
     "A fixed colour per label (tab10 over the sorted labels of the set)."
     return COLORS[sorted(labels).index(label) % len(COLORS)] if label in labels else (0.5, 0.5, 0.5)
 
-def _np(x) -> np.ndarray:
+def to_numpy(x) -> np.ndarray:
+    "A numpy array of `x` (tensor on any device, array or sequence)."
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 # %% ../../nbs/viz/70_figures.ipynb #0e553dd0
-def plot_objects(db, size: int = 160, ncols: int = 5, axes_length: float = 0.6):
-    """A gallery of the objects of `db` (a `MeshDatabase`), rendered with pybullet, each with its symmetry axes
-    (continuous: solid lines; discrete rotation axes: dashed; not drawn beyond 4 axes). Returns the matplotlib figure."""
-    from cosypose_nb.datasets.objects import render_preview, symmetry_axes
+def object_view(model, size: int = 160, n_points: int = 4000, azimuth: float = 40.0, elevation: float = 25.0, seed: int = 0):
+    """Points of an object's surface seen by a camera at `azimuth`, `elevation` (degrees) around its bounding-box
+    centre, the object filling a `size` px square: (uv (N, 2) px, shade (N,) in [0.35, 1], K (3, 3), T_CO (4, 4)),
+    the points facing the camera, far ones first. The surface is sampled from the mesh (lit by its face normals), else the model points (unlit)."""
+    from cosypose_nb.geometry.cameras import look_at
+    if model.mesh is not None:
+        P, face = model.mesh.sample(n_points, return_index=True, seed=seed)
+        normals = np.asarray(model.mesh.face_normals)[face]
+    else:
+        P, normals = np.asarray(model.points), None
+    centre = 0.5 * (P.min(0) + P.max(0))
+    az, el = math.radians(azimuth), math.radians(elevation)
+    eye = centre + 1.4 * model.diameter * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    T_CO = invert_T(look_at(torch.as_tensor(eye), torch.as_tensor(centre)))
+    f = size / 2 / math.tan(math.radians(21))
+    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]], dtype=torch.float64)
+    uv = to_numpy(project_points(torch.as_tensor(P)[None], K[None], T_CO[None]))[0]
+    depth = np.asarray(P) @ to_numpy(T_CO[2, :3]) + float(T_CO[2, 3])
+    to_eye = (eye - P) / np.linalg.norm(eye - P, axis=1, keepdims=True)
+    facing = np.ones(len(P)) if normals is None else (normals * to_eye).sum(1)
+    shade = 0.35 + 0.65 * np.abs(facing)
+    front = facing > 0 if (facing > 0).mean() > 0.3 else np.ones(len(P), bool)   # the back hidden (outward normals)
+    order = np.flatnonzero(front)[np.argsort(-depth[front])]
+    return uv[order], shade[order], K, T_CO
+
+def plot_objects(db, size: int = 160, ncols: int = 5, axes_length: float = 0.6, n_points: int = 4000):
+    """A gallery of the objects of `db` (a `MeshDatabase`): surface points shaded by their normals (`object_view`,
+    no renderer needed), each with its symmetry axes (continuous: solid lines; discrete rotation axes: dashed; not
+    drawn beyond 4 axes). Returns the matplotlib figure."""
+    from cosypose_nb.datasets.objects import symmetry_axes
     labels = list(db.labels)
     nrows = math.ceil(len(labels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows), squeeze=False)
     for ax in axes.flat: ax.axis("off")
     for ax, label in zip(axes.flat, labels):
         m = db[label]
-        r = render_preview(m, size=size)
-        ax.imshow(r["rgb"])
-        K, T_CO = torch.as_tensor(r["K"])[None], torch.as_tensor(r["T_CO"])[None]
+        uv, shade, K, T_CO = object_view(m, size, n_points)
+        ax.scatter(uv[:, 0], uv[:, 1], s=3, c=shade[:, None] * np.asarray(label_color(label, labels)), linewidths=0)
         axes_ = symmetry_axes(m.info)
         for point, axis, order in (axes_ if len(axes_) <= 4 else []):   # a ball's 31 axes would hide it
             ends = np.stack([point - axis * axes_length * m.diameter, point + axis * axes_length * m.diameter])
-            uv = _np(project_points(torch.as_tensor(ends)[None], K, T_CO))[0]
-            ax.plot(uv[:, 0], uv[:, 1], "-" if order == 0 else "--", color="k", lw=1.5)
-        nsym = len(m.symmetries)
-        ax.set_title(f"{label}\n{m.name or ''} {100 * m.diameter:.0f} cm, {nsym} sym", fontsize=8)
+            e = to_numpy(project_points(torch.as_tensor(ends)[None], K[None], T_CO[None]))[0]
+            ax.plot(e[:, 0], e[:, 1], "-" if order == 0 else "--", color="k", lw=1.5)
+        ax.set_xlim(0, size); ax.set_ylim(size, 0); ax.set_aspect("equal")
+        ax.set_title(f"{label}\n{m.name or ''} {100 * m.diameter:.0f} cm, {len(m.symmetries)} sym", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -71,7 +97,7 @@ def draw_annotations(ax, rgb, objects: Sequence, labels: Sequence[str] | None = 
     ax.imshow(img)
     if boxes:
         for o in objects:
-            b = _np(o.bbox_visib) if getattr(o, "bbox_visib", None) is not None else None
+            b = to_numpy(o.bbox_visib) if getattr(o, "bbox_visib", None) is not None else None
             if b is None or not np.isfinite(b).all(): continue
             c = label_color(o.label, labels)
             ax.add_patch(matplotlib.patches.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=c, lw=1.2))
@@ -97,7 +123,7 @@ def draw_reprojections(ax, points, T_CO, K, colors=None, size: float = 0.5, alph
     points, T_CO = as_tensor(points, torch.float64), as_tensor(T_CO, torch.float64)
     if len(T_CO) == 0: return
     K = as_tensor(K, torch.float64).expand(len(T_CO), 3, 3)
-    uv = _np(project_points(points, K, T_CO))
+    uv = to_numpy(project_points(points, K, T_CO))
     for i in range(len(uv)):
         c = None if colors is None else colors[i]
         ax.scatter(uv[i, :, 0], uv[i, :, 1], s=size, color=c, alpha=alpha, linewidths=0, **kw)
@@ -106,11 +132,11 @@ def draw_reprojections(ax, points, T_CO, K, colors=None, size: float = 0.5, alph
 def camera_frustum(T_WC, K, image_size, depth: float = 0.1) -> np.ndarray:
     "World coordinates (16, 3) of the segments of a camera frustum (NaN-separated polyline) for plotly."
     H, W = image_size
-    K = _np(as_tensor(K, torch.float64))
+    K = to_numpy(as_tensor(K, torch.float64))
     corners = np.array([[0, 0, 1], [W, 0, 1], [W, H, 1], [0, H, 1]], dtype=np.float64)
     rays = corners @ np.linalg.inv(K).T * depth
     pts_c = np.concatenate([np.zeros((1, 3)), rays])
-    pts_w = _np(transform_points(as_tensor(T_WC, torch.float64), torch.as_tensor(pts_c)))
+    pts_w = to_numpy(transform_points(as_tensor(T_WC, torch.float64), torch.as_tensor(pts_c)))
     o, c = pts_w[0], pts_w[1:]
     nan = np.full(3, np.nan)
     segs = [o, c[0], nan, o, c[1], nan, o, c[2], nan, o, c[3], nan, c[0], c[1], c[2], c[3], c[0]]
@@ -124,12 +150,12 @@ def scene_figure(T_WC=None, K=None, image_size=(480, 640), objects: Sequence = (
     traces = []
     labels_all = labels_all or sorted({l for l, _ in objects})
     for i, (label, T_WO) in enumerate(objects):
-        P = _np(transform_points(as_tensor(T_WO, torch.float64), as_tensor(points[label], torch.float64)))
+        P = to_numpy(transform_points(as_tensor(T_WO, torch.float64), as_tensor(points[label], torch.float64)))
         c = "rgb" + str(tuple(int(255 * v) for v in label_color(label, labels_all)))
         nm = names[i] if names else label
         traces.append(go.Scatter3d(x=P[:, 0], y=P[:, 1], z=P[:, 2], mode="markers", marker=dict(size=1.5, color=c), name=nm))
     for nm, T_WO, P, c in extra:
-        P = _np(transform_points(as_tensor(T_WO, torch.float64), as_tensor(P, torch.float64)))
+        P = to_numpy(transform_points(as_tensor(T_WO, torch.float64), as_tensor(P, torch.float64)))
         traces.append(go.Scatter3d(x=P[:, 0], y=P[:, 1], z=P[:, 2], mode="markers", marker=dict(size=1.2, color=c, opacity=0.5), name=nm))
     if T_WC is not None:
         T_WC = as_tensor(T_WC, torch.float64)
@@ -140,157 +166,3 @@ def scene_figure(T_WC=None, K=None, image_size=(480, 640), objects: Sequence = (
     fig = go.Figure(traces)
     fig.update_layout(scene=dict(aspectmode="data"), title=title, margin=dict(l=0, r=0, t=30 if title else 0, b=0), height=500)
     return fig
-
-# %% ../../nbs/viz/70_figures.ipynb #47f76069
-class SceneExplorer:
-    """Interactive explorer of a reconstructed scene. `prediction`: a `ScenePrediction` (labels, T_WO (O, 4, 4),
-    T_WC (V, 4, 4), K (V, 3, 3), view_ok (V,), cand_obj (C,)); `candidates`: the `Candidates` (C) it was made
-    from; `objects`: the object set (`points(labels)`); `images`: optional images (V, H, W, 3) (or (V, H, W)),
-    one size; without them the views are drawn `image_size` (H, W) large (default: twice the principal point);
-    `truth`: optional ground truth, an `MVProblem` or a tuple (T_WC (V, 4, 4), T_WO (O', 4, 4), labels (O')),
-    moved into the scene's world frame through the first placed camera. `widget` is the ipywidgets box to display."""
-
-    def __init__(self, prediction, candidates, objects, images=None, truth=None, image_size=None,
-                 n_points: int = 200):
-        p = prediction
-        V, C = len(p.T_WC), len(candidates)
-        if len(p.cand_obj) != C:
-            raise InputError(f"candidates: {C} given, but the prediction assigns {len(p.cand_obj)}")
-        if len(p.K) != V or len(p.view_ok) != V:
-            raise InputError(f"prediction: K and view_ok must have one entry per camera ({V})")
-        if C and (int(candidates.view_ids.min()) < 0 or int(candidates.view_ids.max()) >= V):
-            raise InputError(f"candidates: view ids must lie in 0..{V - 1}")
-        self.images = None if images is None else [_np(im) for im in images]
-        if self.images is not None:
-            if len(self.images) != V:
-                raise InputError(f"images: {len(self.images)} given for {V} views")
-            shapes = {im.shape for im in self.images}
-            if len(shapes) != 1 or not (len(self.images[0].shape) == 2 or (len(self.images[0].shape) == 3 and self.images[0].shape[2] in (3, 4))):
-                raise InputError(f"images: expected one size, (H, W) or (H, W, 3 or 4) each, got {sorted(shapes)}")
-        K_np = _np(as_tensor(p.K, torch.float64))
-        if self.images:
-            self.image_size = tuple(self.images[0].shape[:2])
-        elif image_size is not None:
-            self.image_size = (int(image_size[0]), int(image_size[1]))
-        else:                                      # the principal point is about the image centre
-            self.image_size = (max(1, round(2 * float(np.median(K_np[:, 1, 2])))), max(1, round(2 * float(np.median(K_np[:, 0, 2])))))
-        self.p, self.c = p, candidates
-        if truth is not None and not isinstance(truth, (tuple, list)):
-            if not all(hasattr(truth, a) for a in ("T_WC", "T_WO", "obj_labels")):
-                raise InputError("truth: expected an MVProblem or a tuple (T_WC, T_WO, labels)")
-            truth = (truth.T_WC, truth.T_WO, truth.obj_labels)
-        if truth is not None and len(truth) != 3:
-            raise InputError("truth: expected a tuple (T_WC, T_WO, labels)")
-        labels = list(p.labels) + list(candidates.labels) + (list(truth[2]) if truth is not None else [])
-        self.labels_all = sorted(set(labels))
-        missing = [l for l in self.labels_all if l not in objects]
-        if missing:
-            raise InputError(f"objects: no model for label(s) {missing}")
-        self.points = {}
-        for l in self.labels_all:                                   # at most `n_points` points per model, evenly spread
-            P = objects.points([l])[0].double().cpu()
-            self.points[l] = P[np.round(np.linspace(0, len(P) - 1, min(n_points, len(P)))).astype(int)]
-        self.T_WC, self.T_WO = as_tensor(p.T_WC, torch.float64).cpu(), as_tensor(p.T_WO, torch.float64).cpu()
-        self.K, self.view_ok = as_tensor(p.K, torch.float64).cpu(), _np(p.view_ok).astype(bool)
-        self.cand_obj = _np(p.cand_obj).astype(int)
-        self.truth = None
-        if truth is not None:
-            T_WC_gt, T_WO_gt, gt_labels = as_tensor(truth[0], torch.float64).cpu(), as_tensor(truth[1], torch.float64).cpu(), list(truth[2])
-            if T_WC_gt.shape != (V, 4, 4) or T_WO_gt.shape != (len(gt_labels), 4, 4):
-                raise InputError(f"truth: expected T_WC ({V}, 4, 4), T_WO (O, 4, 4) and O labels")
-            placed = np.flatnonzero(self.view_ok)
-            align = self.T_WC[placed[0]] @ invert_T(T_WC_gt[placed[0]]) if len(placed) else torch.eye(4, dtype=torch.float64)
-            self.truth = (align @ T_WO_gt, gt_labels)
-        self.view, self.object, self.show_candidates, self.show_truth = _first_placed(self.view_ok), -1, True, False
-        self.widget = self._build()
-
-    # -- figures of the current state
-    def _colour(self, label):
-        return label_color(label, self.labels_all)
-
-    def figure_view(self, view: int | None = None):
-        "Matplotlib figure of one view (default: the current one): its image, candidates and scene objects reprojected."
-        v = self.view if view is None else int(view)
-        if not 0 <= v < len(self.view_ok):
-                raise InputError(f"view: must lie in 0..{len(self.view_ok) - 1}, got {v}")
-        H, W = self.image_size
-        fig, ax = plt.subplots(figsize=(6.4, 6.4 * H / W))
-        ax.imshow(self.images[v] if self.images is not None else np.full((H, W, 3), 245, np.uint8))
-        mine = np.flatnonzero(_np(self.c.view_ids) == v)
-        if self.show_candidates and len(mine):
-            L = [self.c.labels[i] for i in mine]
-            cols = [self._colour(l) if self.cand_obj[i] >= 0 else (0.55, 0.55, 0.55) for l, i in zip(L, mine)]
-            draw_reprojections(ax, torch.stack([self.points[l] for l in L]), as_tensor(self.c.T_CO, torch.float64).cpu()[mine],
-                               self.K[v], cols, size=2, alpha=0.35)
-        n_obj = len(self.p.labels)
-        if self.view_ok[v] and n_obj:
-            T_CO = invert_T(self.T_WC[v]) @ self.T_WO
-            front = (T_CO[:, 2, 3] > 0).numpy()
-            for o in np.flatnonzero(front):
-                big = self.object == o
-                draw_reprojections(ax, self.points[self.p.labels[o]][None], T_CO[o:o + 1], self.K[v],
-                                   [self._colour(self.p.labels[o])], size=6 if big else 1.5,
-                                   alpha=0.9 if big or self.object < 0 else 0.25)
-        ax.set_xlim(0, W); ax.set_ylim(H, 0); ax.set_axis_off()
-        n_in = int((self.cand_obj[mine] >= 0).sum()) if len(mine) else 0
-        ax.set_title(f"view {v}" + ("" if self.view_ok[v] else " (not placed)") +
-                     f": {len(mine)} candidates, {n_in} in the scene", fontsize=9)
-        fig.tight_layout()
-        return fig
-
-    def figure_3d(self):
-        "Plotly figure of the scene: placed cameras, scene objects (the selected one larger), optionally the ground truth."
-        placed = np.flatnonzero(self.view_ok)
-        names = [f"#{i} {l} ({int(self.p.n_cand[i])} cand.)" for i, l in enumerate(self.p.labels)]
-        objs = [(l, self.T_WO[i]) for i, l in enumerate(self.p.labels)]
-        extra = []
-        if self.show_truth and self.truth is not None:
-            extra = [(f"truth {l}", T, self.points[l], "grey") for T, l in zip(self.truth[0], self.truth[1])]
-        fig = scene_figure(self.T_WC[placed], self.K[placed], self.image_size, objs, self.points, self.labels_all,
-                           names, title=f"{len(objs)} objects, {len(placed)}/{len(self.view_ok)} cameras placed", extra=extra)
-        if self.object >= 0:
-            fig.data[self.object].marker.size = 4
-        return fig
-
-    # -- the widgets
-    def _build(self):
-        import ipywidgets as w
-        self.w_view = w.Dropdown(description="view", value=self.view,
-                                 options=[(f"{v}" + ("" if ok else " (not placed)"), v) for v, ok in enumerate(self.view_ok)])
-        self.w_object = w.Dropdown(description="object", value=-1,
-                                   options=[("all", -1)] + [(f"#{i} {l}", i) for i, l in enumerate(self.p.labels)])
-        self.w_cand = w.Checkbox(description="candidates", value=True)
-        self.w_truth = w.Checkbox(description="ground truth", value=False, disabled=self.truth is None)
-        self.out_view, self.out_3d = w.Output(), w.Output()
-        rows = "".join(f"<tr><td>#{i}</td><td>{l}</td><td>{int(self.p.n_cand[i])}</td><td>{int(self.p.n_views[i])}</td>"
-                       f"<td>{float(self.p.scores[i]):.2f}</td></tr>" for i, l in enumerate(self.p.labels))
-        table = w.HTML("<table><tr><th></th><th>label</th><th>candidates</th><th>views</th><th>score</th></tr>" + rows + "</table>")
-        for ctl in (self.w_view, self.w_object, self.w_cand, self.w_truth):
-            ctl.observe(self._changed, names="value")
-        self._render()
-        return w.VBox([w.HBox([self.w_view, self.w_object, self.w_cand, self.w_truth]),
-                       w.HBox([self.out_view, self.out_3d]), table])
-
-    def _changed(self, _=None):
-        self.view, self.object = int(self.w_view.value), int(self.w_object.value)
-        self.show_candidates, self.show_truth = bool(self.w_cand.value), bool(self.w_truth.value)
-        self._render()
-
-    def _render(self):
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is None:              # a plain script: no front end to show the outputs in (use the figure_* methods)
-            return
-        with self.out_view:
-            self.out_view.clear_output(wait=True)
-            fig = self.figure_view()
-            display(fig)
-            plt.close(fig)
-        with self.out_3d:
-            self.out_3d.clear_output(wait=True)
-            display(self.figure_3d())
-
-def _first_placed(view_ok) -> int:
-    "The first placed view (0 when none is)."
-    ok = np.flatnonzero(np.asarray(view_ok, dtype=bool))
-    return int(ok[0]) if len(ok) else 0
