@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", default="480x640")
     args = ap.parse_args(argv)
     from cosypose_nb.synthetic.recording import record
-    from cosypose_nb.rendering.renderer import check_resolution
+    from cosypose_nb.rendering.bullet import check_resolution
     import torch
     H, W = check_resolution(args.resolution)
     rows = []

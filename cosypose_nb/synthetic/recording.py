@@ -19,7 +19,9 @@ from ..geometry.transforms import make_T, invert_T, as_tensor
 from ..geometry.cameras import look_at
 from ..geometry.cameras import check_intrinsics, make_K, scale_intrinsics
 from ..datasets.bop import BOPSceneWriter, scene_dir_name, label_from_obj_id
-from ..rendering.renderer import (SceneRenderer, object_urdfs, check_resolution, _T_from_pose, _pose_from_T, NEAR)
+from ..geometry.rotations import pose_from_pybullet, pose_to_pybullet
+from ..rendering.bullet import BulletClient, check_resolution
+from ..rendering.scene import SceneRenderer
 
 # %% auto #0
 __all__ = ['N_TEXTURES', 'TEXTURE_SIZE', 'ROOM_SIZE', 'FLOAT_CENTER', 'CAMERA_MARGIN', 'FORMAT', 'VERSION', 'RECORDING_JSON',
@@ -80,13 +82,12 @@ def texture_image(seed: int, i: int) -> np.ndarray:
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     "A uniform random rotation (3, 3) (normalised Gaussian quaternion)."
     q = rng.normal(size=4); q /= np.linalg.norm(q)
-    return _T_from_pose((0, 0, 0), q)[:3, :3]
+    return pose_from_pybullet((0, 0, 0), q)[:3, :3]
 
 def drop_objects(urdfs: dict, labels: Sequence[str], diameters: Sequence[float], rng: np.random.Generator,
                  max_steps: int = 2400, dt: float = 1 / 240) -> np.ndarray:
     "Drop objects `labels` (n) onto the plane z = 0 with pybullet physics until at rest: their poses T_WO (n, 4, 4) float64."
     import pybullet as pb
-    from cosypose_nb.rendering.renderer import BulletClient
     c = BulletClient()
     try:
         c.setGravity(0, 0, -9.81)
@@ -102,8 +103,8 @@ def drop_objects(urdfs: dict, labels: Sequence[str], diameters: Sequence[float],
             T[:3, 3] = [rng.uniform(-half, half), rng.uniform(-half, half), 0.6 * dmax + 1.1 * dmax * i]
             b = c.loadURDF(urdfs[l], [0, 0, 0])
             dyn = c.getDynamicsInfo(b, -1)
-            Tli = _T_from_pose(dyn[3], dyn[4])
-            pos, quat = _pose_from_T(T @ Tli)
+            Tli = pose_from_pybullet(dyn[3], dyn[4])
+            pos, quat = pose_to_pybullet(T @ Tli)
             c.resetBasePositionAndOrientation(b, pos, quat)
             c.changeDynamics(b, -1, lateralFriction=0.8, rollingFriction=1e-4, spinningFriction=1e-4)
             bodies.append(b); T_LI.append(Tli)
@@ -117,7 +118,7 @@ def drop_objects(urdfs: dict, labels: Sequence[str], diameters: Sequence[float],
         out = np.zeros((n, 4, 4))
         for i, b in enumerate(bodies):
             pos, quat = c.getBasePositionAndOrientation(b)
-            out[i] = _T_from_pose(pos, quat) @ np.linalg.inv(T_LI[i])
+            out[i] = pose_from_pybullet(pos, quat) @ np.linalg.inv(T_LI[i])
         return out
     finally:
         c.disconnect()
