@@ -20,6 +20,7 @@ Modules:
 - `cosypose_nb.singleview.inference`: From images and 2D detections to pose candidates: the coarse model from the boxes, the refiner from the coarse estimates (or from poses given by another method), batched over every box of every image, returned as the multi-view stage's `Candidates`.
 - `cosypose_nb.singleview.loss`: CosyPose's training loss of the coarse and refiner networks: an L1 point-matching distance, minimised over the object's symmetries, split into a rotation, an image-plane and a depth term.
 - `cosypose_nb.singleview.pose_model`: CosyPose's coarse and refiner networks: crop the image around the current estimate, render the object there, compare the two with a CNN and read a pose update in the camera frame and in image space.
-- `cosypose_nb.synthetic.recording`: The domain-randomised synthetic BOP datasets of CosyPose: random objects dropped on a plane or floating, random cameras, lights, textures and intrinsics; chunked, resumable, deterministic, scaled out with dask."""
+- `cosypose_nb.synthetic.recording`: Synthetic scenes rendered and written as BOP datasets: chunked, resumable, deterministic, scaled out with dask; the `record` command.
+- `cosypose_nb.synthetic.scenes`: Everything random about a domain-randomised scene, drawn from the scene's own seed: objects dropped on a plane or floating, cameras, lights, textures and intrinsics."""
 
 __version__ = "0.0.1"

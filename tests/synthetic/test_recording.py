@@ -1,5 +1,6 @@
-"""The recorder: kill + resume through the command line, a two-process dask LocalCluster run, byte-identical
-output for the same seed, a BOP dataset the reader loads back, the scene sampler, and refused bad input."""
+"""The recorder: kill + resume and Ctrl-C + resume through the command line, a two-process dask LocalCluster run,
+byte-identical output for the same seed, a BOP dataset the reader loads back, the output-folder rule, the command's
+options, and refused bad input."""
 from __future__ import annotations
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
@@ -81,6 +82,34 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, reference):
     assert {k: v for k, v in ja.items() if k != "objects"} == {k: v for k, v in jb.items() if k != "objects"}
 
 
+def test_ctrl_c_with_dask_workers_prints_one_line_and_resumes(tmp_path, reference):
+    "Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a two-worker run: one line, exit 130; the rerun completes it byte for byte."
+    out = tmp_path / "interrupted"
+    args = [*SMALL, "--out", str(out), "--workers", "2"]
+    code = f"import sys; from cosypose_nb.cli import main; sys.exit(main(['record', *{args!r}]))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    t0 = time.time()
+    try:
+        while len(complete_scenes(out)) < 2 and p.poll() is None and time.time() - t0 < 240:
+            time.sleep(0.05)
+        done_at_sigint = len(complete_scenes(out))
+        os.killpg(p.pid, signal.SIGINT)
+        log = p.communicate(timeout=120)[0]
+    finally:
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+        p.wait()
+    lines = [l for l in log.splitlines() if l.strip() and not l.startswith("pybullet build time")]   # pybullet's import banner
+    assert p.returncode == 130 and lines == ["cosypose-nb record: interrupted"], (p.returncode, log)
+    assert 2 <= done_at_sigint < 14, f"the interrupt should land mid-way (complete scenes: {done_at_sigint})"
+    p2 = run_cli(args)
+    log2 = p2.communicate(timeout=300)[0]
+    assert p2.returncode == 0 and "already complete" in log2, log2
+    a, b = tree(out), tree(reference)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == [], [k for k in a if a[k] != b[k]][:5]
+
+
 def test_dataset_content(reference):
     "The reader loads back what was written, consistent with the geometry and across the views of a scene."
     objects = load_default_objects()
@@ -118,42 +147,6 @@ def test_dataset_content(reference):
     assert n_vis > 20
     Ks = {tuple(np.round(r.K.ravel(), 6)) for r in ds}
     assert len(Ks) == len(ds), "random intrinsics: one K per image"
-
-
-def test_scene_sampler_statistics():
-    "Both modes occur; dropped objects rest on the plane; floating ones do not overlap; cameras stay in the room and see the scene."
-    objects = load_default_objects()
-    settings, db = rec.make_settings("default", n_views=3, resolution=(120, 160), seed=0, objects_per_scene=(3, 6))
-    labels = settings["labels"]
-    diam = {l: float(db[l].diameter) for l in labels}
-    urdfs = {l: str(db[l].urdf_path) for l in labels}
-    modes = []
-    for i in range(12):
-        spec = rec.sample_scene(rec.scene_rng(0, i), labels, diam, {l: False for l in labels}, settings, urdfs)
-        modes.append(spec["mode"])
-        assert 3 <= len(spec["labels"]) <= 6 and len(set(spec["labels"])) == len(spec["labels"])
-        T_WO = spec["T_WO"]
-        for l, T in zip(spec["labels"], T_WO):
-            V = np.asarray(db[l].mesh.vertices) @ T[:3, :3].T + T[:3, 3]
-            if spec["mode"] == "drop":
-                assert -0.01 < V[:, 2].min() < 0.01, (i, l, V[:, 2].min())          # resting on z = 0
-        if spec["mode"] == "float":
-            c = T_WO[:, :3, 3]
-            d = np.linalg.norm(c[:, None] - c[None], axis=-1) + np.eye(len(c)) * 9
-            r = np.array([diam[l] / 2 for l in spec["labels"]])
-            assert (d >= 0.69 * (r[:, None] + r[None])).all()
-        m = rec.ROOM_SIZE
-        for T_WC, K in zip(spec["T_WC"], spec["K"]):
-            eye = T_WC[:3, 3]
-            assert (np.abs(eye[:2]) < m).all() and 0 < eye[2] < 2 * m
-            centre = np.linalg.inv(T_WC) @ np.r_[T_WO[:, :3, 3].mean(0), 1]
-            u, v = (K @ centre[:3])[:2] / centre[2]
-            assert centre[2] > 0 and 0 <= u < 160 and 0 <= v < 120               # the scene centre is in view
-    assert {"drop", "float"} <= set(modes)
-    # scene i depends only on (seed, i)
-    s1 = rec.sample_scene(rec.scene_rng(0, 5), labels, diam, {l: False for l in labels}, settings, urdfs)
-    s2 = rec.sample_scene(rec.scene_rng(0, 5), labels, diam, {l: False for l in labels}, settings, urdfs)
-    assert np.array_equal(s1["T_WO"], s2["T_WO"]) and np.array_equal(s1["T_WC"], s2["T_WC"]) and s1["labels"] == s2["labels"]
 
 
 def test_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, reference):
@@ -219,3 +212,51 @@ def test_mesh_folder_objects(tmp_path):
     ds = BOPDataset(out, split="val", load_masks=True)
     assert len(ds) == 2 and ds.models_info is not None and len(ds.models_info) == 3
     assert all(1 <= len(r.objects) <= 3 for r in ds)
+
+
+def test_folder_rule_and_overwrite(tmp_path, reference):
+    "A foreign folder is refused unless --overwrite; a recording with other settings is replaced with --overwrite; other files stay."
+    import shutil
+    common = dict(n_scenes=2, n_views=1, resolution=(48, 64), seed=0, workers=0, progress=False)
+    foreign = tmp_path / "foreign"; foreign.mkdir(); (foreign / "notes.txt").write_text("mine")
+    (foreign / "train").mkdir(); (foreign / "train" / "000000").mkdir()              # looks like a complete scene
+    with pytest.raises(InputError, match="overwrite"):
+        rec.record(foreign, **common)
+    res = rec.record(foreign, overwrite=True, **common)
+    assert res["recorded"] == 2 and (foreign / "notes.txt").read_text() == "mine"
+    assert (foreign / "train" / "000000" / "scene_gt.json").exists()                 # recorded, not taken as complete
+    fresh = tmp_path / "fresh"
+    rec.record(fresh, **common)
+    assert tree(fresh) == {k: v for k, v in tree(foreign).items() if k != "notes.txt"}
+    # a recording with other settings: refused, then replaced
+    other = tmp_path / "other"; shutil.copytree(reference, other)
+    with pytest.raises(InputError, match="different settings"):
+        rec.record(other, **common)
+    rec.record(other, overwrite=True, **common)
+    assert tree(other) == tree(fresh)
+
+
+def test_recording_json_format_is_unchanged(reference):
+    "recording.json keeps the keys (and order) of format version 1, so that recordings made before still resume."
+    js = json.loads((reference / "recording.json").read_text())
+    assert list(js) == ["format", "version", "objects", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed",
+                        "mode", "objects_per_scene", "split", "rgb_ext", "depth_scale", "backend", "n_scenes"]
+    assert js["version"] == 1 and js["objects"] == "default" and js["resolution"] == [120, 160] and js["n_scenes"] == 14
+
+
+def test_command_options_from_the_config():
+    "Every option of `record` has a help text with its default, taken from RecordingConfig; --workers says what 1 and 0 mean."
+    import dataclasses
+    p = rec.record_parser()
+    actions = {a.dest: a for a in p._actions if a.dest != "help"}
+    fields = {f.name: f for f in dataclasses.fields(rec.RecordingConfig)}
+    assert set(actions) == set(fields) | {"out"}
+    for name, a in actions.items():
+        assert a.help and (name == "out" or "default" in a.help), name
+        if name in fields:
+            assert fields[name].metadata["help"] in a.help
+    w = actions["workers"].help
+    assert "(default: 1)" in w and "LocalCluster" in w and "0: record in this process" in w
+    assert set(p._option_string_actions) >= {"--scenes", "--views", "--seed", "--rgb-ext", "--no-progress", "--overwrite"}
+    a = p.parse_args(["--out", "x", "--scenes", "3", "--no-progress", "--rgb-ext", "png", "--resolution", "60x80"])
+    assert (a.n_scenes, a.progress, a.rgb_ext, a.resolution) == ("3", False, "png", "60x80")
