@@ -119,7 +119,7 @@ def test_dataset_content(reference):
     cam = json.loads((reference / "train" / "000000" / "scene_camera.json").read_text())
     assert set(cam["1"]) >= {"cam_K", "cam_R_w2c", "cam_t_w2c", "depth_scale"}
     assert (reference / "models" / "models_info.json").exists() and len(list((reference / "models").glob("obj_*.ply"))) == 10
-    n_vis = 0
+    n_vis = n_cut = 0
     for scene_id, idx in ds.scenes().items():
         views = [ds[i] for i in idx]
         assert len(views) == 2
@@ -137,14 +137,21 @@ def test_dataset_content(reference):
                 ok = (u >= 0) & (u < 160) & (w >= 0) & (w < 120)
                 md = torch.nn.functional.max_pool2d(torch.as_tensor(o.mask)[None, None].float(), 3, 1, 1)[0, 0] > 0
                 if ok.sum() > 10: assert md[w[ok], u[ok]].float().mean() > 0.999
+                if o.visib_fract == 0:
+                    assert np.isnan(o.bbox_obj).all() and np.isnan(o.bbox_visib).all()        # BOP's [-1, -1, -1, -1]
+                    continue
                 ys, xs = np.nonzero(o.mask)
-                x1, y1, x2, y2 = o.bbox_obj
-                assert x1 <= xs.min() and y1 <= ys.min() and x2 >= xs.max() + 1 and y2 >= ys.max() + 1
+                x1, y1, x2, y2 = o.bbox_obj                                                  # x2, y2: last column, row
+                assert x1 <= xs.min() and y1 <= ys.min() and x2 >= xs.max() and y2 >= ys.max()
                 if xs.min() > 0 and ys.min() > 0 and xs.max() < 159 and ys.max() < 119:   # not truncated: the exact box
-                    assert np.allclose(o.bbox_obj, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+                    assert np.array_equal(o.bbox_obj, [xs.min(), ys.min(), xs.max(), ys.max()])
+                    assert o.visib_fract == o.mask_visib.sum() / o.mask.sum()
+                else:
+                    n_cut += 1
+                    assert o.visib_fract <= o.mask_visib.sum() / o.mask.sum()
                 if o.visib_fract > 0:
                     assert (v.depth[o.mask_visib] > 0).all()
-    assert n_vis > 20
+    assert n_vis > 20 and n_cut > 0
     Ks = {tuple(np.round(r.K.ravel(), 6)) for r in ds}
     assert len(Ks) == len(ds), "random intrinsics: one K per image"
 
@@ -260,3 +267,53 @@ def test_command_options_from_the_config():
     assert set(p._option_string_actions) >= {"--scenes", "--views", "--seed", "--rgb-ext", "--no-progress", "--overwrite"}
     a = p.parse_args(["--out", "x", "--scenes", "3", "--no-progress", "--rgb-ext", "png", "--resolution", "60x80"])
     assert (a.n_scenes, a.progress, a.rgb_ext, a.resolution) == ("3", False, "png", "60x80")
+
+
+def test_gt_info_follows_bop_for_objects_cut_and_outside(tmp_path):
+    """scene_gt_info.json as the BOP toolkit computes it: px_count_all and bbox_obj over the whole silhouette on a
+    canvas three times the image (checked against a render of that canvas), w = xmax - xmin, [-1]*4 when not visible."""
+    from cosypose_nb.rendering.scene import SceneRenderer
+    from cosypose_nb.datasets.bop import BOPSceneWriter, read_scene_gt_info
+    db = load_default_objects()
+    H, W = 96, 128
+    K = np.array([[120.0, 0, 63.5], [0, 120, 47.5], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    placed = list(db.labels)
+    checked = {"inside": 0, "cut": 0, "outside": 0, "hidden": 0}
+    with SceneRenderer({l: db[l].urdf_path for l in placed}, background=None, backend="tiny") as sr:
+        for trial in range(6):
+            T = np.tile(np.eye(4), (len(placed), 1, 1))
+            q = rng.normal(size=(len(placed), 4))
+            from cosypose_nb.geometry.rotations import pose_from_pybullet
+            T[:, :3, :3] = [pose_from_pybullet((0, 0, 0), qi)[:3, :3] for qi in q]
+            z = rng.uniform(0.35, 1.2, len(placed))
+            T[:, :3, 3] = np.c_[rng.uniform(-1.0, 1.0, len(placed)) * z, rng.uniform(-0.8, 0.8, len(placed)) * z, z]
+            view = sr.render(placed, T, np.eye(4), K, (H, W), masks=True)
+            w = BOPSceneWriter(tmp_path / f"s{trial}", rgb_ext=".png", append=False)
+            objs = [{"label": l, "T_CO": T[i], "mask": view.masks[i], "mask_visib": view.seg == i} for i, l in enumerate(placed)]
+            w.add_image(view.rgb, K, objs, im_id=0, depth=view.depth)
+            w.gt_info[0] = [rec.bop_gt_info(sr.scene, i, np.eye(4), K, view.masks[i], view.seg == i, view.depth) for i in range(len(placed))]
+            w.flush()
+            raw = json.loads((tmp_path / f"s{trial}" / "scene_gt_info.json").read_text())["0"]
+            for i, e in enumerate(raw):
+                big = sr.scene.render(np.eye(4), K + [[0, 0, W], [0, 0, H], [0, 0, 0]], (3 * H, 3 * W), rgb=False, only=[i],
+                                      environment=False, far=16.0)["seg"] == i
+                assert e["px_count_all"] == big.sum(), (trial, i)
+                vis = (view.seg == i).sum()
+                assert e["px_count_visib"] == vis and e["px_count_valid"] == (view.masks[i] & (view.depth > 0)).sum()
+                assert e["visib_fract"] == (vis / big.sum() if big.sum() else 0.0)
+                if vis == 0:
+                    assert e["bbox_obj"] == [-1, -1, -1, -1] and e["bbox_visib"] == [-1, -1, -1, -1]
+                    checked["outside" if not view.masks[i].any() and big.any() else "hidden"] += 1
+                    continue
+                ys, xs = np.nonzero(big)
+                assert e["bbox_obj"] == [xs.min() - W, ys.min() - H, xs.max() - xs.min(), ys.max() - ys.min()]
+                ys, xs = np.nonzero(view.seg == i)
+                assert e["bbox_visib"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+                cut = big.sum() > view.masks[i].sum()
+                checked["cut" if cut else "inside"] += 1
+                if cut: assert e["visib_fract"] < vis / view.masks[i].sum()
+            back = read_scene_gt_info(tmp_path / f"s{trial}")[0]                      # the reader: x2 = x + w, the last column
+            for e, b in zip(raw, back):
+                if e["bbox_obj"][2] >= 0: assert np.array_equal(b["bbox_obj"], [e["bbox_obj"][0], e["bbox_obj"][1], e["bbox_obj"][0] + e["bbox_obj"][2], e["bbox_obj"][1] + e["bbox_obj"][3]])
+    assert all(n > 0 for n in checked.values()), checked
