@@ -144,21 +144,34 @@ class BatchRenderer:
             backends.append(payload)
         self.backend = backends[0]
 
-    def _recv(self, i: int, timeout: float | None = None):
-        c, p = self._conns[i], self._procs[i]
-        waited = 0.0
-        while not c.poll(0.2):
-            waited += 0.2
-            if not p.is_alive() and not c.poll(0):
-                self._broken = True
-                raise RuntimeError(f"renderer worker {i} (pid {p.pid}) died (exit code {p.exitcode})")
-            if timeout is not None and waited > timeout:
-                raise RuntimeError(f"renderer worker {i} did not answer within {timeout} s")
-        try:
-            return c.recv()
-        except (EOFError, OSError) as e:
+    def close(self) -> None:
+        "Stop the workers (idempotent)."
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def __repr__(self):
+        return f"BatchRenderer({len(self.labels)} objects, {self.n_workers} workers, backend={getattr(self, 'backend', '?')}, device={self.device}{', closed' if self._closed else ''})"
+
+# %% ../../nbs/rendering/21_batch.ipynb #1abccaba
+@patch
+def _recv(self: BatchRenderer, i: int, timeout: float | None = None):
+    c, p = self._conns[i], self._procs[i]
+    waited = 0.0
+    while not c.poll(0.2):
+        waited += 0.2
+        if not p.is_alive() and not c.poll(0):
             self._broken = True
-            raise RuntimeError(f"renderer worker {i} (pid {p.pid}) closed its pipe (exit code {p.exitcode})") from e
+            raise RuntimeError(f"renderer worker {i} (pid {p.pid}) died (exit code {p.exitcode})")
+        if timeout is not None and waited > timeout:
+            raise RuntimeError(f"renderer worker {i} did not answer within {timeout} s")
+    try:
+        return c.recv()
+    except (EOFError, OSError) as e:
+        self._broken = True
+        raise RuntimeError(f"renderer worker {i} (pid {p.pid}) closed its pipe (exit code {p.exitcode})") from e
 
 # %% ../../nbs/rendering/21_batch.ipynb #7053a2c6
 def _as_numpy(x) -> np.ndarray:
@@ -255,18 +268,3 @@ def render(self: BatchRenderer, labels: Sequence[str], T_CO, K, resolution, rend
     dev = self.device if device is None else get_device(device)
     parts = self._scatter_gather(labels, T_np, K_np, (H, W), render_depth, render_mask)
     return _renders_from_parts(parts, len(labels), H, W, dev, render_depth, render_mask)
-
-@patch
-def close(self: BatchRenderer) -> None:
-    "Stop the workers (idempotent)."
-    if not self._closed:
-        self._closed = True
-        self._finalizer()
-
-@patch
-def __enter__(self: BatchRenderer): return self
-@patch
-def __exit__(self: BatchRenderer, *exc): self.close()
-@patch
-def __repr__(self: BatchRenderer):
-    return f"BatchRenderer({len(self.labels)} objects, {self.n_workers} workers, backend={getattr(self, 'backend', '?')}, device={self.device}{', closed' if self._closed else ''})"

@@ -183,6 +183,17 @@ def _register(self: BulletScene, b: int, T_LI: np.ndarray, rgba, texture: int) -
     self._own_texture[b] = self._texture[b] = texture
 
 @patch
+def _set_alpha(self: BulletScene, b: int, alpha: float) -> None:
+    r = self._rgba[b]
+    self.client.changeVisualShape(b, -1, rgbaColor=(r[0], r[1], r[2], alpha * r[3]))
+
+@patch
+def _hide(self: BulletScene, b: int) -> None:
+    "Make `b` invisible: alpha 0 (TinyRenderer then skips it) and parked far away (for OpenGL)."
+    self._set_alpha(b, 0.0)
+    self.client.resetBasePositionAndOrientation(b, PARKING, (0, 0, 0, 1))
+
+@patch
 def _body(self: BulletScene, label: str, k: int = 0) -> int:
     "Body id of instance `k` of `label` (loaded, hidden, on first use)."
     if label not in self._instances:
@@ -207,17 +218,6 @@ def has_texture(self: BulletScene, label: str) -> bool:
     return self._own_texture[self._body(label, 0)] >= 0
 
 # %% ../../nbs/rendering/20_bullet.ipynb #28399fc0
-@patch
-def _set_alpha(self: BulletScene, b: int, alpha: float) -> None:
-    r = self._rgba[b]
-    self.client.changeVisualShape(b, -1, rgbaColor=(r[0], r[1], r[2], alpha * r[3]))
-
-@patch
-def _hide(self: BulletScene, b: int) -> None:
-    "Make `b` invisible: alpha 0 (TinyRenderer then skips it) and parked far away (for OpenGL)."
-    self._set_alpha(b, 0.0)
-    self.client.resetBasePositionAndOrientation(b, PARKING, (0, 0, 0, 1))
-
 @patch
 def _show(self: BulletScene, b: int) -> None:
     self._place(b, self._pose[b])
