@@ -32,6 +32,16 @@ def run_cli(args, **kw):
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def signal_group_after(p, out: Path, n: int, sig) -> int:
+    "Send `sig` to the process group of `p` once `out` holds `n` complete scenes; returns how many it held then."
+    t0 = time.time()
+    while len(complete_scenes(out)) < n and p.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.05)
+    done = len(complete_scenes(out))
+    os.killpg(p.pid, sig)
+    return done
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     "An uninterrupted recording on a dask LocalCluster of two worker processes."
@@ -48,12 +58,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, reference):
     out = tmp_path / "killed"
     args = [*SMALL, "--out", str(out), "--workers", "1"]
     p = run_cli(args, start_new_session=True)                 # its own process group: the dask workers too
-    t0 = time.time()
     try:
-        while len(complete_scenes(out)) < 3 and p.poll() is None and time.time() - t0 < 240:
-            time.sleep(0.05)
-        done_at_kill = len(complete_scenes(out))
-        os.killpg(p.pid, signal.SIGKILL)
+        done_at_kill = signal_group_after(p, out, 3, signal.SIGKILL)
     finally:
         p.wait()
         try: os.killpg(p.pid, signal.SIGKILL)
@@ -89,12 +95,8 @@ def test_ctrl_c_with_dask_workers_prints_one_line_and_resumes(tmp_path, referenc
     code = f"import sys; from cosypose_nb.cli import main; sys.exit(main(['record', *{args!r}]))"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
-    t0 = time.time()
     try:
-        while len(complete_scenes(out)) < 2 and p.poll() is None and time.time() - t0 < 240:
-            time.sleep(0.05)
-        done_at_sigint = len(complete_scenes(out))
-        os.killpg(p.pid, signal.SIGINT)
+        done_at_sigint = signal_group_after(p, out, 2, signal.SIGINT)
         log = p.communicate(timeout=120)[0]
     finally:
         try: os.killpg(p.pid, signal.SIGKILL)
