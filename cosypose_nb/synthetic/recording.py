@@ -13,17 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import (InputError, ConfigError, setting, add_config_arguments, claim_output_dir, write_json,
-                              read_json)
+from ..core import (InputError, ConfigError, OUTPUT_MANIFEST, setting, add_config_arguments, claim_output_dir,
+                              record_outputs, write_json, read_json)
 from ..datasets.bop import BOPSceneWriter, scene_dir_name
 from ..rendering.bullet import BACKENDS, NEAR, check_resolution
 from ..rendering.scene import SceneRenderer
 from .scenes import SceneConfig, ROOM_SIZE, texture_image, sample_scene, scene_rng
 
 # %% auto #0
-__all__ = ['FORMAT', 'VERSION', 'RECORDING_JSON', 'MAX_SCENES', 'load_objects', 'objects_fingerprint', 'RecordingConfig',
-           'resolve_config', 'recording_json', 'canvas_silhouette', 'bop_gt_info', 'render_scene', 'record_scene',
-           'check_output', 'record', 'record_parser', 'record_cli']
+__all__ = ['FORMAT', 'VERSION', 'RECORDING_JSON', 'MAX_SCENES', 'RECORD', 'load_objects', 'objects_fingerprint',
+           'RecordingConfig', 'resolve_config', 'recording_json', 'canvas_silhouette', 'bop_gt_info', 'render_scene',
+           'record_scene', 'recording_names', 'check_output', 'record', 'record_parser', 'record_cli']
 
 # %% ../../nbs/synthetic/26_recording.ipynb #29cd33ed
 FORMAT = "cosypose-nb synthetic recording"
@@ -183,7 +183,7 @@ def render_scene(renderer: SceneRenderer, spec: dict, config: RecordingConfig, w
         sc.reset_appearance(b)
         if not np.isnan(spec["colors"][i, 0]): sc.set_color(b, spec["colors"][i])
     for w, b in enumerate(renderer.walls):
-        sc.set_texture(b, sc.load_texture(texture_image(config.seed, spec["textures"][w % 6]), key=("bank", spec["textures"][w % 6])))
+        sc.set_texture(b, sc.load_texture(texture_image(config.seed, spec["textures"][w % 6]), key=("bank", config.seed, spec["textures"][w % 6])))
     H, W = config.resolution
     max_depth = 65535 * config.depth_scale * 1e-3
     for v in range(len(spec["T_WC"])):
@@ -242,13 +242,27 @@ def record_scene(out_dir, config: RecordingConfig, fingerprint: str, scene_id: i
     return dict(scene_id=scene_id, n_images=n, seconds=time.time() - t0, skipped=False)
 
 # %% ../../nbs/synthetic/26_recording.ipynb #6b5934c7
+RECORD = "record"                 # the command's name in the folder's manifest
+_TMP_MODELS = ".models.tmp"
+
+def recording_names(split: str) -> list[str]:
+    "What a recording writes at the top of its folder (the names in its manifest)."
+    return [".lock", RECORDING_JSON, "camera.json", "models", _TMP_MODELS, split]
+
 def check_output(out: Path, stored: dict, overwrite: bool = False) -> tuple[str, int]:
     """Check (read only) that `out` may take the recording whose `recording.json` is `stored`: ('new', 0),
     ('resume', its n_scenes) or ('overwrite', 0); `InputError` otherwise."""
-    state = claim_output_dir(out, RECORDING_JSON, overwrite, ignore=(".lock",))
-    if state != "resume": return state, 0
     rec = out / RECORDING_JSON
-    old = read_json(rec)
+    old = read_json(rec) if rec.is_file() else None
+    split = old.get("split") if isinstance(old, dict) and isinstance(old.get("split"), str) else ""
+    made_before_manifests = (old is not None and not (out / OUTPUT_MANIFEST).exists()
+                             and all(p.name in recording_names(split) for p in out.iterdir()))
+    if not made_before_manifests:
+        try: claim_output_dir(out, RECORD)
+        except InputError:
+            if not overwrite: raise
+            return "overwrite", 0
+    if old is None: return "new", 0
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise InputError(f"{rec}: not a recording of cosypose-nb (format {old.get('format') if isinstance(old, dict) else None!r})")
     diff = [k for k in _COMPAT_KEYS if old.get(k) != stored.get(k)]
@@ -262,6 +276,7 @@ def check_output(out: Path, stored: dict, overwrite: bool = False) -> tuple[str,
         raise InputError(f"{rec}: n_scenes: expected an integer in [0, {MAX_SCENES}], got {n!r}")
     return "resume", n
 
+# %% ../../nbs/synthetic/26_recording.ipynb #fa47b3b6
 @contextlib.contextmanager
 def _folder_lock(out: Path):
     "Exclusive lock on `out/.lock` for the duration of a recording (released by the OS if the process dies)."
@@ -277,26 +292,26 @@ def _folder_lock(out: Path):
     finally:
         f.close()
 
-# %% ../../nbs/synthetic/26_recording.ipynb #fa47b3b6
 def _clear_recording(out: Path, split: str) -> None:
-    "Remove what a recording writes into `out` (also that of the recording found there): for `overwrite`."
+    "Remove what a recording writes into `out` (also the split folder of the recording found there): for `overwrite`."
     splits = {split}
-    if (out / RECORDING_JSON).is_file():
-        old = read_json(out / RECORDING_JSON)
-        if isinstance(old, dict) and isinstance(old.get("split"), str) and old["split"] and "/" not in old["split"]:
-            splits.add(old["split"])
-    for name in (RECORDING_JSON, "camera.json", "models", *sorted(splits)):
+    old = read_json(out / RECORDING_JSON) if (out / RECORDING_JSON).is_file() else None
+    if isinstance(old, dict) and isinstance(old.get("split"), str) and old["split"] and "/" not in old["split"]:
+        splits.add(old["split"])
+    for name in (RECORDING_JSON, "camera.json", "models", _TMP_MODELS, *sorted(splits)):
         p = out / name
         if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
         elif p.exists() or p.is_symlink(): p.unlink()
 
+# %% ../../nbs/synthetic/26_recording.ipynb #ff459835
 def _prepare_output(out: Path, stored: dict, db, state: str) -> Path:
     "Write recording.json, models/ and camera.json into the locked folder `out`; returns the split folder, cleaned."
     if state == "overwrite": _clear_recording(out, stored["split"])
     write_json(out / RECORDING_JSON, stored)
     models = out / "models"
     if not (models / "models_info.json").exists():
-        tmp = out / f".tmp_models_{uuid.uuid4().hex[:8]}"
+        tmp = out / _TMP_MODELS
+        if tmp.exists(): shutil.rmtree(tmp)                   # what a killed run left
         if stored["objects"] == "default":
             from cosypose_nb.datasets.objects import write_default_objects
             write_default_objects(tmp)
@@ -361,6 +376,7 @@ def record(out_dir, config: RecordingConfig | None = None, objects=None, **setti
     out = Path(out_dir)
     t0 = time.time()
     state, n_old = check_output(out, recording_json(config, fingerprint, config.n_scenes), config.overwrite)
+    record_outputs(out, RECORD, recording_names(config.split))         # the recorder's folder from here on
     results = []
     with _folder_lock(out):
         stored = recording_json(config, fingerprint, max(config.n_scenes, n_old))

@@ -319,3 +319,18 @@ def test_gt_info_follows_bop_for_objects_cut_and_outside(tmp_path):
             for e, b in zip(raw, back):
                 if e["bbox_obj"][2] >= 0: assert np.array_equal(b["bbox_obj"], [e["bbox_obj"][0], e["bbox_obj"][1], e["bbox_obj"][0] + e["bbox_obj"][2], e["bbox_obj"][1] + e["bbox_obj"][3]])
     assert all(n > 0 for n in checked.values()), checked
+
+
+def test_recording_made_before_manifests_resumes(tmp_path, reference):
+    """A recording without the folder manifest (made before it existed) resumes, byte for byte (also in a process that
+    recorded with another seed before), and gets its manifest; a stranger's file is still refused."""
+    import shutil
+    from cosypose_nb.core import OUTPUT_MANIFEST
+    rec.record(tmp_path / "warm", n_scenes=1, resolution=(48, 64), seed=0, workers=0, progress=False)   # this process's renderer, other seed
+    old = tmp_path / "old"; shutil.copytree(reference, old)
+    (old / OUTPUT_MANIFEST).unlink(); shutil.rmtree(old / "train" / "000005")
+    res = rec.record(old, n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
+    assert res["recorded"] == 1 and tree(old) == tree(reference)
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        rec.record(old, n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
