@@ -27,7 +27,7 @@ __all__ = ['FORMAT', 'VERSION', 'RECORDING_JSON', 'MAX_SCENES', 'RECORD', 'load_
 
 # %% ../../nbs/synthetic/26_recording.ipynb #29cd33ed
 FORMAT = "cosypose-nb synthetic recording"
-VERSION = 1
+VERSION = 2                                    # 2: scene_gt_info.json as the BOP toolkit defines it
 RECORDING_JSON = "recording.json"
 MAX_SCENES = 1_000_000                         # BOP scene folders are named with six digits
 _COMPAT_KEYS = ("format", "version", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed", "mode",
@@ -123,7 +123,7 @@ def resolve_config(config: RecordingConfig, objects=None) -> tuple[RecordingConf
     return dataclasses.replace(config, labels=tuple(labels), K=K, objects=name), db, objects_fingerprint(db)
 
 def recording_json(config: RecordingConfig, fingerprint: str, n_scenes: int) -> dict:
-    "The content of `recording.json` (format version 1) of a resolved `config`."
+    "The content of `recording.json` (format `VERSION`) of a resolved `config`."
     c = config
     return dict(format=FORMAT, version=VERSION, objects=c.objects, objects_fingerprint=fingerprint, labels=list(c.labels),
                 n_views=c.n_views, resolution=list(c.resolution), K=[list(r) for r in c.K], seed=c.seed, mode=c.mode,
@@ -267,6 +267,10 @@ def check_output(out: Path, stored: dict, overwrite: bool = False) -> tuple[str,
         raise InputError(f"{rec}: not a recording of cosypose-nb (format {old.get('format') if isinstance(old, dict) else None!r})")
     diff = [k for k in _COMPAT_KEYS if old.get(k) != stored.get(k)]
     if diff and overwrite: return "overwrite", 0
+    if old.get("version") != VERSION:
+        raise InputError(f"{rec}: a recording of format version {old.get('version')!r} (this is version {VERSION}: the boxes and "
+                         f"visible fractions of scene_gt_info.json follow the BOP toolkit since); it cannot be extended with "
+                         f"scenes annotated otherwise: choose another output folder, or --overwrite to replace it. Nothing was written.")
     if diff:
         show = ", ".join(f"{k}: {old.get(k)!r} in the folder, {stored.get(k)!r} asked" for k in diff[:4])
         raise InputError(f"{rec}: {out} holds a recording with different settings ({show}); choose another output "

@@ -245,12 +245,20 @@ def test_folder_rule_and_overwrite(tmp_path, reference):
     assert tree(other) == tree(fresh)
 
 
-def test_recording_json_format_is_unchanged(reference):
-    "recording.json keeps the keys (and order) of format version 1, so that recordings made before still resume."
+def test_recording_json_format(reference, tmp_path):
+    """recording.json keeps the keys (and order) of the first recordings; version 2 (BOP's scene_gt_info): a version-1
+    recording is not extended with scenes annotated otherwise (a message says why), --overwrite replaces it."""
+    import shutil
     js = json.loads((reference / "recording.json").read_text())
     assert list(js) == ["format", "version", "objects", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed",
                         "mode", "objects_per_scene", "split", "rgb_ext", "depth_scale", "backend", "n_scenes"]
-    assert js["version"] == 1 and js["objects"] == "default" and js["resolution"] == [120, 160] and js["n_scenes"] == 14
+    assert js["version"] == 2 and js["objects"] == "default" and js["resolution"] == [120, 160] and js["n_scenes"] == 14
+    v1 = tmp_path / "v1"; shutil.copytree(reference, v1)
+    (v1 / "recording.json").write_text(json.dumps(js | {"version": 1}, indent=2))
+    common = dict(n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
+    with pytest.raises(InputError, match="version 1"):
+        rec.record(v1, **common)
+    assert rec.record(v1, overwrite=True, **common)["recorded"] == 14 and tree(v1) == tree(reference)
 
 
 def test_command_options_from_the_config():
