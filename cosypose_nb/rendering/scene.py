@@ -21,7 +21,8 @@ from ..geometry.cameras import look_at
 from .bullet import BulletScene, resolve_backend, NEAR, FAR
 
 # %% auto #0
-__all__ = ['SceneRender', 'checkerboard', 'room_faces', 'SceneRenderer', 'Preview', 'render_preview']
+__all__ = ['SceneRender', 'checkerboard', 'room_faces', 'SceneRenderer', 'canvas_silhouette', 'bop_gt_info', 'Preview',
+           'render_preview']
 
 # %% ../../nbs/rendering/22_scene.ipynb #04786859
 @dataclass
@@ -112,6 +113,52 @@ def render(self: SceneRenderer, labels: Sequence[str], T_WO, T_WC, K, resolution
     "`set_scene(labels, T_WO)` then `render_view(T_WC, K, resolution)`."
     self.set_scene(labels, T_WO)
     return self.render_view(T_WC, K, resolution, depth=depth, masks=masks, light=light)
+
+# %% ../../nbs/rendering/22_scene.ipynb #71d18006
+def _window(scene, i: int, T_CW: np.ndarray, K: np.ndarray, lo, hi):
+    "A window (x0, y0, x1, y1) of the canvas [lo, hi) holding the silhouette of shown object `i`: its bounding box's corners projected, 2 px margin."
+    a, b = (np.asarray(v) for v in scene.client.getAABB(scene.shown[i]))
+    corners = np.array([[x, y, z] for x in (a[0], b[0]) for y in (a[1], b[1]) for z in (a[2], b[2])])
+    P = corners @ T_CW[:3, :3].T + T_CW[:3, 3]
+    if (P[:, 2] <= NEAR).any(): return (*lo, *hi)                  # reaches behind the camera: the whole canvas
+    u, v = (P @ K[0]) / P[:, 2], (P @ K[1]) / P[:, 2]
+    x0, x1 = max(lo[0], math.floor(u.min()) - 2), min(hi[0], math.ceil(u.max()) + 3)
+    y0, y1 = max(lo[1], math.floor(v.min()) - 2), min(hi[1], math.ceil(v.max()) + 3)
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+def canvas_silhouette(scene, i: int, T_CW: np.ndarray, K: np.ndarray, resolution, far: float = FAR):
+    """The whole silhouette of shown object `i` of `scene` (a `BulletScene`, the object rendered alone) on BOP's
+    large canvas, pixels [-W, 2W) x [-H, 2H) of an image of `resolution` (H, W): (mask (h, w) bool, (x0, y0)), the
+    part of the canvas rendered and the image coordinates of its first pixel."""
+    H, W = resolution
+    lo, hi = (-W, -H), (2 * W, 2 * H)                      # the image in the middle of a canvas three times its size
+    win = _window(scene, i, T_CW, K, lo, hi)
+    while win is not None:
+        x0, y0, x1, y1 = win
+        K_w = np.array(K, dtype=np.float64); K_w[0, 2] -= x0; K_w[1, 2] -= y0           # the window's own pixels
+        m = scene.render(T_CW, K_w, (y1 - y0, x1 - x0), rgb=False, segmentation=True, only=[i], environment=False, far=far)["seg"] == i
+        cut = (m[:, 0].any() and x0 > lo[0]) or (m[:, -1].any() and x1 < hi[0]) or (m[0].any() and y0 > lo[1]) or (m[-1].any() and y1 < hi[1])
+        if not cut: return m, (x0, y0)
+        win = (*lo, *hi)                  # the silhouette goes on past the window (not expected): the whole canvas
+    return np.zeros((0, 0), bool), (0, 0)
+
+def bop_gt_info(scene, i: int, T_CW: np.ndarray, K: np.ndarray, mask: np.ndarray, mask_visib: np.ndarray, depth: np.ndarray,
+                far: float = FAR) -> dict:
+    """The `scene_gt_info.json` entry of shown object `i` of a view of `scene` (a `BulletScene`), as the BOP toolkit
+    defines it: `mask` (H, W) its silhouette in the image, `mask_visib` (H, W) its visible part, `depth` (H, W) m of
+    the image (0: no measurement); `far` the far plane of the view's render.
+    Boxes (x1, y1, x2, y2) with x2, y2 the last column and row (BOP's w = x2 - x1); NaN (BOP's -1) when not visible."""
+    H, W = mask.shape
+    inside = mask.any() and not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+    full, (x0, y0) = (mask, (0, 0)) if inside else canvas_silhouette(scene, i, T_CW, K, (H, W), far)
+    n_all, n_visib = int(full.sum()), int(mask_visib.sum())
+    def box(m, dx, dy):
+        if n_visib == 0: return np.full(4, np.nan)
+        ys, xs = np.nonzero(m)
+        return np.array([xs.min() + dx, ys.min() + dy, xs.max() + dx, ys.max() + dy], dtype=np.float64)
+    return {"bbox_obj": box(full, x0, y0), "bbox_visib": box(mask_visib, 0, 0), "px_count_all": n_all,
+            "px_count_valid": int((mask & (depth > 0)).sum()), "px_count_visib": n_visib,
+            "visib_fract": n_visib / n_all if n_all > 0 else 0.0}
 
 # %% ../../nbs/rendering/22_scene.ipynb #e9bc58aa
 @dataclass

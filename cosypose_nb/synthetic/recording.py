@@ -7,7 +7,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/synthetic/recording.html.md"""
 
 # %% ../../nbs/synthetic/26_recording.ipynb #fc1abe8e
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, math, os, shutil, time, uuid
+import argparse, contextlib, dataclasses, hashlib, os, shutil, time, uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +16,14 @@ import numpy as np
 from ..core import (InputError, ConfigError, OUTPUT_MANIFEST, setting, add_config_arguments, claim_output_dir,
                               record_outputs, write_json, read_json)
 from ..datasets.bop import BOPSceneWriter, scene_dir_name
-from ..rendering.bullet import BACKENDS, NEAR, check_resolution
-from ..rendering.scene import SceneRenderer
+from ..rendering.bullet import BACKENDS, check_resolution
+from ..rendering.scene import SceneRenderer, bop_gt_info
 from .scenes import SceneConfig, ROOM_SIZE, texture_image, sample_scene, scene_rng
 
 # %% auto #0
 __all__ = ['FORMAT', 'VERSION', 'RECORDING_JSON', 'MAX_SCENES', 'RECORD', 'load_objects', 'objects_fingerprint',
-           'RecordingConfig', 'resolve_config', 'recording_json', 'canvas_silhouette', 'bop_gt_info', 'render_scene',
-           'record_scene', 'recording_names', 'check_output', 'record', 'record_parser', 'record_cli']
+           'RecordingConfig', 'resolve_config', 'recording_json', 'render_scene', 'record_scene', 'recording_names',
+           'check_output', 'record', 'record_parser', 'record_cli']
 
 # %% ../../nbs/synthetic/26_recording.ipynb #29cd33ed
 FORMAT = "cosypose-nb synthetic recording"
@@ -131,50 +131,6 @@ def recording_json(config: RecordingConfig, fingerprint: str, n_scenes: int) -> 
                 depth_scale=c.depth_scale, backend=c.backend, n_scenes=int(n_scenes))
 
 # %% ../../nbs/synthetic/26_recording.ipynb #3c90c845
-def _window(scene, i: int, T_CW: np.ndarray, K: np.ndarray, lo, hi):
-    "A window (x0, y0, x1, y1) of the canvas [lo, hi) holding the silhouette of shown object `i`: its bounding box's corners projected, 2 px margin."
-    a, b = (np.asarray(v) for v in scene.client.getAABB(scene.shown[i]))
-    corners = np.array([[x, y, z] for x in (a[0], b[0]) for y in (a[1], b[1]) for z in (a[2], b[2])])
-    P = corners @ T_CW[:3, :3].T + T_CW[:3, 3]
-    if (P[:, 2] <= NEAR).any(): return (*lo, *hi)                  # reaches behind the camera: the whole canvas
-    u, v = (P @ K[0]) / P[:, 2], (P @ K[1]) / P[:, 2]
-    x0, x1 = max(lo[0], math.floor(u.min()) - 2), min(hi[0], math.ceil(u.max()) + 3)
-    y0, y1 = max(lo[1], math.floor(v.min()) - 2), min(hi[1], math.ceil(v.max()) + 3)
-    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
-
-def canvas_silhouette(scene, i: int, T_CW: np.ndarray, K: np.ndarray, resolution, far: float = 8 * ROOM_SIZE):
-    """The whole silhouette of shown object `i` of `scene` (a `BulletScene`, the object rendered alone) on BOP's
-    large canvas, pixels [-W, 2W) x [-H, 2H) of an image of `resolution` (H, W): (mask (h, w) bool, (x0, y0)), the
-    part of the canvas rendered and the image coordinates of its first pixel."""
-    H, W = resolution
-    lo, hi = (-W, -H), (2 * W, 2 * H)                      # the image in the middle of a canvas three times its size
-    win = _window(scene, i, T_CW, K, lo, hi)
-    while win is not None:
-        x0, y0, x1, y1 = win
-        K_w = np.array(K, dtype=np.float64); K_w[0, 2] -= x0; K_w[1, 2] -= y0           # the window's own pixels
-        m = scene.render(T_CW, K_w, (y1 - y0, x1 - x0), rgb=False, segmentation=True, only=[i], environment=False, far=far)["seg"] == i
-        cut = (m[:, 0].any() and x0 > lo[0]) or (m[:, -1].any() and x1 < hi[0]) or (m[0].any() and y0 > lo[1]) or (m[-1].any() and y1 < hi[1])
-        if not cut: return m, (x0, y0)
-        win = (*lo, *hi)                  # the silhouette goes on past the window (not expected): the whole canvas
-    return np.zeros((0, 0), bool), (0, 0)
-
-def bop_gt_info(scene, i: int, T_CW: np.ndarray, K: np.ndarray, mask: np.ndarray, mask_visib: np.ndarray, depth: np.ndarray) -> dict:
-    """The `scene_gt_info.json` entry of shown object `i` of a view, as the BOP toolkit defines it: `mask` (H, W) its
-    silhouette in the image, `mask_visib` (H, W) its visible part, `depth` (H, W) m of the image (0: no measurement).
-    Boxes (x1, y1, x2, y2) with x2, y2 the last column and row (BOP's w = x2 - x1); NaN (BOP's -1) when not visible."""
-    H, W = mask.shape
-    inside = mask.any() and not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
-    full, (x0, y0) = (mask, (0, 0)) if inside else canvas_silhouette(scene, i, T_CW, K, (H, W))
-    n_all, n_visib = int(full.sum()), int(mask_visib.sum())
-    def box(m, dx, dy):
-        if n_visib == 0: return np.full(4, np.nan)
-        ys, xs = np.nonzero(m)
-        return np.array([xs.min() + dx, ys.min() + dy, xs.max() + dx, ys.max() + dy], dtype=np.float64)
-    return {"bbox_obj": box(full, x0, y0), "bbox_visib": box(mask_visib, 0, 0), "px_count_all": n_all,
-            "px_count_valid": int((mask & (depth > 0)).sum()), "px_count_visib": n_visib,
-            "visib_fract": n_visib / n_all if n_all > 0 else 0.0}
-
-# %% ../../nbs/synthetic/26_recording.ipynb #3311eeb7
 def render_scene(renderer: SceneRenderer, spec: dict, config: RecordingConfig, writer: BOPSceneWriter) -> int:
     "Show scene `spec` (from `sample_scene`) in `renderer`, render its V views and add them to `writer`; returns the number of images."
     sc = renderer.scene
@@ -195,7 +151,8 @@ def render_scene(renderer: SceneRenderer, spec: dict, config: RecordingConfig, w
         for i, l in enumerate(spec["labels"]):
             objs.append({"label": l, "T_CO": T_CW @ spec["T_WO"][i], "mask": view.masks[i], "mask_visib": view.seg == i})
         im_id = writer.add_image(view.rgb, K, objs, im_id=v, depth=depth, T_CW=T_CW)
-        writer.gt_info[im_id] = [bop_gt_info(sc, i, T_CW, K, view.masks[i], view.seg == i, depth) for i in range(len(objs))]
+        writer.gt_info[im_id] = [bop_gt_info(sc, i, T_CW, K, view.masks[i], view.seg == i, depth, far=8 * ROOM_SIZE)
+                                 for i in range(len(objs))]
     return len(spec["T_WC"])
 
 # %% ../../nbs/synthetic/26_recording.ipynb #4917ac26
@@ -349,9 +306,9 @@ def _dask_client(workers: int, scheduler: str | None):
     import logging
     if scheduler:
         return Client(scheduler), None
-    with _sigint_ignored():
+    with _sigint_ignored():          # and only critical logs: a worker cut off by a closing cluster is no error of ours
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 def _record_on_dask(out: Path, config: RecordingConfig, fingerprint: str, todo: list[int], done) -> None:

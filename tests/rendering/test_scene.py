@@ -1,5 +1,6 @@
-"""`rendering.scene`: visible masks and full silhouettes of whole scenes; `render_preview`."""
+"""`rendering.scene`: visible masks and full silhouettes of whole scenes; BOP's annotations of a view; `render_preview`."""
 from __future__ import annotations
+import json
 import math, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from cosypose_nb.core import InputError
 from cosypose_nb.geometry.cameras import make_K, project_points, look_at
 from cosypose_nb.geometry.transforms import make_T, invert_T
 from cosypose_nb.geometry.rotations import random_rotations
-from cosypose_nb.rendering.scene import SceneRenderer, render_preview
+from cosypose_nb.rendering.scene import SceneRenderer, render_preview, bop_gt_info
+from cosypose_nb.geometry.rotations import pose_from_pybullet
 
 
 def test_scene_renderer_visibility(objects):
@@ -80,3 +82,51 @@ def test_render_preview_colours_and_errors(objects, tmp_path):
     assert red[0] > 3 * red[2] and blue[2] > 3 * blue[0], (red, blue)
     with pytest.raises(InputError): render_preview(objects, "obj_999999")
     with pytest.raises(InputError): render_preview(objects, objects.labels[0], distance=-1.0)
+
+
+def test_bop_gt_info_for_objects_cut_hidden_and_outside(tmp_path, objects):
+    """scene_gt_info.json as the BOP toolkit computes it: px_count_all and bbox_obj over the whole silhouette on a
+    canvas three times the image (checked against a render of that canvas), w = xmax - xmin, [-1]*4 when not visible."""
+    from cosypose_nb.datasets.bop import BOPSceneWriter, read_scene_gt_info
+    db = objects
+    H, W = 96, 128
+    K = np.array([[120.0, 0, 63.5], [0, 120, 47.5], [0, 0, 1]])
+    rng = np.random.default_rng(0)
+    placed = list(db.labels)
+    checked = {"inside": 0, "cut": 0, "outside": 0, "hidden": 0}
+    with SceneRenderer({l: db[l].urdf_path for l in placed}, background=None, backend="tiny") as sr:
+        for trial in range(6):
+            T = np.tile(np.eye(4), (len(placed), 1, 1))
+            q = rng.normal(size=(len(placed), 4))
+            T[:, :3, :3] = [pose_from_pybullet((0, 0, 0), qi)[:3, :3] for qi in q]
+            z = rng.uniform(0.35, 1.2, len(placed))
+            T[:, :3, 3] = np.c_[rng.uniform(-1.0, 1.0, len(placed)) * z, rng.uniform(-0.8, 0.8, len(placed)) * z, z]
+            view = sr.render(placed, T, np.eye(4), K, (H, W), masks=True)
+            w = BOPSceneWriter(tmp_path / f"s{trial}", rgb_ext=".png", append=False)
+            objs = [{"label": l, "T_CO": T[i], "mask": view.masks[i], "mask_visib": view.seg == i} for i, l in enumerate(placed)]
+            w.add_image(view.rgb, K, objs, im_id=0, depth=view.depth)
+            w.gt_info[0] = [bop_gt_info(sr.scene, i, np.eye(4), K, view.masks[i], view.seg == i, view.depth, far=16.0) for i in range(len(placed))]
+            w.flush()
+            raw = json.loads((tmp_path / f"s{trial}" / "scene_gt_info.json").read_text())["0"]
+            for i, e in enumerate(raw):
+                big = sr.scene.render(np.eye(4), K + [[0, 0, W], [0, 0, H], [0, 0, 0]], (3 * H, 3 * W), rgb=False, only=[i],
+                                      environment=False, far=16.0)["seg"] == i
+                assert e["px_count_all"] == big.sum(), (trial, i)
+                vis = (view.seg == i).sum()
+                assert e["px_count_visib"] == vis and e["px_count_valid"] == (view.masks[i] & (view.depth > 0)).sum()
+                assert e["visib_fract"] == (vis / big.sum() if big.sum() else 0.0)
+                if vis == 0:
+                    assert e["bbox_obj"] == [-1, -1, -1, -1] and e["bbox_visib"] == [-1, -1, -1, -1]
+                    checked["outside" if not view.masks[i].any() and big.any() else "hidden"] += 1
+                    continue
+                ys, xs = np.nonzero(big)
+                assert e["bbox_obj"] == [xs.min() - W, ys.min() - H, xs.max() - xs.min(), ys.max() - ys.min()]
+                ys, xs = np.nonzero(view.seg == i)
+                assert e["bbox_visib"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+                cut = big.sum() > view.masks[i].sum()
+                checked["cut" if cut else "inside"] += 1
+                if cut: assert e["visib_fract"] < vis / view.masks[i].sum()
+            back = read_scene_gt_info(tmp_path / f"s{trial}")[0]                      # the reader: x2 = x + w, the last column
+            for e, b in zip(raw, back):
+                if e["bbox_obj"][2] >= 0: assert np.array_equal(b["bbox_obj"], [e["bbox_obj"][0], e["bbox_obj"][1], e["bbox_obj"][0] + e["bbox_obj"][2], e["bbox_obj"][1] + e["bbox_obj"][3]])
+    assert all(n > 0 for n in checked.values()), checked
