@@ -82,7 +82,7 @@ def part_networks(args, dev):
 
 def part_iteration(args, dev):
     from cosypose_nb.datasets.objects import load_default_objects
-    from cosypose_nb.rendering.renderer import BatchRenderer
+    from cosypose_nb.rendering.batch import BatchRenderer
     from cosypose_nb.geometry.cameras import make_K
     from cosypose_nb.geometry.rotations import random_rotations
     from cosypose_nb.geometry.transforms import make_T

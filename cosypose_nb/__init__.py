@@ -13,11 +13,14 @@ Modules:
 - `cosypose_nb.datasets.results`: What a method hands in and what it is evaluated on: the BOP results CSV (one estimate per row) and the test targets `test_targets_bop19.json`.
 - `cosypose_nb.geometry.cameras`: Pinhole projection, the intrinsics of a crop-and-resize, DeepIM-style crops around the projection of an object at a pose, and boxes from projected points or masks. Batched torch, any device.
 - `cosypose_nb.geometry.symmetries`: Object symmetries in the BOP convention, discretised into finite sets of transforms, and the symmetric pose distances that the loss, the matching and the bundle adjustment all use.
-- `cosypose_nb.rendering.renderer`: A batch renderer (a pool of pybullet workers) for the pose networks and an in-process scene renderer for whole images, both agreeing pixel for pixel with the pinhole geometry of `cameras`.
+- `cosypose_nb.rendering.batch`: A pool of pybullet worker processes that renders batches of single objects at `(label, T_CO, K)` to tensors on any device: what render-and-compare calls at every refiner iteration.
+- `cosypose_nb.rendering.bullet`: One pybullet world holding an object set: pybullet's OpenGL matrices from our `T_CO` and `K`, exact to the pixel, and objects shown, hidden, coloured and rendered without ever being reloaded.
+- `cosypose_nb.rendering.scene`: Many objects seen by one camera, over a ground plane or inside a textured room, with depth, visible masks and full silhouettes: the recorder's images; and one object alone, for figures.
 - `cosypose_nb.singleview.backbones`: The feature extractors of the coarse and refiner networks: the original's EfficientNet-B3 (static "same" padding, its checkpoints loadable), ResNet-18/34 and small networks for a CPU.
 - `cosypose_nb.singleview.inference`: From images and 2D detections to pose candidates: the coarse model from the boxes, the refiner from the coarse estimates (or from poses given by another method), batched over every box of every image, returned as the multi-view stage's `Candidates`.
 - `cosypose_nb.singleview.loss`: CosyPose's training loss of the coarse and refiner networks: an L1 point-matching distance, minimised over the object's symmetries, split into a rotation, an image-plane and a depth term.
 - `cosypose_nb.singleview.pose_model`: CosyPose's coarse and refiner networks: crop the image around the current estimate, render the object there, compare the two with a CNN and read a pose update in the camera frame and in image space.
-- `cosypose_nb.synthetic.recording`: The domain-randomised synthetic BOP datasets of CosyPose: random objects dropped on a plane or floating, random cameras, lights, textures and intrinsics; chunked, resumable, deterministic, scaled out with dask."""
+- `cosypose_nb.synthetic.recording`: Synthetic scenes rendered and written as BOP datasets: chunked, resumable, deterministic, scaled out with dask; the `record` command.
+- `cosypose_nb.synthetic.scenes`: Everything random about a domain-randomised scene, drawn from the scene's own seed: objects dropped on a plane or floating, cameras, lights, textures and intrinsics."""
 
 __version__ = "0.0.1"

@@ -360,7 +360,7 @@ class DepthRenderer:
     processes), for VSD. `render_object` is the toolkit's interface (whole image of `image_size` (H, W)); `render_windows`
     renders many objects, each in its own window of the image."""
     def __init__(self, objects, image_size=None, n_workers: int = 1, backend: str = "auto"):
-        from cosypose_nb.rendering.renderer import BatchRenderer
+        from cosypose_nb.rendering.batch import BatchRenderer
         self.objects, self.image_size = objects, image_size
         self.renderer = BatchRenderer(objects, n_workers=n_workers, backend=backend, device="cpu")
         self.n_renders, self.n_pixels = 0, 0

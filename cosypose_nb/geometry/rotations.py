@@ -18,7 +18,7 @@ from .transforms import as_tensor, make_T, check_poses, transform_points
 # %% auto #0
 __all__ = ['rot6d_to_matrix', 'matrix_to_rot6d', 'pose_to_9d', 'pose_from_9d', 'quat_to_matrix', 'matrix_to_quat',
            'axis_angle_to_matrix', 'matrix_to_axis_angle', 'euler_to_matrix', 'matrix_to_euler', 'rotation_angle',
-           'random_rotations', 'rotation_noise', 'perturb_poses']
+           'random_rotations', 'rotation_noise', 'perturb_poses', 'pose_from_pybullet', 'pose_to_pybullet']
 
 # %% ../../nbs/geometry/03_rotations.ipynb #783cf3ea
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -94,3 +94,29 @@ def perturb_poses(T: torch.Tensor, angle: float, trans: float | tuple, generator
     dR = rotation_noise(n, angle, generator, T.dtype, T.device)
     dt = torch.randn(n, 3, generator=generator, dtype=T.dtype, device=T.device).to(T.device) * torch.as_tensor(trans, dtype=T.dtype, device=T.device)
     return make_T(T[:, :3, :3] @ dR, T[:, :3, 3] + dt)
+
+# %% ../../nbs/geometry/03_rotations.ipynb #9b60a58d
+def pose_from_pybullet(position, quaternion) -> np.ndarray:
+    "Transform (4, 4) float64 of a pybullet pose: `position` (3,) m and `quaternion` (x, y, z, w) (normalised here)."
+    x, y, z, w = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
+    T = np.eye(4)
+    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    T[:3, 3] = position
+    return T
+
+def pose_to_pybullet(T) -> tuple[list[float], list[float]]:
+    "pybullet pose of a rigid transform `T` (4, 4): position [x, y, z] and unit quaternion [x, y, z, w] (Shepperd's method)."
+    R = T[:3, :3]
+    tr = R[0, 0] + R[1, 1] + R[2, 2]
+    i = int(np.argmax([tr, R[0, 0], R[1, 1], R[2, 2]]))
+    if i == 0:
+        s = 2 * math.sqrt(max(tr + 1, 1e-300)); q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4]
+    elif i == 1:
+        s = 2 * math.sqrt(max(1 + R[0, 0] - R[1, 1] - R[2, 2], 1e-300)); q = [s / 4, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s]
+    elif i == 2:
+        s = 2 * math.sqrt(max(1 + R[1, 1] - R[0, 0] - R[2, 2], 1e-300)); q = [(R[0, 1] + R[1, 0]) / s, s / 4, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s]
+    else:
+        s = 2 * math.sqrt(max(1 + R[2, 2] - R[0, 0] - R[1, 1], 1e-300)); q = [(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, s / 4, (R[1, 0] - R[0, 1]) / s]
+    return T[:3, 3].tolist(), q

@@ -16,7 +16,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from ..core import Config, InputError, setting, where
 from ..datasets.bop import (BOPDataset, SCENE_CAMERA, SCENE_GT_INFO, find_image, mask_name, read_mask)
-from ..synthetic.recording import random_texture
+from ..synthetic.scenes import random_texture
 
 # %% auto #0
 __all__ = ['BACKGROUND_EXTS', 'MIN_BACKGROUND_SIZE', 'PoseDataConfig', 'augment_rgb', 'default_background_files',

@@ -419,7 +419,7 @@ def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, devic
     "The `step(model, batch) -> {'rot', 'xy', 'depth', 'total'}` of the coarse or refiner training (see the chapter)."
     from cosypose_nb.singleview.pose_model import poses_from_boxes
     from cosypose_nb.singleview.loss import pose_loss
-    from cosypose_nb.rendering.renderer import BatchRenderer
+    from cosypose_nb.rendering.batch import BatchRenderer
     def step(model, batch: PoseBatch) -> dict:
         if "renderer" not in renderer_holder:
             renderer_holder["renderer"] = BatchRenderer(objects, n_workers=cfg.render_workers, device=device)

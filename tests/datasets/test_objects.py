@@ -19,7 +19,7 @@ def _render(model, size: int = 128, azimuth: float = 40.0, elevation: float = 30
     """`model` alone, drawn by the project's pybullet renderer from a camera at `azimuth`, `elevation` (degrees)
     around its origin: 'rgb' (size, size, 3), 'mask', 'depth' (m, 0 off the object), 'K', 'T_CO' (numpy)."""
     from cosypose_nb.geometry.cameras import look_at, make_K
-    from cosypose_nb.rendering.renderer import BulletScene
+    from cosypose_nb.rendering.bullet import BulletScene
     half = math.radians(fov) / 2
     d = 0.5 * model.diameter / math.sin(half) * 1.05
     az, el = math.radians(azimuth), math.radians(elevation)

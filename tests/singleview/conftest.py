@@ -10,6 +10,6 @@ def objects():
 
 @pytest.fixture(scope="session")
 def renderer(objects):
-    from cosypose_nb.rendering.renderer import BatchRenderer
+    from cosypose_nb.rendering.batch import BatchRenderer
     with BatchRenderer(objects, n_workers=1, backend="tiny") as r:
         yield r

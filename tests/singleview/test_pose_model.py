@@ -226,7 +226,7 @@ def test_empty_batch(scene, objects, renderer):
 def test_paper_model_on_cuda(scene, objects):
     "The paper's network on the GPU: the same update as on the CPU (TF32 convolutions: 1e-3 of the update), and a training step."
     import copy
-    from cosypose_nb.rendering.renderer import BatchRenderer
+    from cosypose_nb.rendering.batch import BatchRenderer
     images, K, T_gt, labels = scene
     T_in = perturb_poses(T_gt, math.radians(10), 0.01, torch.Generator().manual_seed(6))
     torch.manual_seed(0)

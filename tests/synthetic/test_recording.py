@@ -1,5 +1,6 @@
-"""The recorder: kill + resume through the command line, a two-process dask LocalCluster run, byte-identical
-output for the same seed, a BOP dataset the reader loads back, the scene sampler, and refused bad input."""
+"""The recorder: kill + resume and Ctrl-C + resume through the command line, a two-process dask LocalCluster run,
+byte-identical output for the same seed, a BOP dataset the reader loads back, the output-folder rule, the command's
+options, and refused bad input."""
 from __future__ import annotations
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
@@ -31,6 +32,16 @@ def run_cli(args, **kw):
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def signal_group_after(p, out: Path, n: int, sig) -> int:
+    "Send `sig` to the process group of `p` once `out` holds `n` complete scenes; returns how many it held then."
+    t0 = time.time()
+    while len(complete_scenes(out)) < n and p.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.05)
+    done = len(complete_scenes(out))
+    os.killpg(p.pid, sig)
+    return done
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     "An uninterrupted recording on a dask LocalCluster of two worker processes."
@@ -47,12 +58,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, reference):
     out = tmp_path / "killed"
     args = [*SMALL, "--out", str(out), "--workers", "1"]
     p = run_cli(args, start_new_session=True)                 # its own process group: the dask workers too
-    t0 = time.time()
     try:
-        while len(complete_scenes(out)) < 3 and p.poll() is None and time.time() - t0 < 240:
-            time.sleep(0.05)
-        done_at_kill = len(complete_scenes(out))
-        os.killpg(p.pid, signal.SIGKILL)
+        done_at_kill = signal_group_after(p, out, 3, signal.SIGKILL)
     finally:
         p.wait()
         try: os.killpg(p.pid, signal.SIGKILL)
@@ -81,6 +88,30 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, reference):
     assert {k: v for k, v in ja.items() if k != "objects"} == {k: v for k, v in jb.items() if k != "objects"}
 
 
+def test_ctrl_c_with_dask_workers_prints_one_line_and_resumes(tmp_path, reference):
+    "Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a two-worker run: one line, exit 130; the rerun completes it byte for byte."
+    out = tmp_path / "interrupted"
+    args = [*SMALL, "--out", str(out), "--workers", "2"]
+    code = f"import sys; from cosypose_nb.cli import main; sys.exit(main(['record', *{args!r}]))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        done_at_sigint = signal_group_after(p, out, 2, signal.SIGINT)
+        log = p.communicate(timeout=120)[0]
+    finally:
+        try: os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError: pass
+        p.wait()
+    lines = [l for l in log.splitlines() if l.strip() and not l.startswith("pybullet build time")]   # pybullet's import banner
+    assert p.returncode == 130 and lines == ["cosypose-nb record: interrupted"], (p.returncode, log)
+    assert 2 <= done_at_sigint < 14, f"the interrupt should land mid-way (complete scenes: {done_at_sigint})"
+    p2 = run_cli(args)
+    log2 = p2.communicate(timeout=300)[0]
+    assert p2.returncode == 0 and "already complete" in log2, log2
+    a, b = tree(out), tree(reference)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == [], [k for k in a if a[k] != b[k]][:5]
+
+
 def test_dataset_content(reference):
     "The reader loads back what was written, consistent with the geometry and across the views of a scene."
     objects = load_default_objects()
@@ -90,7 +121,7 @@ def test_dataset_content(reference):
     cam = json.loads((reference / "train" / "000000" / "scene_camera.json").read_text())
     assert set(cam["1"]) >= {"cam_K", "cam_R_w2c", "cam_t_w2c", "depth_scale"}
     assert (reference / "models" / "models_info.json").exists() and len(list((reference / "models").glob("obj_*.ply"))) == 10
-    n_vis = 0
+    n_vis = n_cut = 0
     for scene_id, idx in ds.scenes().items():
         views = [ds[i] for i in idx]
         assert len(views) == 2
@@ -108,52 +139,23 @@ def test_dataset_content(reference):
                 ok = (u >= 0) & (u < 160) & (w >= 0) & (w < 120)
                 md = torch.nn.functional.max_pool2d(torch.as_tensor(o.mask)[None, None].float(), 3, 1, 1)[0, 0] > 0
                 if ok.sum() > 10: assert md[w[ok], u[ok]].float().mean() > 0.999
+                if o.visib_fract == 0:
+                    assert np.isnan(o.bbox_obj).all() and np.isnan(o.bbox_visib).all()        # BOP's [-1, -1, -1, -1]
+                    continue
                 ys, xs = np.nonzero(o.mask)
-                x1, y1, x2, y2 = o.bbox_obj
-                assert x1 <= xs.min() and y1 <= ys.min() and x2 >= xs.max() + 1 and y2 >= ys.max() + 1
+                x1, y1, x2, y2 = o.bbox_obj                                                  # x2, y2: last column, row
+                assert x1 <= xs.min() and y1 <= ys.min() and x2 >= xs.max() and y2 >= ys.max()
                 if xs.min() > 0 and ys.min() > 0 and xs.max() < 159 and ys.max() < 119:   # not truncated: the exact box
-                    assert np.allclose(o.bbox_obj, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+                    assert np.array_equal(o.bbox_obj, [xs.min(), ys.min(), xs.max(), ys.max()])
+                    assert o.visib_fract == o.mask_visib.sum() / o.mask.sum()
+                else:
+                    n_cut += 1
+                    assert o.visib_fract <= o.mask_visib.sum() / o.mask.sum()
                 if o.visib_fract > 0:
                     assert (v.depth[o.mask_visib] > 0).all()
-    assert n_vis > 20
+    assert n_vis > 20 and n_cut > 0
     Ks = {tuple(np.round(r.K.ravel(), 6)) for r in ds}
     assert len(Ks) == len(ds), "random intrinsics: one K per image"
-
-
-def test_scene_sampler_statistics():
-    "Both modes occur; dropped objects rest on the plane; floating ones do not overlap; cameras stay in the room and see the scene."
-    objects = load_default_objects()
-    settings, db = rec.make_settings("default", n_views=3, resolution=(120, 160), seed=0, objects_per_scene=(3, 6))
-    labels = settings["labels"]
-    diam = {l: float(db[l].diameter) for l in labels}
-    urdfs = {l: str(db[l].urdf_path) for l in labels}
-    modes = []
-    for i in range(12):
-        spec = rec.sample_scene(rec.scene_rng(0, i), labels, diam, {l: False for l in labels}, settings, urdfs)
-        modes.append(spec["mode"])
-        assert 3 <= len(spec["labels"]) <= 6 and len(set(spec["labels"])) == len(spec["labels"])
-        T_WO = spec["T_WO"]
-        for l, T in zip(spec["labels"], T_WO):
-            V = np.asarray(db[l].mesh.vertices) @ T[:3, :3].T + T[:3, 3]
-            if spec["mode"] == "drop":
-                assert -0.01 < V[:, 2].min() < 0.01, (i, l, V[:, 2].min())          # resting on z = 0
-        if spec["mode"] == "float":
-            c = T_WO[:, :3, 3]
-            d = np.linalg.norm(c[:, None] - c[None], axis=-1) + np.eye(len(c)) * 9
-            r = np.array([diam[l] / 2 for l in spec["labels"]])
-            assert (d >= 0.69 * (r[:, None] + r[None])).all()
-        m = rec.ROOM_SIZE
-        for T_WC, K in zip(spec["T_WC"], spec["K"]):
-            eye = T_WC[:3, 3]
-            assert (np.abs(eye[:2]) < m).all() and 0 < eye[2] < 2 * m
-            centre = np.linalg.inv(T_WC) @ np.r_[T_WO[:, :3, 3].mean(0), 1]
-            u, v = (K @ centre[:3])[:2] / centre[2]
-            assert centre[2] > 0 and 0 <= u < 160 and 0 <= v < 120               # the scene centre is in view
-    assert {"drop", "float"} <= set(modes)
-    # scene i depends only on (seed, i)
-    s1 = rec.sample_scene(rec.scene_rng(0, 5), labels, diam, {l: False for l in labels}, settings, urdfs)
-    s2 = rec.sample_scene(rec.scene_rng(0, 5), labels, diam, {l: False for l in labels}, settings, urdfs)
-    assert np.array_equal(s1["T_WO"], s2["T_WO"]) and np.array_equal(s1["T_WC"], s2["T_WC"]) and s1["labels"] == s2["labels"]
 
 
 def test_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, reference):
@@ -219,3 +221,74 @@ def test_mesh_folder_objects(tmp_path):
     ds = BOPDataset(out, split="val", load_masks=True)
     assert len(ds) == 2 and ds.models_info is not None and len(ds.models_info) == 3
     assert all(1 <= len(r.objects) <= 3 for r in ds)
+
+
+def test_folder_rule_and_overwrite(tmp_path, reference):
+    "A foreign folder is refused unless --overwrite; a recording with other settings is replaced with --overwrite; other files stay."
+    import shutil
+    common = dict(n_scenes=2, n_views=1, resolution=(48, 64), seed=0, workers=0, progress=False)
+    foreign = tmp_path / "foreign"; foreign.mkdir(); (foreign / "notes.txt").write_text("mine")
+    (foreign / "train").mkdir(); (foreign / "train" / "000000").mkdir()              # looks like a complete scene
+    with pytest.raises(InputError, match="overwrite"):
+        rec.record(foreign, **common)
+    res = rec.record(foreign, overwrite=True, **common)
+    assert res["recorded"] == 2 and (foreign / "notes.txt").read_text() == "mine"
+    assert (foreign / "train" / "000000" / "scene_gt.json").exists()                 # recorded, not taken as complete
+    fresh = tmp_path / "fresh"
+    rec.record(fresh, **common)
+    assert tree(fresh) == {k: v for k, v in tree(foreign).items() if k != "notes.txt"}
+    # a recording with other settings: refused, then replaced
+    other = tmp_path / "other"; shutil.copytree(reference, other)
+    with pytest.raises(InputError, match="different settings"):
+        rec.record(other, **common)
+    rec.record(other, overwrite=True, **common)
+    assert tree(other) == tree(fresh)
+
+
+def test_recording_json_format(reference, tmp_path):
+    """recording.json keeps the keys (and order) of the first recordings; version 2 (BOP's scene_gt_info): a version-1
+    recording is not extended with scenes annotated otherwise (a message says why), --overwrite replaces it."""
+    import shutil
+    js = json.loads((reference / "recording.json").read_text())
+    assert list(js) == ["format", "version", "objects", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed",
+                        "mode", "objects_per_scene", "split", "rgb_ext", "depth_scale", "backend", "n_scenes"]
+    assert js["version"] == 2 and js["objects"] == "default" and js["resolution"] == [120, 160] and js["n_scenes"] == 14
+    v1 = tmp_path / "v1"; shutil.copytree(reference, v1)
+    (v1 / "recording.json").write_text(json.dumps(js | {"version": 1}, indent=2))
+    common = dict(n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
+    with pytest.raises(InputError, match="version 1"):
+        rec.record(v1, **common)
+    assert rec.record(v1, overwrite=True, **common)["recorded"] == 14 and tree(v1) == tree(reference)
+
+
+def test_command_options_from_the_config():
+    "Every option of `record` has a help text with its default, taken from RecordingConfig; --workers says what 1 and 0 mean."
+    import dataclasses
+    p = rec.record_parser()
+    actions = {a.dest: a for a in p._actions if a.dest != "help"}
+    fields = {f.name: f for f in dataclasses.fields(rec.RecordingConfig)}
+    assert set(actions) == set(fields) | {"out"}
+    for name, a in actions.items():
+        assert a.help and (name == "out" or "default" in a.help), name
+        if name in fields:
+            assert fields[name].metadata["help"] in a.help
+    w = actions["workers"].help
+    assert "(default: 1)" in w and "LocalCluster" in w and "0: record in this process" in w
+    assert set(p._option_string_actions) >= {"--scenes", "--views", "--seed", "--rgb-ext", "--no-progress", "--overwrite"}
+    a = p.parse_args(["--out", "x", "--scenes", "3", "--no-progress", "--rgb-ext", "png", "--resolution", "60x80"])
+    assert (a.n_scenes, a.progress, a.rgb_ext, a.resolution) == ("3", False, "png", "60x80")
+
+
+def test_recording_made_before_manifests_resumes(tmp_path, reference):
+    """A recording without the folder manifest (made before it existed) resumes, byte for byte (also in a process that
+    recorded with another seed before), and gets its manifest; a stranger's file is still refused."""
+    import shutil
+    from cosypose_nb.core import OUTPUT_MANIFEST
+    rec.record(tmp_path / "warm", n_scenes=1, resolution=(48, 64), seed=0, workers=0, progress=False)   # this process's renderer, other seed
+    old = tmp_path / "old"; shutil.copytree(reference, old)
+    (old / OUTPUT_MANIFEST).unlink(); shutil.rmtree(old / "train" / "000005")
+    res = rec.record(old, n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
+    assert res["recorded"] == 1 and tree(old) == tree(reference)
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        rec.record(old, n_scenes=14, n_views=2, resolution=(120, 160), seed=3, objects_per_scene=(2, 4), workers=0, progress=False)
