@@ -141,18 +141,21 @@ def float_objects(labels: Sequence[str], diameters: Sequence[float], rng: np.ran
 def sample_camera(rng: np.random.Generator, center, radius: float, K, resolution, elevation=(20.0, 75.0),
                   fill=(0.5, 0.95), roll_deg: float = 15.0, bounds=None) -> np.ndarray:
     """A random camera pose T_WC (4, 4) on a sphere cap around `center` (3,) looking at a scene of `radius` m with
-    intrinsics `K`; `bounds` (lo (3,), hi (3,)): a box the camera must stay in (it moves closer until it does)."""
+    intrinsics `K`; `bounds` (lo (3,), hi (3,)): a box the camera must stay in (below its floor it rises, beyond a wall it moves closer)."""
     H, W = check_resolution(resolution)
     half_fov = min(math.atan(W / 2 / K[0, 0]), math.atan(H / 2 / K[1, 1]))
     d = radius / math.sin(half_fov * rng.uniform(*fill))
     az = rng.uniform(0, 2 * math.pi); el = math.radians(rng.uniform(*elevation))
     direction = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
     eye = np.asarray(center) + d * direction
-    if bounds is not None:
+    if bounds is not None:                # below the floor limit: look from higher up; beyond a wall: come closer
         lo, hi = np.asarray(bounds[0]), np.asarray(bounds[1])
-        for _ in range(100):
+        for _ in range(200):
             if (eye >= lo).all() and (eye <= hi).all() or d < 1.2 * radius: break
-            d *= 0.95; eye = np.asarray(center) + d * direction
+            if eye[2] < lo[2] and el < math.radians(85): el += math.radians(1)
+            else: d *= 0.95
+            direction = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+            eye = np.asarray(center) + d * direction
     target = np.asarray(center) + rng.uniform(-1, 1, 3) * radius / 3
     T = look_at(torch.as_tensor(eye), torch.as_tensor(target)).numpy()
     a = math.radians(rng.uniform(-roll_deg, roll_deg))
