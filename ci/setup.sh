@@ -18,7 +18,7 @@ echo "setup: installing cosypose-nb and its pinned dependencies into $VENV (firs
 # (this machine's pip configuration points at local wheel folders that do not list every package: pip warns
 # about each; the warnings are dropped, errors are kept)
 set +e +o pipefail
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
 rc=${PIPESTATUS[0]}
 set -e -o pipefail
 [ "$rc" -eq 0 ] || { echo "setup: pip install failed ($rc)" >&2; exit 1; }

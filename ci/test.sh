@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: the notebooks' own tests (nbdev-test) and the slower ones in tests/ (pytest).
+# Every test: the notebooks' own tests (nbdev-test) and the slower ones in tests/ (pytest, which includes
+# tests/test_layering.py: the parts' import order, cycles, private names; and tests/test_dependencies.py).
 # Prints the counts of both; fails if either fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,8 @@ else
   export_rc=0
 fi
 echo "== nbdev-test (notebooks)"
-nbs=$(find nbs -name "*.ipynb" | wc -l)
+# the notebooks nbdev-test runs: every nbs/**/*.ipynb but those in folders or files named _* or .* (checkpoints)
+nbs=$(find nbs -name "*.ipynb" -not -path "*/.*" -not -path "*/_*" | wc -l)
 nbdev-test --n-workers 2 --timing
 nb_rc=$?
 if [ $nb_rc -eq 0 ]; then echo "notebooks: $nbs passed, 0 failed"; else echo "notebooks: FAILED (see above)"; fi

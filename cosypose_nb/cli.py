@@ -45,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cosypose-nb: unknown subcommand {sub!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     mod, fn, _ = SUBCOMMANDS[sub]
-    func = getattr(importlib.import_module(mod), fn)
-    from cosypose_nb.core import InputError
+    from cosypose_nb.core import InputError, MissingExtra
     try:
-        return int(func(rest) or 0)
+        return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
+    except MissingExtra as e:              # an optional dependency is not installed: which extra to install
+        print(f"cosypose-nb {sub}: error: {e}", file=sys.stderr)
+        return 2
     except InputError as e:
         print(f"cosypose-nb {sub}: error: {e}", file=sys.stderr)
         return 2

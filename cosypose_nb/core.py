@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ['DEVICE_ENV', 'OUTPUT_MANIFEST', 'get_device', 'fast_inference', 'ordinary_tensors', 'InputError', 'where',
            'check_shape', 'check_finite', 'setting', 'ConfigError', 'Config', 'config_to_dict', 'config_from_dict',
            'add_config_arguments', 'config_from_args', 'atomic_write', 'write_json', 'read_json', 'staged_folder',
-           'claim_output_dir', 'record_outputs', 'safe_torch_load']
+           'claim_output_dir', 'record_outputs', 'safe_torch_load', 'MissingExtra', 'import_extra']
 
 # %% ../nbs/01_core.ipynb #d8720664
 DEVICE_ENV = "COSYPOSE_NB_DEVICE"
@@ -291,3 +291,16 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise InputError(f"{path}: cannot be loaded safely as tensors/weights ({type(e).__name__}: {e})") from e
+
+# %% ../nbs/01_core.ipynb #9e09e47a
+class MissingExtra(ModuleNotFoundError):
+    "A package of an optional extra of cosypose-nb is not installed; the message says how to install it."
+
+def import_extra(module: str, extra: str):
+    "Import `module` (a package of the extra `extra`), or raise `MissingExtra` naming the pip command that installs it."
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise MissingExtra(f"{module.split('.')[0]} is not installed (it comes with the {extra!r} extra): "
+                           f"pip install 'cosypose-nb[{extra}]'", name=e.name) from e

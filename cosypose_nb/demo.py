@@ -6,32 +6,24 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/demo.html.md"""
 
 # %% ../nbs/80_demo.ipynb #137608a9
 from __future__ import annotations
-import argparse, json, time
+import argparse, time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-import matplotlib
-import matplotlib.pyplot as plt
-
-from .core import InputError, get_device, read_json
-from .geometry.transforms import invert_T
-from .datasets.bop import BOPDataset
-from .datasets.objects import load_default_objects, write_default_objects
-from .synthetic.recording import record
-from .synthetic.mvproblems import MVProblem, simulate_candidates, evaluate_scene
-from .multiview.predictor import write_example_scenario, multiview_cli
-from .viz.figures import plot_objects, plot_records, draw_reprojections, scene_figure
+from .core import InputError, read_json, claim_output_dir, record_outputs
+# torch, matplotlib and the pipeline's chapters are imported by the functions that use them: `cosypose-nb demo
+# --help` answers at once.
 
 # %% auto #0
-__all__ = ['problem_from_scene', 'reprojection_figure', 'run_demo', 'demo_cli']
+__all__ = ['DEMO_OUTPUTS', 'problem_from_scene', 'reprojection_figure', 'run_demo', 'demo_cli']
 
 # %% ../nbs/80_demo.ipynb #944a5c8a
 def problem_from_scene(records, objects, seed: int = 0, min_visib: float = 0.2, **noise) -> MVProblem:
     """A multi-view problem from the `ImageRecord`s (V) of one recorded BOP scene: ground truth from the
     annotations, simulated candidates (`simulate_candidates`, `noise` passed on) for objects at least
     `min_visib` visible."""
+    import numpy as np, torch
+    from cosypose_nb.geometry.transforms import invert_T
+    from cosypose_nb.synthetic.mvproblems import MVProblem, simulate_candidates
     if len(records) == 0: raise InputError("problem_from_scene: no image")
     if any(r.T_CW is None for r in records):
         raise InputError(f"scene {records[0].scene_id}: scene_camera.json has no cam_R_w2c/cam_t_w2c (not a multi-view recording)")
@@ -62,17 +54,20 @@ def problem_from_scene(records, objects, seed: int = 0, min_visib: float = 0.2, 
 
 # %% ../nbs/80_demo.ipynb #0b21d1bb
 def _fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 def reprojection_figure(problem: MVProblem, labels, T_WO, T_WC, rgbs, max_views: int = 4):
     "Per view (columns): the candidates (top row) and the reconstructed scene reprojected (bottom row)."
+    import matplotlib.pyplot as plt
+    from cosypose_nb.geometry.transforms import invert_T
+    from cosypose_nb.viz.figures import draw_reprojections, label_color
     V = min(problem.n_views, max_views)
     fig, axes = plt.subplots(2, V, figsize=(3.3 * V, 5.2), squeeze=False)
     c = problem.candidates
     allL = sorted(problem.objects.labels)
-    from cosypose_nb.viz.figures import label_color
     for v in range(V):
         for row in range(2):
             axes[row, v].imshow(rgbs[v]); axes[row, v].axis("off")
@@ -89,11 +84,25 @@ def reprojection_figure(problem: MVProblem, labels, T_WO, T_WC, rgbs, max_views:
     fig.tight_layout()
     return fig
 
+DEMO_OUTPUTS = ("models", "figures", "synthetic", "scenarios", "results.csv")   # what the demo writes in its folder
+
 def run_demo(out="demo_out", n_scenes: int = 3, n_views: int = 4, resolution=(240, 320), seed: int = 0,
-             workers: int = 0, device: str | None = "cpu", progress: bool = True) -> pd.DataFrame:
+             workers: int = 0, device: str | None = "cpu", progress: bool = True, overwrite: bool = False) -> "pd.DataFrame":
     """Run the demo into `out` (see the chapter). `workers`: dask processes for the recorder (0: in process).
-    Returns the per-scene results table (also written to `out/results.csv`)."""
-    out = Path(out); figs = out / "figures"
+    `out` follows the output-folder rule (`core.claim_output_dir`): a folder holding files the demo did not write is
+    refused unless `overwrite`; the demo's own folder is resumed. Returns the per-scene results table (also written
+    to `out/results.csv`)."""
+    import pandas as pd, torch
+    from cosypose_nb.geometry.transforms import invert_T
+    from cosypose_nb.datasets.bop import BOPDataset
+    from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
+    from cosypose_nb.synthetic.recording import record
+    from cosypose_nb.synthetic.mvproblems import evaluate_scene
+    from cosypose_nb.multiview.predictor import write_example_scenario, multiview_cli
+    from cosypose_nb.viz.figures import plot_objects, plot_records, scene_figure
+    out = claim_output_dir(out, "demo", overwrite); figs = out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    record_outputs(out, "demo", DEMO_OUTPUTS)             # before the files: an interrupted demo resumes
     t0 = time.perf_counter()
     print(f"[1/3] default objects -> {out / 'models'}")
     db = load_default_objects()
@@ -158,7 +167,9 @@ def demo_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0, help="dask worker processes for the recorder (default 0: in process)")
     ap.add_argument("--device", default="cpu", help="device of the multi-view stages: cpu (default), cuda, auto")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--overwrite", action="store_true", help="write into an --out folder holding files the demo did not write "
+                    "(the demo's own folder is resumed without it)")
     a = ap.parse_args(argv)
     try:
         H, W = (int(x) for x in a.resolution.lower().split("x"))
@@ -166,5 +177,5 @@ def demo_cli(argv: list[str] | None = None) -> int:
         raise InputError(f"--resolution: expected HxW such as 240x320, got {a.resolution!r}") from None
     if a.scenes < 1 or a.views < 2:
         raise InputError(f"--scenes must be >= 1 and --views >= 2, got {a.scenes}, {a.views}")
-    run_demo(a.out, a.scenes, a.views, (H, W), a.seed, a.workers, a.device, progress=not a.no_progress)
+    run_demo(a.out, a.scenes, a.views, (H, W), a.seed, a.workers, a.device, progress=not a.no_progress, overwrite=a.overwrite)
     return 0

@@ -10,7 +10,7 @@ import ast, contextlib, hashlib, importlib.metadata, json, os, platform, shutil,
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import InputError, read_json, write_json
+from ..core import InputError, read_json, write_json, import_extra
 
 # %% auto #0
 __all__ = ['PACKAGES', 'DISPLAY_EXTENSION', 'experiments_dir', 'list_experiments', 'experiment_parameters', 'parse_parameters',
@@ -36,7 +36,7 @@ def list_experiments(folder=None) -> dict[str, Path]:
 
 def experiment_parameters(notebook) -> dict:
     "The parameters of an experiment `notebook` and their defaults: the `name = literal` lines of its `parameters` cell."
-    import nbformat
+    nbformat = import_extra("nbformat", "experiments")
     nb = nbformat.read(str(notebook), as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
@@ -135,7 +135,7 @@ def _sha256(path) -> str:
 
 def run_identity(notebook, params: dict) -> str:
     "SHA-256 of the notebook's cells (types and sources: not outputs or metadata) and of the parameters (JSON, sorted keys)."
-    import nbformat
+    nbformat = import_extra("nbformat", "experiments")
     nb = nbformat.read(str(notebook), as_version=4)
     cells = [[c.cell_type, c.source] for c in nb.cells]
     return hashlib.sha256(json.dumps([cells, params], sort_keys=True).encode()).hexdigest()
@@ -189,7 +189,7 @@ def run_experiment(name, out="runs", parameters: dict | None = None, seed: int |
 
 def _execute(nb_path, exp, folder, params, ident, progress, timeout) -> RunRecord:
     "Run the notebook into `folder` (held): parameters and environment first, the executed notebook, `finished.json` last."
-    import papermill as pm
+    pm = import_extra("papermill", "experiments")
     done = folder / "finished.json"
     for stale in (done, folder / f"{exp}.ipynb", folder / "results", folder / "parameters.json", folder / "environment.json"):
         if stale.is_dir(): shutil.rmtree(stale)

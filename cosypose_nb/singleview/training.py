@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core import (Config, InputError, setting, get_device, atomic_write, write_json, read_json, safe_torch_load,
-                              config_to_dict, add_config_arguments, config_from_args)
+                              config_to_dict, add_config_arguments, config_from_args, import_extra)
 from ..geometry.rotations import euler_to_matrix
 from ..geometry.transforms import make_T
 from .pose_data import PoseDataConfig, PoseDataset, EpochSampler, collate_poses, PoseBatch
@@ -236,7 +236,8 @@ class TrainLog:
 # %% ../../nbs/singleview/34_training.ipynb #c092c458
 def plot_curves(log_csv, out_png=None, title: str | None = None):
     "Figure of a `log.csv`: loss terms (log scale), learning rate, samples/s; written to `out_png` (atomically) when given."
-    import matplotlib.pyplot as plt, pandas as pd
+    import pandas as pd
+    plt = import_extra("matplotlib.pyplot", "training")
     df = pd.read_csv(log_csv)
     terms = [c for c in df.columns if c.startswith("loss_")]
     fig, axs = plt.subplots(1, 3, figsize=(14, 3.4))

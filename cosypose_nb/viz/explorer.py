@@ -9,21 +9,22 @@ from __future__ import annotations
 import base64, io
 from dataclasses import dataclass
 
-import ipywidgets as widgets
 import numpy as np
 import torch
-import matplotlib.pyplot as plt
 from fastcore.basics import patch
 
-from ..core import InputError
+from ..core import InputError, import_extra
 from ..geometry.transforms import as_tensor, invert_T
 from ..experiments.multiview import predictor_defaults, run_predictor
 from ..experiments.runner import plotly_bundle
 from .figures import draw_reprojections, label_color, scene_figure, to_numpy
 
+widgets = import_extra("ipywidgets", "viz")
+plt = import_extra("matplotlib.pyplot", "viz")
+
 # %% auto #0
-__all__ = ['GREY', 'ExplorerScene', 'group_views', 'GroupResult', 'reconstruct_group', 'group_colour', 'view_figure',
-           'scene_3d_figure', 'SceneExplorer', 'ExplorerBox']
+__all__ = ['widgets', 'plt', 'GREY', 'ExplorerScene', 'group_views', 'GroupResult', 'reconstruct_group', 'group_colour',
+           'view_figure', 'scene_3d_figure', 'SceneExplorer', 'ExplorerBox']
 
 # %% ../../nbs/viz/71_explorer.ipynb #b2bdb1b6
 @dataclass
@@ -155,7 +156,7 @@ def scene_3d_figure(scene: ExplorerScene, g: GroupResult, points: dict, labels_a
                     matched: bool = False, scene_objects: bool = True, truth: bool = False):
     """Plotly figure of the group's reconstruction: placed cameras; the scene objects (the `obj`-th larger); candidate
     centres `T_WC T_CO` (placed views); stage-2 inlier edges; the ground truth aligned through the first placed camera."""
-    import plotly.graph_objects as go
+    go = import_extra("plotly.graph_objects", "viz")
     p = g.prediction
     ok = to_numpy(p.view_ok).astype(bool)
     T_WC, T_WO = as_tensor(p.T_WC, torch.float64).cpu(), as_tensor(p.T_WO, torch.float64).cpu()

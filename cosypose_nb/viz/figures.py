@@ -12,15 +12,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import matplotlib
-import matplotlib.pyplot as plt
 
-from ..core import InputError
+from ..core import InputError, import_extra
 from ..geometry.transforms import as_tensor, invert_T, transform_points
 from ..geometry.cameras import project_points
 
+plt = import_extra("matplotlib.pyplot", "viz")             # the figures' extra: a missing one says so
+
 # %% auto #0
-__all__ = ['COLORS', 'label_color', 'to_numpy', 'object_view', 'plot_objects', 'draw_annotations', 'plot_records',
+__all__ = ['plt', 'COLORS', 'label_color', 'to_numpy', 'object_view', 'plot_objects', 'draw_annotations', 'plot_records',
            'draw_reprojections', 'camera_frustum', 'scene_figure']
 
 # %% ../../nbs/viz/70_figures.ipynb #a58f90aa
@@ -100,7 +100,7 @@ def draw_annotations(ax, rgb, objects: Sequence, labels: Sequence[str] | None = 
             b = to_numpy(o.bbox_visib) if getattr(o, "bbox_visib", None) is not None else None
             if b is None or not np.isfinite(b).all(): continue
             c = label_color(o.label, labels)
-            ax.add_patch(matplotlib.patches.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=c, lw=1.2))
+            ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=c, lw=1.2))
             ax.text(b[0], b[1] - 2, o.label.replace("obj_", ""), color=c, fontsize=6, va="bottom")
     ax.axis("off")
 
@@ -146,7 +146,7 @@ def scene_figure(T_WC=None, K=None, image_size=(480, 640), objects: Sequence = (
                  names: Sequence[str] | None = None, frustum_depth: float = 0.08, title: str = "", extra: Sequence = ()):
     """A plotly 3D figure of a scene: cameras `T_WC` (V, 4, 4) with intrinsics `K` (V, 3, 3), and `objects`, a list of
     (label, T_WO (4, 4)) drawn with their model `points` {label: (N, 3)}. `extra`: more (name, T_WO, points, color) to draw."""
-    import plotly.graph_objects as go
+    go = import_extra("plotly.graph_objects", "viz")
     traces = []
     labels_all = labels_all or sorted({l for l, _ in objects})
     for i, (label, T_WO) in enumerate(objects):

@@ -1,11 +1,10 @@
-"Fixtures of the single-view tests: the default object set and one batch renderer of it for the session."
+"Fixtures of the single-view tests: their object set (the default one, tests/conftest.py) and one batch renderer of it."
 import pytest
 
 
 @pytest.fixture(scope="session")
-def objects():
-    from cosypose_nb.datasets.objects import load_default_objects
-    return load_default_objects()
+def objects(default_objects):
+    return default_objects
 
 
 @pytest.fixture(scope="session")

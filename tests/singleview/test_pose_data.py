@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cosypose_nb.core import InputError
-from cosypose_nb.datasets.bop import make_toy_dataset, read_mask, read_scene_gt_info, mask_name
+from cosypose_nb.datasets.bop import read_mask, read_scene_gt_info, mask_name
 from cosypose_nb.singleview.pose_data import (PoseDataConfig, PoseDataset, EpochSampler, collate_poses, BackgroundBank,
                                               default_background_files)
 
@@ -19,16 +19,9 @@ NO_BG = dict(background_augmentation=False)
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", n_scenes=3, n_images=4, n_objects=3, split="train")
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    from cosypose_nb.synthetic.recording import record
-    out = tmp_path_factory.mktemp("rec") / "rec"
-    record(out, n_scenes=3, n_views=2, resolution=(120, 160), seed=1, workers=0, progress=False)
-    return out
+def toy(toy_dataset):
+    "The shared toy BOP dataset (tests/conftest.py)."
+    return toy_dataset
 
 
 def foreground(ds: PoseDataset, i: int) -> np.ndarray:
@@ -110,10 +103,9 @@ def test_backgrounds(tmp_path):
         BackgroundBank(str(tmp_path / "nowhere"))
 
 
-def test_recorded_dataset(recorded):
-    from cosypose_nb.datasets.objects import load_default_objects
-    labels = load_default_objects().labels
-    ds = PoseDataset(recorded, labels=labels, seed=0)
+def test_recorded_dataset(recorded_dataset, default_objects):
+    labels = default_objects.labels
+    ds = PoseDataset(recorded_dataset, labels=labels, seed=0)
     b = collate_poses([ds[(i, 0)] for i in range(min(6, len(ds)))])
     assert b.images.shape[1:] == (3, 120, 160) and set(b.labels) <= set(labels)
     assert ((b.boxes[:, :2] >= 0) & (b.boxes[:, 2:] <= torch.tensor([160.0, 120.0]))).all()

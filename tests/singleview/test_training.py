@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError, config_from_dict, config_to_dict
-from cosypose_nb.datasets.bop import make_toy_dataset
 from cosypose_nb.singleview import training as tr
 
 HERE = Path(__file__).parent
@@ -22,8 +21,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", n_scenes=3, n_images=4, n_objects=3, split="train")
+def toy(toy_dataset):
+    "The shared toy BOP dataset (tests/conftest.py)."
+    return toy_dataset
 
 
 def run_tiny(*args, **kw):
@@ -183,13 +183,10 @@ needs_pose_model = pytest.mark.skipif(importlib.util.find_spec("cosypose_nb.sing
 
 @needs_pose_model
 @pytest.mark.parametrize("kind", ["refiner", "coarse"])
-def test_pose_training_runs_and_resumes(tmp_path, kind):
+def test_pose_training_runs_and_resumes(tmp_path, kind, recorded_dataset):
     "Both pose tasks train a few steps on a small recording through the command, and resume."
     from cosypose_nb.cli import main
-    from cosypose_nb.synthetic.recording import record
-    data = tmp_path / "rec"
-    record(data, n_scenes=2, n_views=2, resolution=(120, 160), seed=0, workers=0, progress=False)
-    args = ["train", kind, "--data", str(data), "--out", str(tmp_path / "run"), "--config", "cpu", "--n-steps", "2",
+    args = ["train", kind, "--data", str(recorded_dataset), "--out", str(tmp_path / "run"), "--config", "cpu", "--n-steps", "2",
             "--batch-size", "4", "--render-size", "48", "64", "--backbone", "resnet18", "--num-workers", "0", "--checkpoint-every", "1",
             "--n-loss-points", "100", "--no-progress"]
     assert main(args) == 0
