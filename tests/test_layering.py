@@ -25,7 +25,6 @@ NOT_FROM_NOTEBOOKS = {f"{PKG}._modidx"}          # nbdev's index of the exported
 # must go when the fix is merged).
 XFAIL: dict[tuple[str, str], str] = {
     ("private", f"{PKG}.multiview.predictor"): "the multiview helper (branch mv: bundle_adjustment._held)",
-    ("private", f"{PKG}.synthetic.recording"): "the rendering helper (branch render: renderer._T_from_pose, _pose_from_T)",
 }
 
 
