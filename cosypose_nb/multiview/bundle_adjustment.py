@@ -7,23 +7,47 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/bundle_adjustment.html
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #620b2f91
 from __future__ import annotations
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from ..core import InputError, check_shape, check_finite, fast_inference, ordinary_tensors
+from ..core import InputError, check_shape, check_finite
 from ..geometry.transforms import invert_T
-from ..geometry.rotations import matrix_to_axis_angle, pose_to_9d, pose_from_9d
-from ..geometry.symmetries import project_points
 from ..geometry.liegroup import se3_exp_batch
 from ..structures import BAResult
+from .config import BundleAdjustConfig
+from .matching import symmetric_centres, best_symmetry
 from .solver import robust_kernel, LMRules, levenberg_marquardt
-from .matching import symmetric_centres, components
 
 # %% auto #0
-__all__ = ['BA_LAMBDA_RANGE', 'subsample_points', 'project_candidates', 'bundle_adjust', 'view_components',
-           'scene_reprojection_errors', 'initialize_scene', 'bundle_adjust_dense_autograd']
+__all__ = ['BA_LAMBDA_RANGE', 'SceneProblem', 'subsample_points', 'project_with', 'held_views', 'bundle_adjust']
+
+# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #819d4445
+@dataclass
+class SceneProblem:
+    """A scene of stage 3. Candidates: view `view_ids` (C,), scene object `cand_obj` (C,) (-1: none), pose `T_CO`
+    (C, 4, 4). Views: intrinsics `K` (V, 3, 3). Objects: model points `points` (O, N, 3), symmetries `syms`
+    (O, S, 4, 4) (identity-padded), symmetric centres `centres` (O, 3) (None: from the points). The estimate:
+    cameras `T_WC` (V, 4, 4) and objects `T_WO` (O, 4, 4) (None before the start)."""
+    view_ids: torch.Tensor
+    cand_obj: torch.Tensor
+    T_CO: torch.Tensor
+    K: torch.Tensor
+    points: torch.Tensor
+    syms: torch.Tensor
+    centres: torch.Tensor | None = None
+    T_WC: torch.Tensor | None = None
+    T_WO: torch.Tensor | None = None
+
+    @property
+    def n_views(self) -> int: return len(self.K)
+    @property
+    def n_objects(self) -> int: return len(self.points)
+
+    def moved(self, T_WC: torch.Tensor, T_WO: torch.Tensor) -> "SceneProblem":
+        "The same scene with the estimate `T_WC` (V, 4, 4), `T_WO` (O, 4, 4)."
+        return replace(self, T_WC=T_WC, T_WO=T_WO)
 
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #47faebb1
 def subsample_points(points: torch.Tensor, n_points: int | None) -> torch.Tensor:
@@ -37,17 +61,10 @@ def _even_index(n: int, k: int) -> np.ndarray:
     "`k` evenly spaced indices in `range(n)` (both ends included)."
     return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
 
-def _project(P: torch.Tensor, X: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def project_with(P: torch.Tensor, X: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     "Pixels (C, M, 2) of points `X` (C, M, 3) through projection matrices `P` = K [R | t] (C, 3, 4)."
     uvw = torch.baddbmm(P[:, None, :, 3], X, P[:, :, :3].transpose(1, 2))
     return uvw[..., :2] / uvw[..., 2:].clamp(min=eps)
-
-def project_candidates(T_CO: torch.Tensor, K: torch.Tensor, points: torch.Tensor, syms: torch.Tensor) -> torch.Tensor:
-    """Pixels (C, S, M, 2) of `points` (C, M, 3) under every symmetric version `T_CO @ syms` of the
-    candidates' poses (C, 4, 4) @ (C, S, 4, 4), intrinsics `K` (C, 3, 3)."""
-    C, S, M = syms.shape[0], syms.shape[1], points.shape[1]
-    X = (points[:, None] @ syms[..., :3, :3].transpose(-1, -2) + syms[..., None, :3, 3]).reshape(C, S * M, 3)
-    return _project(K @ T_CO[:, :3, :], X).view(C, S, M, 2)
 
 def _host(x) -> np.ndarray:
     "A tensor, array or list as a float64 numpy array on the host (no copy for a float64 CPU tensor)."
@@ -62,6 +79,45 @@ def _device(x: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     t = torch.from_numpy(x)
     return t if like.is_cpu and like.dtype == t.dtype else t.to(device=like.device, dtype=like.dtype)
 
+# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #9fbf657e
+def _check_ba_inputs(scene: SceneProblem):
+    """Shapes, finiteness and index ranges of a scene (with its estimate). Returns `view_ids` and `cand_obj` as
+    numpy int64 arrays and the float inputs as float64 host arrays (a dict by name; the integer bookkeeping and
+    the per-pose work run on the host)."""
+    view_ids, cand_obj, T_CO, T_WC, T_WO = scene.view_ids, scene.cand_obj, scene.T_CO, scene.T_WC, scene.T_WO
+    C = view_ids.shape[0]
+    check_shape(view_ids, (C,), "view_ids"); check_shape(cand_obj, (C,), "cand_obj")
+    check_shape(T_CO, (C, 4, 4), "T_CO"); check_shape(T_WC, (None, 4, 4), "T_WC"); check_shape(T_WO, (None, 4, 4), "T_WO")
+    V, O = T_WC.shape[0], T_WO.shape[0]
+    check_shape(scene.K, (V, 3, 3), "K"); check_shape(scene.points, (O, None, 3), "points")
+    check_shape(scene.syms, (O, None, 4, 4), "syms")
+    h = {"T_CO": T_CO, "K": scene.K, "points": scene.points, "T_WC": T_WC, "T_WO": T_WO, "syms": scene.syms}
+    if scene.centres is not None:
+        h["centres"] = _host(scene.centres)
+        check_shape(h["centres"], (O, 3), "centres")
+    h = {k: _host(x) for k, x in h.items()}
+    floats = [(k, x) for k, x in h.items() if k != "syms"]                   # (the symmetries come from the models)
+    if not np.isfinite(np.concatenate([x.reshape(-1) for _, x in floats])).all():   # one test, then which
+        for name, x in floats:
+            check_finite(x, name)
+    vi, co = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.int64) for x in (view_ids, cand_obj))
+    if C and (vi.min() < 0 or vi.max() >= V):
+        raise InputError(f"view_ids: values must lie in [0, {V}), got [{vi.min()}, {vi.max()}]")
+    if C and co.max() >= O:
+        raise InputError(f"cand_obj: values must be < n_objects = {O}, got {co.max()}")
+    return vi, co, h
+
+def held_views(hold_views, n_views: int) -> np.ndarray:
+    "`hold_views` (V,) bool (tensor, array or None: none held) as a numpy mask, its shape checked."
+    if hold_views is None:
+        return np.zeros(n_views, dtype=bool)
+    h = np.asarray(torch.as_tensor(hold_views).detach().cpu())
+    check_shape(h, (n_views,), "hold_views")
+    if h.dtype != bool:
+        raise InputError(f"hold_views: expected booleans (one per view), got {h.dtype}")
+    return h
+
+# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #98c0262e
 @dataclass
 class _Prepared:
     """A bundle-adjustment problem laid out for batched evaluation (only the candidates kept): what is per
@@ -84,72 +140,26 @@ class _Prepared:
     K_xy: torch.Tensor      # (C', 1, 2, 3) the first two rows of K (device)
     K_z: torch.Tensor       # (C', 1, 1, 3) its last row
 
-def _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres=None):
-    """Shapes, finiteness and index ranges of the inputs of `bundle_adjust`. Returns `view_ids` and `cand_obj`
-    as numpy int64 arrays and the float inputs as float64 host arrays (a dict by name; the integer
-    bookkeeping and the per-pose work run on the host)."""
-    C = view_ids.shape[0]
-    check_shape(view_ids, (C,), "view_ids"); check_shape(cand_obj, (C,), "cand_obj")
-    check_shape(T_CO, (C, 4, 4), "T_CO"); check_shape(T_WC, (None, 4, 4), "T_WC"); check_shape(T_WO, (None, 4, 4), "T_WO")
-    V, O = T_WC.shape[0], T_WO.shape[0]
-    check_shape(K, (V, 3, 3), "K"); check_shape(points, (O, None, 3), "points"); check_shape(syms, (O, None, 4, 4), "syms")
-    h = {"T_CO": T_CO, "K": K, "points": points, "T_WC": T_WC, "T_WO": T_WO, "syms": syms}
-    if centres is not None:
-        h["centres"] = centres = _host(centres)
-        check_shape(centres, (O, 3), "centres")
-    h = {k: _host(x) for k, x in h.items()}
-    floats = [(k, x) for k, x in h.items() if k != "syms"]                   # (the symmetries come from the models)
-    if not np.isfinite(np.concatenate([x.reshape(-1) for _, x in floats])).all():   # one test, then which
-        for name, x in floats:
-            check_finite(x, name)
-    vi, co = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.int64) for x in (view_ids, cand_obj))
-    if C and (vi.min() < 0 or vi.max() >= V):
-        raise InputError(f"view_ids: values must lie in [0, {V}), got [{vi.min()}, {vi.max()}]")
-    if C and co.max() >= O:
-        raise InputError(f"cand_obj: values must be < n_objects = {O}, got {co.max()}")
-    return vi, co, h
-
-def _held(hold_views, n_views: int) -> np.ndarray:
-    "`hold_views` (V,) bool (tensor, array or None: none held) as a numpy mask, its shape checked."
-    if hold_views is None:
-        return np.zeros(n_views, dtype=bool)
-    h = np.asarray(torch.as_tensor(hold_views).detach().cpu())
-    check_shape(h, (n_views,), "hold_views")
-    if h.dtype != bool:
-        raise InputError(f"hold_views: expected booleans (one per view), got {h.dtype}")
-    return h
-
 _AR6 = np.arange(6)
 
-def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixed_views, keep, centres=None,
-             device=None, dtype: torch.dtype | None = None) -> _Prepared:
-    """Lay the problem out: `view_ids`, `cand_obj` (C,), `keep` (C,) bool and `fixed_views` as numpy arrays or
-    tensors; `T_CO` (C, 4, 4), `K` (V, 3, 3), `points` (O, N, 3), `syms` (O, S, 4, 4) as tensors or arrays;
-    `centres` (O, 3) the objects' symmetric centres (`matching.symmetric_centres`), computed here if `None`.
-    The device arrays go to `device` in `dtype` (default: those of `points` if a tensor, else the CPU and float64)."""
-    if isinstance(points, torch.Tensor):
-        device, dtype = device or points.device, dtype or points.dtype
-    vi, co, keep = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x) for x in (view_ids, cand_obj, keep))
+def _prepare(vi: np.ndarray, co: np.ndarray, h: dict, keep: np.ndarray, fixed: np.ndarray, device=None, dtype=None) -> _Prepared:
+    """Lay the problem out: `vi`, `co`, `keep` (C,) and the `fixed` (V,) mask as numpy arrays, `h` the host arrays of
+    `_check_ba_inputs` (`centres`: computed here when absent). The device arrays go to `device` in `dtype`."""
     ki = np.flatnonzero(keep)
-    cam, obj = vi[ki], co[ki]
-    C = len(ki)
-    free_cam = np.ones(n_views, dtype=bool)
-    free_cam[np.asarray(fixed_views.cpu() if isinstance(fixed_views, torch.Tensor) else fixed_views, dtype=np.int64)] = False
-    n_free = int(free_cam.sum())
-    n_blocks = n_free + n_objects
+    cam, obj, C = vi[ki], co[ki], len(ki)
+    K_c, T_c, pts, sy = h["K"][cam], h["T_CO"][ki], h["points"], h["syms"]
+    V, (O, S, N) = len(h["K"]), (sy.shape[0], sy.shape[1], pts.shape[1])
+    n_free = int((~fixed).sum())
+    n_blocks = n_free + O
     P = 6 * n_blocks
-    blk = np.full(n_views + n_objects, n_blocks)
-    blk[np.flatnonzero(free_cam)] = np.arange(n_free)
-    blk[n_views:] = np.arange(n_free, n_blocks)
-    g13 = np.concatenate([np.minimum(blk[cam, None] * 6 + _AR6, P), blk[n_views + obj, None] * 6 + _AR6,
+    blk = np.full(V + O, n_blocks)
+    blk[np.flatnonzero(~fixed)] = np.arange(n_free)
+    blk[V:] = np.arange(n_free, n_blocks)
+    g13 = np.concatenate([np.minimum(blk[cam, None] * 6 + _AR6, P), blk[V + obj, None] * 6 + _AR6,
                           np.full((C, 1), P + 1)], 1)                       # held camera -> slot P, residual -> P + 1
     hidx = (g13[:, :, None] * (P + 2) + g13[:, None, :]).reshape(-1)
-    K_c, T_c, pts, sy = _host(K)[cam], _host(T_CO)[ki], _host(points), _host(syms)
-    # the symmetry choice: R_s Sigma per candidate and symmetry (see `_best_symmetry`)
-    O, S, N = sy.shape[0], sy.shape[1], pts.shape[1]
-    if centres is None:
-        centres = symmetric_centres(torch.from_numpy(pts), torch.from_numpy(sy))
-    y = pts - _host(centres)[:, None]
+    centres = h["centres"] if "centres" in h else _host(symmetric_centres(torch.from_numpy(pts), torch.from_numpy(sy)))
+    y = pts - centres[:, None]
     Q = (sy[:, :, :3, :3].reshape(O, S * 3, 3) @ (y.transpose(0, 2, 1) @ y)).reshape(O, S, 9)[obj]    # R_s Sigma
     E = np.zeros((C, 7, 13))
     E[:, _AR6, _AR6] = 1.0
@@ -160,17 +170,17 @@ def _prepare(view_ids, cand_obj, T_CO, K, points, syms, n_views, n_objects, fixe
                      pts_h, pts_h[..., :3], K_d[:, None, :2], K_d[:, None, 2:])
 
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #b906693b
-def _best_symmetry(R: np.ndarray, pr: _Prepared) -> np.ndarray:
+def _symmetries(R: np.ndarray, pr: _Prepared) -> np.ndarray:
     """The symmetry s* (C',) of each candidate whose version `T_CO_c S_s` is closest to the scene's rotations
     `R` (C', 3, 3) over the model points, centred on the symmetric centre: with `y` the centred points,
     `sum_y |R_c R_s y - R y|^2 = const - 2 <R_s Sigma, R_c^T R>` (Frobenius), so one product with the
-    precomputed `R_s Sigma` scores all S symmetries. Centring makes the choice immune to the translation
-    error of a poor start (which would otherwise lock a box on the wrong face). On the host."""
-    return (pr.Q @ (pr.RcT @ R).reshape(-1, 9, 1))[..., 0].argmax(1)
+    precomputed `R_s Sigma` scores all S symmetries (`best_symmetry`, on the host). Centring makes the choice
+    immune to the translation error of a poor start (which would otherwise lock a box on the wrong face)."""
+    return best_symmetry(pr.Q, (pr.RcT @ R).reshape(-1, 9))[1]
 
 def _targets(pr: _Prepared, s: np.ndarray) -> torch.Tensor:
     "Pixels (C', N, 2) of the model points under the candidates' poses `T_CO_c @ S_s` for the symmetries `s` (C',) (device)."
-    return _project(_device(pr.KT_c @ pr.syms[pr.obj, s], pr.pts_h), pr.pts_c)
+    return project_with(_device(pr.KT_c @ pr.syms[pr.obj, s], pr.pts_h), pr.pts_c)
 
 def _forward(T_CW: np.ndarray, T_WO: np.ndarray, pr: _Prepared, eps: float = 1e-6):
     """The scene's side. On the host: T = T_CW[v] T_WO[o] (C', 4, 4) and the symmetry s* (C',) that best aligns
@@ -180,7 +190,7 @@ def _forward(T_CW: np.ndarray, T_WO: np.ndarray, pr: _Prepared, eps: float = 1e-
     T3 = T[:, :3]
     Y = torch.bmm(pr.pts_h, _device(np.concatenate([T3, pr.K_c @ T3], 1), pr.pts_h).transpose(1, 2))   # (C', N, 6): p, K p
     w = Y[..., 5:].clamp(min=eps)
-    return T, Y[..., :3], Y[..., 3:5] / w, w, _best_symmetry(T3[:, :, :3], pr)
+    return T, Y[..., :3], Y[..., 3:5] / w, w, _symmetries(T3[:, :, :3], pr)
 
 def _jacobian(p, u, w, pr: _Prepared, sw: torch.Tensor | None = None, r: torch.Tensor | None = None) -> torch.Tensor:
     """Jacobian (C', N, 2, 6) of the pixels for a left increment of the scene's T_CO, `[A, p x A]` with `A` the
@@ -195,13 +205,14 @@ def _jacobian(p, u, w, pr: _Prepared, sw: torch.Tensor | None = None, r: torch.T
         parts.append((r if sw is None else r * sw[..., None])[..., None])
     return torch.cat(parts, -1)
 
+# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #98357c68
 def _residuals(u, tgt, kind: str, delta: float):
     """Residuals r = u - tgt (C', N, 2) of the scene's pixels against the targets, their robust cost (summed on the
     host, a Python float), IRLS weights (C', N) (device) and pixel errors (C', N) (device)."""
     r = u - tgt
     e = torch.linalg.vector_norm(r, dim=-1)
     eh = _host(e)
-    rho, wt = robust_kernel(eh * eh, kind, delta)          # (a handful of numpy operations on the host)
+    rho, wt = robust_kernel(eh * eh, kind, delta)
     return r, float(rho.sum()), _device(wt, e), e
 
 _G3 = np.zeros((3, 9))
@@ -249,61 +260,6 @@ def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float =
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #cf6b1e77
 BA_LAMBDA_RANGE = (1e-12, 1e12)          # the damping's floor and ceiling
 
-def bundle_adjust(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, K: torch.Tensor,
-                  points: torch.Tensor, syms: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
-                  fixed_view: int = 0, n_iters: int = 100, robust: str = "huber", robust_cap_px: float = 20.0,
-                  n_points: int | None = 32, view_ok: torch.Tensor | None = None, lambda0: float = 1e-4,
-                  ftol: float = 1e-4, xtol: float = 1e-10, dtype: torch.dtype = torch.float64,
-                  centres: torch.Tensor | None = None, hold_views: torch.Tensor | None = None) -> BAResult:
-    """Object-level bundle adjustment: refine cameras `T_WC` (V, 4, 4) and objects `T_WO` (O, 4, 4) so
-    that every candidate -- view `view_ids` (C,), scene object `cand_obj` (C,), pose `T_CO` (C, 4, 4) --
-    reprojects like the scene, up to the object's symmetries. `K` (V, 3, 3) intrinsics, `points`
-    (O, N, 3) and `syms` (O, S, 4, 4) the model points and symmetry transforms of each scene object.
-
-    Candidates with `cand_obj < 0`, or in a view with `view_ok` False, are ignored; the view
-    `fixed_view` (and those not ok) keep their pose, as do the views with `hold_views` (V,) True (known
-    cameras: their pose does not move; their candidates count unless `view_ok` leaves them out).
-    Levenberg-Marquardt on SE(3) with analytic Jacobians. The work per model point (projections, Jacobians,
-    the per-candidate products `[J | r]^T [J | r]`) runs batched in `dtype` (float64 by default) on the device
-    of `T_WC`; the poses, the symmetry choice, the assembly of the normal equations and their damped P x P
-    solve (Cholesky) run on the host in float64 (the paper's code also solves on the CPU). The outputs have
-    the dtype and device of `T_WC`.
-    `centres` (O, 3): the objects' symmetric centres (`matching.symmetric_centres` of their points), which
-    the symmetry choice turns about; constants of the models, so a caller that solves many scenes with the
-    same models passes them (`None`: computed from the subsampled points)."""
-    if np.ndim(points) == 3 and n_points is not None and np.shape(points)[1] > n_points:   # (the points not used need no check)
-        points = (subsample_points(points, n_points) if isinstance(points, torch.Tensor) and not points.is_cpu
-                  else _host(points)[:, _even_index(np.shape(points)[1], n_points)])
-    vi, co, h = _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres)
-    V, O = T_WC.shape[0], T_WO.shape[0]
-    if not 0 <= fixed_view < V:
-        raise InputError(f"fixed_view: must lie in [0, {V}), got {fixed_view}")
-    out_dtype, dev = T_WC.dtype, T_WC.device
-    keep = co >= 0
-    fixed = np.zeros(V, dtype=bool)
-    fixed[fixed_view] = True
-    if view_ok is not None:
-        vok = np.asarray(torch.as_tensor(view_ok).detach().cpu(), dtype=bool)
-        check_shape(vok, (V,), "view_ok")
-        keep &= vok[vi]
-        fixed |= ~vok
-    fixed |= _held(hold_views, V)
-    pr = _prepare(vi, co, h["T_CO"], h["K"], h["points"], h["syms"], V, O, np.flatnonzero(fixed), keep, h.get("centres"),
-                  dev, dtype)
-    problem = _BAProblem(pr, robust, robust_cap_px)
-    rules = LMRules(n_iters, lambda0, BA_LAMBDA_RANGE[0], BA_LAMBDA_RANGE[1], ftol, xtol, count_rejected=True, model_tests=True)
-    with torch.inference_mode():
-        lm = levenberg_marquardt(problem, (invert_T(h["T_WC"]), h["T_WO"]), rules)
-    (T_CW, T_WO), e, sidx = lm.x, problem.res[3], problem.sidx
-    cand_errors = np.full(len(vi), np.nan)
-    cand_errors[pr.ki] = _host(e).mean(-1)
-    sym_index = np.full(len(vi), -1)
-    sym_index[pr.ki] = sidx
-    T_WC_out = np.where(fixed[:, None, None], h["T_WC"], invert_T(T_CW))
-    out = lambda x, dt=out_dtype: torch.from_numpy(x).to(device=dev, dtype=dt)
-    return BAResult(out(T_WC_out), out(T_WO.copy()), lm.costs, out(cand_errors), out(sym_index, torch.long), lm.n_iters,
-                    lm.converged, lm.lambdas)
-
 class _BAProblem:
     """The bundle adjustment as an `LMProblem` (`cosypose_nb.multiview.solver`): the point is (T_CW (V, 4, 4),
     T_WO (O, 4, 4)) host arrays; a trial is judged with the symmetries of the current scene (a smooth cost),
@@ -341,259 +297,41 @@ class _BAProblem:
     def retract(self, x, delta):
         return _apply_step(*x, delta, self.pr)
 
-# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #2c717d54
-def view_components(view_pairs: torch.Tensor, n_views: int) -> np.ndarray:
-    "Connected components of the view graph with edges `view_pairs` (P, 2): a label (V,) per view (numpy, smallest view of the component)."
-    return components(torch.as_tensor(view_pairs).reshape(-1, 2), n_views)
-
-def _spanning_tree(root, adj, order, n_views):
-    """Parents of a spanning tree of the views reachable from `root`, built as the paper's code does:
-    sweep the views in `order`, attach each one to the first already placed view (in `order`) it is
-    paired with. Returns (parent (V,) -1 for the root/unreached, sequence in which views were placed)."""
-    parent = np.full(n_views, -1)
-    placed, seq = {root}, [root]
-    rank = {v: i for i, v in enumerate(order)}
-    grew = True
-    while grew:
-        grew = False
-        for v in order:
-            if v in placed: continue
-            nb = [u for u in adj[v] if u in placed]
-            if nb:
-                parent[v] = min(nb, key=lambda u: rank[u]); placed.add(v); seq.append(v); grew = True
-    return parent, seq
-
-def _max_spanning_tree(root, adj, weight, n_views):
-    "Prim's maximum spanning tree from `root` with edge weights `weight[(a, b)]` (the pair scores)."
-    parent = np.full(n_views, -1)
-    placed, seq = {root}, [root]
-    while True:
-        best = None
-        for a in seq:
-            for b in adj[a]:
-                if b not in placed and (best is None or weight[(a, b)] > best[0]):
-                    best = (weight[(a, b)], a, b)
-        if best is None: return parent, seq
-        parent[best[2]] = best[1]; placed.add(best[2]); seq.append(best[2])
-
-def scene_reprojection_errors(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO) -> torch.Tensor:
-    """Root-mean-square reprojection distance (px) between each candidate (C,) and the scene -- T_WC
-    (B, V, 4, 4), T_WO (B, O, 4, 4) for B scenes at once, or unbatched -- minimised over the object's
-    symmetries: (B, C) or (C,). `points` (O, N, 3), `syms` (O, S, 4, 4) per scene object, all `cand_obj` >= 0.
-    The squared distances to all S versions are one batched product (|u|^2 - 2 u.t + |t|^2)."""
-    unbatched = T_WC.dim() == 3
-    if unbatched: T_WC, T_WO = T_WC[None], T_WO[None]
-    (C, N), (B, S) = (len(view_ids), points.shape[1]), (T_WC.shape[0], syms.shape[1])
-    O = points.shape[0]
-    # the symmetric copies S_s x of the points, homogeneous, per object (O, 4, S N): one product per object,
-    # then one (3 x 4) @ (4 x S N) product per candidate
-    Xh = torch.cat([points, torch.ones_like(points[..., :1])], -1).transpose(1, 2)              # (O, 4, N)
-    SX = torch.bmm(syms.reshape(O, S * 4, 4), Xh).view(O, S, 4, N).transpose(1, 2).reshape(O, 4, S * N)
-    Kc = K[view_ids]
-    uvw = torch.bmm(Kc @ T_CO[:, :3, :], SX[cand_obj]).view(C, 3, S, N)
-    t = (uvw[:, :2] / uvw[:, 2:].clamp(min=1e-6)).permute(0, 2, 3, 1).reshape(C, S, 2 * N)     # (C, S, 2N)
-    T = (invert_T(T_WC)[:, view_ids] @ T_WO[:, cand_obj]).transpose(0, 1)                     # (C, B, 4, 4)
-    u = _project((Kc[:, None] @ T[..., :3, :]).reshape(C * B, 3, 4),
-                 points[cand_obj].repeat_interleave(B, 0)).reshape(C, B, 2 * N)                 # (C, B, 2N)
-    d2 = (u * u).sum(-1, keepdim=True) - 2 * torch.bmm(u, t.transpose(1, 2)) + (t * t).sum(-1)[:, None]
-    d = (d2.min(-1).values.clamp(min=0) / N).sqrt().transpose(0, 1)                            # (B, C)
-    return d[0] if unbatched else d
-
-@fast_inference
-def initialize_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, view_pairs: torch.Tensor,
-                     T_C1C2: torch.Tensor, pair_scores: torch.Tensor, n_views: int, n_objects: int,
-                     points: torch.Tensor | None = None, syms: torch.Tensor | None = None, K: torch.Tensor | None = None,
-                     n_orders: int = 5, generator: torch.Generator | None = None, robust_cap_px: float = 50.0,
-                     n_points: int | None = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A starting scene for `bundle_adjust` from the pairwise camera poses of the matching stage.
-
-    Candidates: `view_ids` (C,), `cand_obj` (C,) (scene object, -1 dropped), `T_CO` (C, 4, 4). View pairs
-    `view_pairs` (P, 2) with `T_C1C2` (P, 4, 4) (x_C1 = T_C1C2 x_C2) and `pair_scores` (P,). The cameras
-    form a spanning tree of the largest connected component of the view graph (most views, then the
-    highest total pair score), rooted at its smallest view, whose frame is the world (T_WC = I there);
-    each object starts from its first candidate in a placed view. `n_orders` starts are tried: the
-    maximum spanning tree (by pair score) with each object from the candidate nearest the root, then
-    random orders of views and candidates as in the paper's code; with `points` (O, N, 3), `syms`
-    (O, S, 4, 4) and `K` (V, 3, 3) the start with the lowest mean over the candidates of their
-    reprojection error (RMS over `n_points` model points, capped at `robust_cap_px`) is kept.
-    Returns T_WC (V, 4, 4), T_WO (O, 4, 4) and view_ok (V,) bool (views in the component); views and
-    objects outside it get the identity."""
-    C = view_ids.shape[0]
-    check_shape(cand_obj, (C,), "cand_obj"); check_shape(T_CO, (C, 4, 4), "T_CO")
-    view_pairs = torch.as_tensor(view_pairs).reshape(-1, 2)
-    P = view_pairs.shape[0]
-    check_shape(T_C1C2, (P, 4, 4), "T_C1C2"); check_shape(pair_scores, (P,), "pair_scores")
-    if n_views < 1: raise InputError(f"n_views: must be >= 1, got {n_views}")
-    if C and (view_ids.min() < 0 or view_ids.max() >= n_views):
-        raise InputError(f"view_ids: values must lie in [0, {n_views})")
-    if C and cand_obj.max() >= n_objects:
-        raise InputError(f"cand_obj: values must be < n_objects = {n_objects}")
-    if P and (view_pairs.min() < 0 or view_pairs.max() >= n_views):
-        raise InputError(f"view_pairs: values must lie in [0, {n_views})")
-    dev, dt = T_CO.device, T_CO.dtype
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    vi, co = view_ids.cpu().numpy(), cand_obj.cpu().numpy()
-    pairs, ps = view_pairs.cpu().numpy(), pair_scores.detach().cpu().double().numpy()
-    Trel = T_C1C2.detach().cpu().double()
-    Trel, Trel_inv = Trel.numpy(), invert_T(Trel).numpy()
-    # -- the component to reconstruct
-    comp = view_components(view_pairs, n_views)
-    n_assigned = np.bincount(vi[co >= 0], minlength=n_views) if C else np.zeros(n_views, int)
-    def comp_key(c):
-        members = comp == c
-        in_c = members[pairs[:, 0]] if P else np.zeros(0, bool)
-        return (members.sum(), ps[in_c].sum(), n_assigned[members].sum(), -c)
-    best = max(np.unique(comp), key=comp_key)
-    view_ok = comp == best
-    root = int(np.flatnonzero(view_ok)[0])
-    # -- relative poses along the edges: T_rel[(a, b)] = T_{C_a C_b}
-    adj = {v: [] for v in range(n_views)}
-    T_ab, weight = {}, {}
-    for k, (a, b) in enumerate(pairs.tolist()):
-        if a == b: continue
-        if (a, b) in T_ab and weight[(a, b)] >= ps[k]: continue
-        if (a, b) not in T_ab: adj[a].append(b); adj[b].append(a)
-        T_ab[(a, b)], T_ab[(b, a)] = Trel[k], Trel_inv[k]
-        weight[(a, b)] = weight[(b, a)] = ps[k]
-    ok_cand = np.flatnonzero((co >= 0) & view_ok[vi]) if C else np.zeros(0, int)
-    T_WC_all, cand_first = [], []
-    n_orders = max(1, int(n_orders))
-    for k in range(n_orders):
-        if k == 0:
-            parent, seq = _max_spanning_tree(root, adj, weight, n_views)
-        else:
-            order = torch.randperm(n_views, generator=gen).numpy()
-            parent, seq = _spanning_tree(root, adj, list(order), n_views)
-        T = np.tile(np.eye(4), (n_views, 1, 1))
-        depth = np.zeros(n_views, int)
-        for v in seq[1:]:
-            T[v] = T[parent[v]] @ T_ab[(int(parent[v]), int(v))]
-            depth[v] = depth[parent[v]] + 1
-        T_WC_all.append(T)
-        first = np.full(n_objects, -1)
-        cand_order = ok_cand[np.argsort(depth[vi[ok_cand]], kind="stable")] if k == 0 else \
-            ok_cand[torch.randperm(len(ok_cand), generator=gen).numpy()]
-        for c in cand_order[::-1]:                # the last write wins: the first in the order
-            first[co[c]] = c
-        cand_first.append(first)
-    T_WC_all = torch.as_tensor(np.stack(T_WC_all), dtype=dt, device=dev)           # (B, V, 4, 4)
-    cand_first = torch.as_tensor(np.stack(cand_first), device=dev)                  # (B, O)
-    has = cand_first >= 0
-    cf = cand_first.clamp(min=0)
-    vfirst = view_ids.to(dev).long()[cf] if C else torch.zeros_like(cf)
-    eye = torch.eye(4, dtype=dt, device=dev)
-    if C:
-        T_WO_all = torch.gather(T_WC_all, 1, vfirst[..., None, None].expand(-1, -1, 4, 4)) @ T_CO[cf]
-        T_WO_all = torch.where(has[..., None, None], T_WO_all, eye)
-    else:
-        T_WO_all = eye.expand(n_orders, n_objects, 4, 4).clone()
-    best_k = 0
-    if n_orders > 1 and points is not None and syms is not None and K is not None and len(ok_cand):
-        okc = torch.as_tensor(ok_cand, device=dev)
-        d = scene_reprojection_errors(view_ids.to(dev).long()[okc], cand_obj.to(dev).long()[okc], T_CO[okc],
-                                      K.to(dev, dt), subsample_points(points.to(dev, dt), n_points),
-                                      syms.to(dev, dt), T_WC_all, T_WO_all)             # (B, C_ok)
-        best_k = int(d.clamp(max=robust_cap_px).mean(-1).argmin())
-    return T_WC_all[best_k], T_WO_all[best_k], torch.as_tensor(view_ok, device=dev)
-
-# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #454863c5
-def bundle_adjust_dense_autograd(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, K: torch.Tensor,
-                                 points: torch.Tensor, syms: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
-                                 fixed_view: int = 0, n_iters: int = 100, robust: str = "huber",
-                                 robust_cap_px: float = 20.0, n_points: int | None = 32,
-                                 view_ok: torch.Tensor | None = None, lambda0: float = 1e-3, L_down: float = 9.0,
-                                 L_up: float = 11.0, eps: float = 1e-5, dtype: torch.dtype = torch.float64,
-                                 centres: torch.Tensor | None = None) -> BAResult:
-    """The reference: Levenberg-Marquardt built the way the paper's implementation is. Same inputs,
-    residuals, robust cost and symmetry choice as `bundle_adjust`, but each pose is a 9-vector (6D
-    rotation + translation) updated additively, the full Jacobian (residuals x 9 (V + O)) comes from
-    autograd on one copy of all parameters per residual (one backward pass of the sum), and the step
-    solves the dense damped system `(J^T W J + lambda I) h = J^T W e` with a pseudo-inverse. Only
-    meant as the benchmark's yardstick: its cost grows with residuals x parameters."""
-    _check_ba_inputs(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres)
-    V, O = T_WC.shape[0], T_WO.shape[0]
-    out_dtype, dev = T_WC.dtype, T_WC.device
-    view_ids, cand_obj = view_ids.to(dev).long(), cand_obj.to(dev).long()
-    T_CO, K, points, syms = (x.to(device=dev, dtype=dtype) for x in (T_CO, K, points, syms))
-    keep = cand_obj >= 0
-    fixed = torch.zeros(V, dtype=torch.bool, device=dev)
-    fixed[fixed_view] = True
+# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #c1d764cc
+def bundle_adjust(scene: SceneProblem, config: BundleAdjustConfig = BundleAdjustConfig(), fixed_view: int = 0,
+                  view_ok: torch.Tensor | None = None, hold_views: torch.Tensor | None = None,
+                  dtype: torch.dtype = torch.float64) -> BAResult:
+    """Object-level bundle adjustment: refine the cameras `scene.T_WC` and objects `scene.T_WO` so that every
+    candidate reprojects like the scene, up to its object's symmetries (`config`: iterations, robust kernel,
+    model points, damping and stopping tests). Candidates with `cand_obj < 0`, or in a view with `view_ok`
+    False, are ignored; `fixed_view` and the views not ok keep their pose, as do those with `hold_views` (V,)
+    True (known cameras; their candidates count). The work per model point runs batched in `dtype` on the
+    device of `T_WC`, the per-pose work and the solve on the host in float64. Outputs: `T_WC`'s dtype and device."""
+    n_points = config.n_points
+    if np.ndim(scene.points) == 3 and np.shape(scene.points)[1] > n_points:   # (the points not used need no check)
+        pts = scene.points
+        scene = replace(scene, points=subsample_points(pts, n_points) if isinstance(pts, torch.Tensor) and not pts.is_cpu
+                        else _host(pts)[:, _even_index(np.shape(pts)[1], n_points)])
+    vi, co, h = _check_ba_inputs(scene)
+    V, O = scene.T_WC.shape[0], scene.T_WO.shape[0]
+    if not 0 <= fixed_view < V:
+        raise InputError(f"fixed_view: must lie in [0, {V}), got {fixed_view}")
+    out_dtype, dev = scene.T_WC.dtype, scene.T_WC.device
+    keep, fixed = co >= 0, np.arange(V) == fixed_view
     if view_ok is not None:
-        view_ok = torch.as_tensor(view_ok, device=dev).bool()
-        keep &= view_ok[view_ids]
-        fixed |= ~view_ok
-    points = subsample_points(points, n_points)
-    pr = _prepare(view_ids, cand_obj, T_CO, K, points, syms, V, O, fixed.nonzero()[:, 0], keep, centres)
-    cam, obj = (torch.as_tensor(x, device=dev) for x in (pr.cam, pr.obj))
-    K_c = torch.as_tensor(pr.K_c, device=dev, dtype=dtype)
-    C, N = len(cam), points.shape[1]
-    # one row per scalar residual: (candidate, point, x/y)
-    res_c = torch.arange(C, device=dev).repeat_interleave(2 * N)
-    res_p = torch.arange(N, device=dev).repeat_interleave(2).repeat(C)
-    res_xy = torch.arange(2, device=dev).repeat(C * N)
-    n_res = len(res_c)
-    ar = torch.arange(n_res, device=dev)
-    TWO_9d, TCW_9d = pose_to_9d(T_WO.to(dtype)), pose_to_9d(invert_T(T_WC.to(dtype)))
-    n_pts = max(C * N, 1)
-
-    def cost_and_sym(TWO_9d, TCW_9d):
-        T = pose_from_9d(TCW_9d)[cam] @ pose_from_9d(TWO_9d)[obj]
-        u = project_points(pr.pts_c, K_c, T)
-        sidx = _best_symmetry(_host(T[:, :3, :3]), pr)         # the same symmetry choice as `bundle_adjust`
-        tgt = _targets(pr, sidx)
-        r = u - tgt
-        rho, wt = robust_kernel((r * r).sum(-1), robust, robust_cap_px)
-        return rho.sum() / n_pts, r, torch.as_tensor(sidx, device=dev), wt, tgt
-
-    def forward_jacobian(TWO_9d, TCW_9d):
-        loss, _, _, wt, tgt = cost_and_sym(TWO_9d, TCW_9d)
-        y = tgt[res_c, res_p, res_xy]                                              # (R,) aligned candidate pixels
-        TWO_r = TWO_9d.unsqueeze(0).repeat(n_res, 1, 1).requires_grad_()          # one copy per residual
-        TCW_r = TCW_9d.unsqueeze(0).repeat(n_res, 1, 1).requires_grad_()
-        with torch.enable_grad():
-            T_n = pose_from_9d(TCW_r)[ar, cam[res_c]] @ pose_from_9d(TWO_r)[ar, obj[res_c]]
-            yhat = project_points(pr.pts_c[res_c, res_p][:, None], K_c[res_c], T_n)[:, 0][ar, res_xy]
-            yhat.sum().backward()
-        J = torch.cat([TWO_r.grad.flatten(1), TCW_r.grad.flatten(1)], 1)          # (R, 9 (O + V))
-        return (y - yhat.detach()), loss, J, wt[res_c, res_p]
-
-    # the held views' parameters are left out of the system (zeroing their part of a joint step would
-    # break the step: the gauge freedom spreads it over all cameras)
-    free_cols = torch.cat([torch.ones(9 * O, dtype=torch.bool, device=dev), (~fixed).repeat_interleave(9)]).nonzero()[:, 0]
-    idJ = torch.eye(len(free_cols), dtype=dtype, device=dev)
-    lambd, done, prev_update, costs, lambdas, it = lambda0, False, False, [], [], 0
-    errors = loss = J = w = None
-    if C:
-        for it in range(n_iters):
-            if not prev_update:
-                errors, loss, J, w = forward_jacobian(TWO_9d, TCW_9d)
-            if not costs or costs[-1] != loss.item():
-                costs.append(loss.item())
-            if done: break
-            lambdas.append(lambd)
-            Jf = J[:, free_cols]
-            A = (Jf * w[:, None]).t() @ Jf + lambd * idJ
-            b = (Jf * w[:, None]).t() @ errors[:, None]
-            h = torch.zeros(9 * (O + V), dtype=dtype, device=dev)
-            h[free_cols] = (torch.linalg.pinv(A.cpu()).to(dev) @ b).flatten()   # "pinverse is faster on CPU"
-            TWO_new = TWO_9d + h[:9 * O].view(O, 9)
-            TCW_new = TCW_9d + h[9 * O:].view(V, 9)
-            errors_n, loss_n, J_n, w_n = forward_jacobian(TWO_new, TCW_new)
-            rho = loss - loss_n
-            if rho.abs() <= eps * loss + 1e-18:
-                done = True
-            if rho > 0:
-                TWO_9d, TCW_9d, errors, loss, J, w = TWO_new, TCW_new, errors_n, loss_n, J_n, w_n
-                lambd, prev_update = max(lambd / L_down, 1e-7), True
-            else:
-                lambd, prev_update = min(lambd * L_up, 1e7), False
-    T_WC_out = invert_T(pose_from_9d(TCW_9d))
-    T_WC_out[fixed] = T_WC.to(dtype)[fixed]
-    _, r, sidx, _, _ = cost_and_sym(TWO_9d, TCW_9d)
-    if not costs: costs = [0.0]
-    cand_errors = torch.full((len(view_ids),), float("nan"), dtype=out_dtype, device=dev)
-    cand_errors[keep] = r.norm(dim=-1).mean(-1).to(out_dtype)
-    sym_index = torch.full((len(view_ids),), -1, dtype=torch.long, device=dev)
-    sym_index[keep] = sidx
-    return BAResult(T_WC_out.to(out_dtype), pose_from_9d(TWO_9d).to(out_dtype), costs, cand_errors, sym_index,
-                    it, done, lambdas)
+        vok = np.asarray(torch.as_tensor(view_ok).detach().cpu(), dtype=bool)
+        check_shape(vok, (V,), "view_ok")
+        keep &= vok[vi]
+        fixed |= ~vok
+    fixed |= held_views(hold_views, V)
+    problem = _BAProblem(_prepare(vi, co, h, keep, fixed, dev, dtype), config.robust, config.robust_cap_px)
+    rules = LMRules(config.ba_iters, config.ba_lambda0, *BA_LAMBDA_RANGE, config.ba_ftol, config.ba_xtol)
+    with torch.inference_mode():
+        lm = levenberg_marquardt(problem, (invert_T(h["T_WC"]), h["T_WO"]), rules)
+    (T_CW, T_WO), pr = lm.x, problem.pr
+    cand_errors, sym_index = np.full(len(vi), np.nan), np.full(len(vi), -1)
+    cand_errors[pr.ki], sym_index[pr.ki] = _host(problem.res[3]).mean(-1), problem.sidx
+    T_WC_out = np.where(fixed[:, None, None], h["T_WC"], invert_T(T_CW))
+    out = lambda x, dt=out_dtype: torch.from_numpy(x).to(device=dev, dtype=dt)
+    return BAResult(out(T_WC_out), out(T_WO.copy()), lm.costs, out(cand_errors), out(sym_index, torch.long), lm.n_iters,
+                    lm.converged, lm.lambdas)

@@ -7,7 +7,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/matching.html.md"""
 # %% ../../nbs/multiview/41_matching.ipynb #fcf6c824
 from __future__ import annotations
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -15,9 +15,11 @@ import torch
 from ..core import InputError, fast_inference, ordinary_tensors
 from ..geometry.transforms import invert_T, make_T
 from ..structures import Candidates, MatchingResult
+from .config import MatchingConfig
 
 # %% auto #0
-__all__ = ['depth_tolerant_sqnorm', 'symmetric_centres', 'components', 'connected_objects', 'match_candidates']
+__all__ = ['depth_tolerant_sqnorm', 'best_symmetry', 'symmetry_rotations', 'symmetric_centres', 'components', 'connected_objects',
+           'LabelModels', 'label_models', 'count_pairs', 'match_candidates']
 
 # %% ../../nbs/multiview/41_matching.ipynb #23c4542e
 def depth_tolerant_sqnorm(e: torch.Tensor, u: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
@@ -52,55 +54,32 @@ def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, t
     off = torch.arange(len(r), device=counts.device) - (torch.cumsum(counts, 0) - counts)[r]
     return r, starts[r] + off
 
-def _pad_syms(SR: list) -> torch.Tensor:
-    "Per-label flattened symmetry rotations [(S_u, 9)] padded with their first (the identity): (U, S_max, 9)."
-    n = max(len(s) for s in SR)
-    return torch.stack([torch.cat([s, s[:1].expand(n - len(s), 9)]) for s in SR])
-
-def _symmetry_sets(SR: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All labels' flattened symmetry rotations `SR` [(S_u, 9)] laid end to end: (sum S_u, 9), the offset of each
-    label's block (U,), and an additive mask (U, sum S_u): 0 on the label's own block, -inf elsewhere."""
-    cat = torch.cat(SR)
-    n = torch.tensor([len(x) for x in SR], device=cat.device)
-    off = torch.cumsum(n, 0) - n
-    own = torch.repeat_interleave(torch.arange(len(SR), device=cat.device), n)
-    mask = torch.zeros(len(SR), len(cat), dtype=cat.dtype, device=cat.device)
-    mask[own[None] != torch.arange(len(SR), device=cat.device)[:, None]] = -torch.inf
-    return cat, off, mask
-
-def _best_symmetry(sets: tuple, lab: torch.Tensor, X: torch.Tensor, max_elems: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """`max_s <R_s, X>` for each row, over the symmetries of its label: `sets` from `_symmetry_sets`, `lab` (Q,)
-    the label of each row, `X` (Q, 9). Returns the maxima (Q,) and the argmax (Q,) (index within the label's
-    set): one product of X with all labels' symmetries, the other labels masked (in row chunks when large)."""
-    cat, off, mask = sets
-    step = max(1, max_elems // max(1, len(cat)))
-    out = [((X[k:k + step] @ cat.T) + mask[lab[k:k + step]]).max(1) for k in range(0, len(lab), step)] if len(lab) else []
+# %% ../../nbs/multiview/41_matching.ipynb #a172de18
+def best_symmetry(A, X, rows=None, pad=None, max_elems: int = 4_000_000):
+    """The largest `<A_s, X>` over the symmetries `s` of each row and its index (the first among ties): `X`
+    (Q, 9) flattened 3 x 3 matrices; `A` (Q, S, 9) the flattened rotations (or any 3 x 3 factors) of each row,
+    or (U, S, 9) per label with `rows` (Q,) the label of each row and `pad` (U, S) an additive mask (tensors;
+    gathered in chunks of at most `max_elems` numbers). Tensors or numpy arrays. Returns (Q,) maxima, (Q,) indices."""
+    if rows is None:
+        v = (A @ X[..., None])[..., 0]
+        if isinstance(v, np.ndarray): return v.max(-1), v.argmax(-1)
+        m = v.max(-1)
+        return m.values, m.indices
+    step = max(1, max_elems // (A.shape[1] * 9))
+    out = []
+    for k in range(0, len(X), step):
+        rk = rows[k:k + step]
+        v = (A[rk] @ X[k:k + step, :, None])[..., 0]
+        out.append((v if pad is None else v + pad[rk]).max(-1))
     if not out:
         return X.new_zeros(0), torch.zeros(0, dtype=torch.long, device=X.device)
-    best = torch.cat([o.values for o in out]) if len(out) > 1 else out[0].values
-    arg = torch.cat([o.indices for o in out]) if len(out) > 1 else out[0].indices
-    return best, arg - off[lab]
+    return torch.cat([o.values for o in out]), torch.cat([o.indices for o in out])
 
-def _procrustes(xa: torch.Tensor, yb: torch.Tensor, Ra: torch.Tensor, Rb: torch.Tensor, Sig: torch.Tensor,
-                seg: torch.Tensor, n_seg: int, w_rot: float = 1.0) -> torch.Tensor:
-    """Per segment, the rigid `T` (n_seg, 4, 4) that best maps objects seen in frame b onto the same objects in
-    frame a, least squares over all their model points in closed form: each object is given by its centroid
-    (`xa`, `yb` (Q, 3)), its symmetry-aligned rotation (`Ra`, `Rb` (Q, 3, 3)) and the second moment of its
-    centred points (`Sig` (Q, 3, 3)); `seg` (Q,) says which segment each object pair belongs to. `w_rot` weighs
-    the orientation term against the centroid term (1: plain least squares over the points)."""
-    dt, dev = xa.dtype, xa.device
-    W = torch.zeros(n_seg, dtype=dt, device=dev).index_add(0, seg, torch.ones(len(seg), dtype=dt, device=dev)).clamp(min=1)
-    mx = torch.zeros(n_seg, 3, dtype=dt, device=dev).index_add(0, seg, xa) / W[:, None]
-    my = torch.zeros(n_seg, 3, dtype=dt, device=dev).index_add(0, seg, yb) / W[:, None]
-    Hc = (yb - my[seg])[:, :, None] * (xa - mx[seg])[:, None, :] + w_rot * (Rb @ Sig @ Ra.transpose(-1, -2))
-    H = torch.zeros(n_seg, 3, 3, dtype=dt, device=dev).index_add(0, seg, Hc)
-    U, _, Vh = torch.linalg.svd(H)
-    V = Vh.transpose(-1, -2)
-    R = V @ U.transpose(-1, -2)
-    d = (torch.linalg.cross(R[:, 0], R[:, 1]) * R[:, 2]).sum(-1)                 # det R = +-1 (triple product)
-    R = torch.where(d[:, None, None] < 0, torch.cat([V[..., :2], -V[..., 2:]], -1) @ U.transpose(-1, -2), R)
-    return make_T(R, mx - (R @ my[:, :, None]).squeeze(-1))
+def symmetry_rotations(A: torch.Tensor, rows: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    "Rotation (Q, 3, 3) of symmetry `s` (Q,) of label `rows` (Q,), from the flattened sets `A` (U, S, 9)."
+    return A[rows, s].reshape(-1, 3, 3)
 
+# %% ../../nbs/multiview/41_matching.ipynb #7e9e01e1
 def symmetric_centres(points: torch.Tensor, syms: torch.Tensor) -> torch.Tensor:
     """A centre of each object that its symmetries fix: the centroid `c` of its `points` (B, N, 3) averaged over
     its symmetry group `syms` (B, S, 4, 4). A batch pads smaller groups with identities; those beyond the
@@ -130,230 +109,307 @@ def connected_objects(edges: torch.Tensor, n_cand: int, min_size: int = 2) -> tu
     """Connected components of the graph on `n_cand` candidates with `edges` (E, 2): the object index of each
     candidate (C,), numbered in order of first candidate, -1 for components smaller than `min_size`; and their number."""
     comp = components(edges, n_cand)
-    n = n_cand
-    ok = np.bincount(comp, minlength=n)[comp] >= min_size
+    ok = np.bincount(comp, minlength=n_cand)[comp] >= min_size
     _, first = np.unique(comp[ok], return_index=True)                 # first candidate of each kept component
-    new_id = np.full(n, -1)
+    new_id = np.full(n_cand, -1)
     new_id[comp[ok][np.sort(first)]] = np.arange(len(first))
     out = np.where(ok, new_id[comp], -1)
     return torch.as_tensor(out, dtype=torch.long, device=edges.device), len(first)
 
+# %% ../../nbs/multiview/41_matching.ipynb #7206544c
+@dataclass
+class LabelModels:
+    "Stage 2's view of U labels: `diameters` (U,), `centres` (U, 3), `Sigma` (U, 3, 3), `trace` (U,), `n_sym` (U,), `rotations` (U, S, 9), `pad` (U, S)."
+    diameters: torch.Tensor
+    centres: torch.Tensor
+    Sigma: torch.Tensor
+    trace: torch.Tensor
+    n_sym: torch.Tensor
+    rotations: torch.Tensor
+    pad: torch.Tensor
 
 _LABEL_CACHE = weakref.WeakKeyDictionary()
 
-def _label_data(objects, uniq: tuple, n_continuous: int, dev, dt) -> tuple:
-    """What stage 2 needs of each label of `uniq`: diameters (U,), symmetric centres (U, 3), second moments of
-    the centred points (U, 3, 3) and their traces (U,), numbers of symmetries (U,), the flattened symmetry
-    rotations padded (U, S_max, 9) and laid end to end (`_symmetry_sets`). Cached per object set (it does
-    not change once built): the predictor matches the same labels more than once."""
+def label_models(objects, labels: tuple, n_continuous: int, device, dtype) -> LabelModels:
+    "`LabelModels` of the sorted `labels` from the object set `objects`, cached per object set (a constant of it)."
     try:
         cache = _LABEL_CACHE.setdefault(objects, {})
     except TypeError:                          # an object set that cannot be weakly referenced: no cache
         cache = {}
-    key = (uniq, n_continuous, str(dev), dt)
-    if key in cache:
-        return cache[key]
-    with ordinary_tensors():                       # (kept across calls: ordinary tensors)
-        out = _label_data_compute(objects, list(uniq), n_continuous, dev, dt)
-    if len(cache) > 64: cache.clear()
-    cache[key] = out
-    return out
+    key = (tuple(labels), n_continuous, str(device), dtype)
+    if key not in cache:
+        if len(cache) > 64: cache.clear()
+        with ordinary_tensors():                   # (kept across calls: ordinary tensors)
+            cache[key] = _label_models(objects, list(labels), n_continuous, device, dtype)
+    return cache[key]
 
-def _label_data_compute(objects, labels: list, n_continuous: int, dev, dt) -> tuple:
+def _label_models(objects, labels: list, n_continuous: int, dev, dt) -> LabelModels:
     pts = objects.points(labels, device=dev, dtype=dt)                               # (U, N, 3)
-    diam_u = objects.diameters(labels).to(device=dev, dtype=dt)
-    syms_u = objects.symmetries(labels, n_continuous=n_continuous, device=dev, dtype=dt)  # (U, S, 4, 4), identity-padded
-    cen_u = symmetric_centres(pts, syms_u)                                           # (U, 3)
-    pc = pts - cen_u[:, None]
-    Sig_u = pc.transpose(-1, -2) @ pc / pts.shape[1]                                 # (U, 3, 3) second moment
+    syms = objects.symmetries(labels, n_continuous=n_continuous, device=dev, dtype=dt)    # (U, S, 4, 4), identity-padded
+    cen = symmetric_centres(pts, syms)
+    pc = pts - cen[:, None]
+    Sig = pc.transpose(-1, -2) @ pc / pts.shape[1]                                   # (U, 3, 3) second moment
     eye = torch.eye(4, dtype=dt, device=dev)
     SR = []
-    for u in range(len(labels)):                   # drop the padding: keep the identity and the non-identity transforms
-        keep = (syms_u[u] - eye).abs().amax((-1, -2)) > 1e-9
+    for u in range(len(labels)):               # the identity and the non-identity transforms (the padding goes)
+        keep = (syms[u] - eye).abs().amax((-1, -2)) > 1e-9
         keep[0] = True
-        SR.append(syms_u[u, keep, :3, :3].reshape(-1, 9))
-    return (diam_u, cen_u, Sig_u, Sig_u.diagonal(dim1=-2, dim2=-1).sum(-1),
-            torch.tensor([len(x) for x in SR], device=dev), _pad_syms(SR), _symmetry_sets(SR))
+        SR.append(syms[u, keep, :3, :3].reshape(-1, 9))
+    n = torch.tensor([len(x) for x in SR], device=dev)
+    rot = torch.stack([torch.cat([s, s[:1].expand(int(n.max()) - len(s), 9)]) for s in SR])   # padded with the identity
+    pad = torch.where(torch.arange(rot.shape[1], device=dev) < n[:, None], 0.0, -torch.inf).to(dt)
+    return LabelModels(objects.diameters(labels).to(device=dev, dtype=dt), cen, Sig,
+                       Sig.diagonal(dim1=-2, dim2=-1).sum(-1), n, rot, pad)
 
-# %% ../../nbs/multiview/41_matching.ipynb #a172de18
-@fast_inference
-def match_candidates(candidates: Candidates, objects, n_views: int | None = None, T_WC: torch.Tensor | None = None,
-                     threshold: float = 0.05, threshold_rel: float = 0.25, depth_factor: float = 2.0,
-                     loose_factor: float = 1.5, n_ransac_iter: int = 2000, n_min_inliers: int = 3, n_min_inliers_asym: int = 2, top_k: int = 4,
-                     n_refine: int = 3, n_continuous: int = 32, rot_threshold_deg: float = 20.0, w_rot: float = 10.0,
-                     generator: torch.Generator | None = None, validate: bool = True) -> MatchingResult:
-    """Stage 2 on one scene: match `candidates` (C) across views, estimate relative camera poses, group them into objects.
+# %% ../../nbs/multiview/41_matching.ipynb #2c6aaa95
+def count_pairs(lab: torch.Tensor, vi: torch.Tensor, n_labels: int, n_views: int) -> tuple[int, int, int]:
+    """Same-label candidate pairs between views of candidates with labels `lab` (C,) and views `vi` (C,), from the
+    counts per label and view (none listed): their number, the view pairs with some, and the most in one."""
+    n_uv = torch.bincount(lab * n_views + vi, minlength=n_labels * n_views).view(n_labels, n_views).cpu()
+    per_pair = torch.triu(n_uv.T @ n_uv, diagonal=1)                                 # (V, V): a < b
+    return int(per_pair.sum()), int((per_pair > 0).sum()), int(per_pair.max()) if n_views > 1 else 0
 
-    `objects`: object set with `points`, `symmetries`, `diameters` (`MeshDatabase` or `PointObjectSet`);
-    `n_views`: number of views (default: max view id + 1); `T_WC` (V, 4, 4): known cameras (no RANSAC).
-    `threshold` (m) and `threshold_rel` (x diameter): a candidate pair is an inlier when its symmetric
-    distance is below `max(threshold, threshold_rel * diameter)`, errors along the viewing rays counting
-    `1 / depth_factor`. `n_ransac_iter`: most seed pairs tried per view pair; `n_min_inliers`: fewest inliers
-    for a view pair to count; `top_k`, `n_refine`, `loose_factor`: local optimisation; `n_continuous`:
-    steps of a continuous symmetry. Candidates are used in float64 on their device; `validate=False` skips
-    their checks (shapes, finite rigid poses in front of the camera, view ids) when the caller has made them."""
-    c = candidates
-    C = len(c)
-    dev = c.T_CO.device
-    dt = torch.float64
-    V = int(n_views) if n_views is not None else (int(c.view_ids.max()) + 1 if C else 0)
-    if T_WC is not None:
-        V = max(V, len(T_WC))
-    if validate:                                   # (False: the caller has checked the candidates)
-        c.validate(V)
-    if threshold <= 0 or threshold_rel < 0 or depth_factor < 1 or loose_factor < 1:
-        raise InputError(f"match_candidates: need threshold > 0, threshold_rel >= 0, depth_factor >= 1, loose_factor >= 1 "
-                         f"(got {threshold}, {threshold_rel}, {depth_factor}, {loose_factor})")
-    lam = depth_factor ** 2 - 1
-    cos_th = float(np.cos(np.deg2rad(rot_threshold_deg)))
-    def result(vp=None, T=None, sc=None, edges=None):
-        vp = torch.zeros(0, 2, dtype=torch.long, device=dev) if vp is None else vp
-        T = torch.zeros(0, 4, 4, dtype=dt, device=dev) if T is None else T
-        sc = torch.zeros(0, dtype=torch.long, device=dev) if sc is None else sc
-        edges = torch.zeros(0, 2, dtype=torch.long, device=dev) if edges is None else edges
-        cand_obj, n_obj = connected_objects(edges, C)
-        return MatchingResult(vp, T, sc, edges, cand_obj, n_obj)
-    if C < 2:
-        return result()
-    # -- per label: centroid, second moment, diameter, symmetries
-    uniq = sorted(set(c.labels))
-    missing = [l for l in uniq if l not in objects]
-    if missing:
-        raise InputError(f"candidates: no object model for label(s) {missing}")
-    lab = torch.tensor([uniq.index(l) for l in c.labels], device=dev)
-    diam_u, cen_u, Sig_u, trS, nsym, SRp, sets = _label_data(objects, tuple(uniq), n_continuous, dev, dt)
-    R, t = c.T_CO[:, :3, :3].to(dt), c.T_CO[:, :3, 3].to(dt)
-    cc = _rot(R, cen_u[lab]) + t                                                    # (C, 3) centroids in their camera
-    ray = cc / cc.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    # -- tentative matches: same label, view(i) < view(j), grouped by view pair
+def _list_pairs(lab: torch.Tensor, vi: torch.Tensor, n_labels: int, max_elems: int = 4_000_000):
+    "The pairs `(mi, mj)` of `count_pairs`, listed per candidate against its label's block, in chunks."
+    order = torch.argsort(lab, stable=True)
+    n_u = torch.bincount(lab, minlength=n_labels)
+    start_u = torch.cumsum(n_u, 0) - n_u
+    size = n_u[lab]
+    cut = torch.cumsum(size, 0).div(max_elems, rounding_mode="floor")                  # chunk of each candidate
+    mi, mj = [], []
+    for k in torch.unique_consecutive(cut).tolist():
+        ci = (cut == k).nonzero().flatten()
+        r, j = _ranges(start_u[lab[ci]], size[ci])
+        i, j = ci[r], order[j]
+        ok = vi[i] < vi[j]
+        mi.append(i[ok]); mj.append(j[ok])
+    return (torch.cat(mi), torch.cat(mj)) if mi else (lab[:0], lab[:0])
+
+# %% ../../nbs/multiview/41_matching.ipynb #131544e9
+@dataclass
+class _Stage2:
+    "One scene's stage 2: candidates (C), matches (M) grouped by view pair (G), padded to Mmax (see `_tentative`)."
+    R: torch.Tensor; t: torch.Tensor; cc: torch.Tensor; lab: torch.Tensor      # (C, 3, 3), (C, 3), (C, 3) centroids, (C,)
+    mi: torch.Tensor; mj: torch.Tensor; mg: torch.Tensor; mlab: torch.Tensor; mscale: torch.Tensor   # (M,)
+    gkeys: torch.Tensor; counts: torch.Tensor; starts: torch.Tensor            # (G,) view pair a * V + b, matches, first
+    pad: torch.Tensor; valid: torch.Tensor; P_i: torch.Tensor; P_j: torch.Tensor   # (G, Mmax), (G, Mmax, 6), (G, 2 Mmax, 3)
+    models: LabelModels
+    lam: float                                                                   # depth_factor^2 - 1
+
+def _tentative(c: Candidates, lab: torch.Tensor, models: LabelModels, V: int, cfg: MatchingConfig) -> _Stage2 | None:
+    "The tentative matches of candidates `c` with label indices `lab` (C,), or None if there is none."
+    dt, dev, C = torch.float64, c.T_CO.device, len(c)
     vi = c.view_ids.to(dev).long()
-    mi, mj = ((lab[:, None] == lab[None]) & (vi[:, None] < vi[None])).nonzero(as_tuple=True)
-    if len(mi) == 0:
-        return result()
+    M, G, Mmax = count_pairs(lab, vi, len(models.n_sym), V)
+    if max(M, G * Mmax) > cfg.max_pairs:
+        raise InputError(f"candidates: {M:,} same-label candidate pairs between views ({G:,} view pairs, up to {Mmax:,} "
+                         f"in one) exceed what stage 2 handles (max_pairs = {cfg.max_pairs:,}, about "
+                         f"{cfg.max_pairs * 600 / 2 ** 30:.1f} GiB); keep fewer candidates (--score-threshold) or raise --max-pairs")
+    if M == 0: return None
+    mi, mj = _list_pairs(lab, vi, len(models.n_sym))
     key = vi[mi] * V + vi[mj]
-    order = torch.argsort(key * (C * C) + mi * C + mj)
-    mi, mj, key = mi[order], mj[order], key[order]
+    o = torch.argsort(mi * C + mj)
+    o = o[torch.argsort(key[o], stable=True)]                     # by view pair, then candidates
+    mi, mj, key = mi[o], mj[o], key[o]
     gkeys, mg, counts = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
-    G, M = len(gkeys), len(mi)
+    R, t = c.T_CO[:, :3, :3].to(dt), c.T_CO[:, :3, 3].to(dt)
+    cc = _rot(R, models.centres[lab]) + t                                           # (C, 3) centroids in their camera
+    ray = cc / cc.norm(dim=-1, keepdim=True).clamp(min=1e-9)
     starts = torch.cumsum(counts, 0) - counts
     mlab = lab[mi]
-    mscale = torch.clamp(diam_u[mlab] * threshold_rel / threshold, min=1.0)       # threshold of a match / threshold
-    # the matches of each view pair padded to the largest count, with their centroids and viewing rays
-    Mmax = int(counts.max())
+    mscale = torch.clamp(models.diameters[mlab] * cfg.ransac_threshold_rel / cfg.ransac_threshold, min=1.0)
     slot = torch.arange(Mmax, device=dev)
     pad = (starts[:, None] + slot).clamp(max=M - 1)                              # (G, Mmax) match of each slot
-    valid = (slot < counts[:, None]).to(dt)
     P_i = torch.cat([cc[mi[pad]], ray[mi[pad]]], -1)                             # (G, Mmax, 6) centroid, ray in view a
     P_j = torch.cat([cc[mj[pad]], ray[mj[pad]]], -1).view(G, 2 * Mmax, 3)        # the same in view b, as 3-vectors
-    if T_WC is not None:
-        # -- known cameras: one hypothesis per view pair, no re-fit
-        T_WC = T_WC.to(device=dev, dtype=dt)
-        T_slots = invert_T(T_WC[torch.div(gkeys, V, rounding_mode="floor")]) @ T_WC[gkeys % V]
-        slot_g, n_refine = torch.arange(G, device=dev), 0
-    else:
-        # -- hypotheses (m1, s): s = identity, and the symmetry that best explains a second match m2
-        hm, hs = [torch.arange(M, device=dev)], [torch.zeros(M, dtype=torch.long, device=dev)]
-        symm = nsym[mlab] > 1
-        if symm.any():
-            sm = symm.nonzero().flatten()                                     # symmetric seeds, with every m2 of their group
-            cnt = counts[mg[sm]]
-            big = cnt * (cnt - 1) > n_ransac_iter
-            r1, m2 = _ranges(starts[mg[sm[~big]]], cnt[~big])
-            m1 = sm[~big][r1]
-            if big.any():     # too many seed pairs in a view pair: a random subset (RANSAC), drawn without listing them
-                sb, cb = sm[big], cnt[big]                   # ~n_ransac_iter / (count - 1) partners per seed
-                rb = torch.repeat_interleave(torch.arange(len(sb), device=dev), (n_ransac_iter + cb - 2) // (cb - 1))
-                draw = torch.rand(len(rb), generator=generator, dtype=dt).to(dev)
-                m1 = torch.cat([m1, sb[rb]])
-                m2 = torch.cat([m2, starts[mg[sb[rb]]] + torch.minimum((draw * cb[rb]).long(), cb[rb] - 1)])
-            # a second match must involve other candidates, and keep the distance between the two objects (rigid motion)
-            ok = (mi[m1] != mi[m2]) & (mj[m1] != mj[m2]) & \
-                 (((cc[mi[m1]] - cc[mi[m2]]).norm(dim=-1) - (cc[mj[m1]] - cc[mj[m2]]).norm(dim=-1)).abs()
-                  < 2 * loose_factor * threshold * torch.maximum(mscale[m1], mscale[m2]))
-            m1, m2 = m1[ok], m2[ok]
-            if len(m1):
-                # frames of seed object i (view a) and j (view b): q = m2's b-centroid in Oj, r = m2's a-centroid in Oi;
-                # min_s |S_s q - r| = max_s <R_s, (r - c)(q - c)^T>, c the centroid (fixed by every symmetry)
-                ci = cen_u[mlab[m1]]
-                q = _rot(R[mj[m1]].transpose(-1, -2), cc[mj[m2]] - t[mj[m1]]) - ci
-                r = _rot(R[mi[m1]].transpose(-1, -2), cc[mi[m2]] - t[mi[m1]]) - ci
-                _, s_best = _best_symmetry(sets, mlab[m1], (r[:, :, None] * q[:, None, :]).reshape(-1, 9))
-                hm.append(m1); hs.append(s_best)
-        Smax = int(nsym.max())
-        u = torch.unique(torch.cat(hm) * Smax + torch.cat(hs))
-        hm, hs = torch.div(u, Smax, rounding_mode="floor"), u % Smax
-        # T_CaCb = T_CaOi @ S @ inv(T_CbOj); S fixes the centre c: R_h = R_i R_s R_j^T, t_h = cc_i - R_h cc_j
-        R_h = R[mi[hm]] @ _sym_rot(SRp, mlab[hm], hs) @ R[mj[hm]].transpose(-1, -2)
-        t_h = cc[mi[hm]] - _rot(R_h, cc[mj[hm]])
-        hg = mg[hm]
-        # -- score every hypothesis on every match of its view pair: depth-tolerant centroid distance, loose threshold
-        #    (the matches of each view pair padded to the largest count: one batched product per hypothesis)
-        inv_th2 = 1 / (loose_factor * threshold * mscale[pad]) ** 2 * valid      # 0 on the padding
-        hscore = torch.zeros(len(hm), dtype=dt, device=dev)
-        step = max(1, 4_000_000 // Mmax)                 # hypotheses per chunk: memory bounded for crowded view pairs
-        for h0 in range(0, len(hm), step):
-            hc = hg[h0:h0 + step]
-            Pj = torch.bmm(P_j[hc], R_h[h0:h0 + step].transpose(1, 2)).view(len(hc), Mmax, 6)   # R_h x, centroids and rays
-            Pi = P_i[hc]
-            e = Pi[..., :3] - Pj[..., :3] - t_h[h0:h0 + step, None]
-            # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
-            it2 = inv_th2[hc]
-            h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * lam).logical_and_(valid[hc] > 0).nonzero(as_tuple=True)
-            d2 = depth_tolerant_sqnorm(e[h_, k_], Pi[h_, k_, 3:], Pj[h_, k_, 3:], lam) * it2[h_, k_]
-            hscore.index_add_(0, h_ + h0, (1 - d2).clamp(min=0))
-        # -- the top_k hypotheses of each view pair go to local optimisation
-        order = torch.argsort(hg.to(dt) * (hscore.max() + 1) - hscore, stable=True)
-        rank = torch.arange(len(order), device=dev) - torch.searchsorted(hg[order], hg[order])
-        sel = order[rank < top_k]
-        T_slots, slot_g = make_T(R_h[sel], t_h[sel]), hg[sel]
-    # -- local optimisation: inliers under the symmetric distance, one partner per candidate, closed-form re-fit
-    Ns = len(slot_g)
-    Pi_s, Pj_s, pad_s, valid_s = P_i[slot_g], P_j[slot_g], pad[slot_g], valid[slot_g] > 0
-    msc_s = mscale[pad_s]
-    ths = [threshold * loose_factor ** (1 - k / max(1, n_refine)) for k in range(n_refine)] + [threshold]
+    return _Stage2(R, t, cc, lab, mi, mj, mg, mlab, mscale, gkeys, counts, starts, pad,
+                   (slot < counts[:, None]).to(dt), P_i, P_j, models, cfg.depth_factor ** 2 - 1)
+
+# %% ../../nbs/multiview/41_matching.ipynb #d2ddb86b
+def _second_matches(st: _Stage2, sm: torch.Tensor, cfg: MatchingConfig, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    "Pairs (m1, m2) of a symmetric seed match `m1` among `sm` and a second match of its view pair."
+    dev = sm.device
+    cnt = st.counts[st.mg[sm]]
+    big = cnt * (cnt - 1) > cfg.ransac_iters
+    r1, m2 = _ranges(st.starts[st.mg[sm[~big]]], cnt[~big])
+    m1 = sm[~big][r1]
+    if big.any():     # too many seed pairs in a view pair: a random subset (RANSAC), drawn without listing them
+        sb, cb = sm[big], cnt[big]                   # ~ransac_iters / (count - 1) partners per seed
+        rb = torch.repeat_interleave(torch.arange(len(sb), device=dev), (cfg.ransac_iters + cb - 2) // (cb - 1))
+        draw = torch.rand(len(rb), generator=generator, dtype=torch.float64).to(dev)
+        m1 = torch.cat([m1, sb[rb]])
+        m2 = torch.cat([m2, st.starts[st.mg[sb[rb]]] + torch.minimum((draw * cb[rb]).long(), cb[rb] - 1)])
+    mi, mj, cc = st.mi, st.mj, st.cc
+    ok = (mi[m1] != mi[m2]) & (mj[m1] != mj[m2]) & \
+         (((cc[mi[m1]] - cc[mi[m2]]).norm(dim=-1) - (cc[mj[m1]] - cc[mj[m2]]).norm(dim=-1)).abs()
+          < 2 * cfg.loose_factor * cfg.ransac_threshold * torch.maximum(st.mscale[m1], st.mscale[m2]))
+    return m1[ok], m2[ok]
+
+def _hypotheses(st: _Stage2, cfg: MatchingConfig, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Relative poses (R_h (H, 3, 3), t_h (H, 3)) of the hypotheses (match, symmetry) and their view pair hg (H,)."
+    M, dev, lm = len(st.mi), st.mi.device, st.models
+    hm, hs = [torch.arange(M, device=dev)], [torch.zeros(M, dtype=torch.long, device=dev)]
+    symm = lm.n_sym[st.mlab] > 1
+    if symm.any():
+        m1, m2 = _second_matches(st, symm.nonzero().flatten(), cfg, generator)
+        if len(m1):
+            ci = lm.centres[st.mlab[m1]]
+            q = _rot(st.R[st.mj[m1]].transpose(-1, -2), st.cc[st.mj[m2]] - st.t[st.mj[m1]]) - ci
+            r = _rot(st.R[st.mi[m1]].transpose(-1, -2), st.cc[st.mi[m2]] - st.t[st.mi[m1]]) - ci
+            hm.append(m1); hs.append(best_symmetry(lm.rotations, (r[:, :, None] * q[:, None, :]).reshape(-1, 9),
+                                                   st.mlab[m1], lm.pad)[1])
+    Smax = int(lm.n_sym.max())
+    u = torch.unique(torch.cat(hm) * Smax + torch.cat(hs))
+    hm, hs = torch.div(u, Smax, rounding_mode="floor"), u % Smax
+    # T_CaCb = T_CaOi @ S @ inv(T_CbOj); S fixes the centre c: R_h = R_i R_s R_j^T, t_h = cc_i - R_h cc_j
+    R_h = st.R[st.mi[hm]] @ symmetry_rotations(lm.rotations, st.mlab[hm], hs) @ st.R[st.mj[hm]].transpose(-1, -2)
+    return R_h, st.cc[st.mi[hm]] - _rot(R_h, st.cc[st.mj[hm]]), st.mg[hm]
+
+# %% ../../nbs/multiview/41_matching.ipynb #5e611545
+def _scores(st: _Stage2, R_h: torch.Tensor, t_h: torch.Tensor, hg: torch.Tensor, cfg: MatchingConfig,
+            max_elems: int = 1_000_000) -> torch.Tensor:
+    "Score (H,) of each hypothesis on the matches of its view pair (see above)."
+    Mmax, lam = st.pad.shape[1], st.lam
+    inv_th2 = 1 / (cfg.loose_factor * cfg.ransac_threshold * st.mscale[st.pad]) ** 2 * st.valid   # 0 on the padding
+    hscore = torch.zeros(len(hg), dtype=R_h.dtype, device=R_h.device)
+    step = max(1, max_elems // Mmax)
+    for h0 in range(0, len(hg), step):
+        hc = hg[h0:h0 + step]
+        Pj = torch.bmm(st.P_j[hc], R_h[h0:h0 + step].transpose(1, 2)).view(len(hc), Mmax, 6)   # R_h x, centroids and rays
+        Pi = st.P_i[hc]
+        e = Pi[..., :3] - Pj[..., :3] - t_h[h0:h0 + step, None]
+        it2 = inv_th2[hc]
+        h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * lam).logical_and_(st.valid[hc] > 0).nonzero(as_tuple=True)
+        d2 = depth_tolerant_sqnorm(e[h_, k_], Pi[h_, k_, 3:], Pj[h_, k_, 3:], lam) * it2[h_, k_]
+        hscore.index_add_(0, h_ + h0, (1 - d2).clamp(min=0))
+    return hscore
+
+def _top(hg: torch.Tensor, hscore: torch.Tensor, k: int) -> torch.Tensor:
+    "Indices of the `k` best-scored hypotheses of each view pair `hg` (H,) (ties: in order)."
+    order = torch.argsort(hg.to(hscore.dtype) * (hscore.max() + 1) - hscore, stable=True)
+    rank = torch.arange(len(order), device=hg.device) - torch.searchsorted(hg[order], hg[order])
+    return order[rank < k]
+
+# %% ../../nbs/multiview/41_matching.ipynb #f61db60e
+def _procrustes(xa: torch.Tensor, yb: torch.Tensor, Ra: torch.Tensor, Rb: torch.Tensor, Sig: torch.Tensor,
+                seg: torch.Tensor, n_seg: int, w_rot: float = 1.0) -> torch.Tensor:
+    """Per segment, the rigid `T` (n_seg, 4, 4) that best maps objects seen in frame b onto the same objects in
+    frame a, least squares over all their model points in closed form: each object is given by its centroid
+    (`xa`, `yb` (Q, 3)), its symmetry-aligned rotation (`Ra`, `Rb` (Q, 3, 3)) and the second moment of its
+    centred points (`Sig` (Q, 3, 3)); `seg` (Q,) says which segment each object pair belongs to. `w_rot` weighs
+    the orientation term against the centroid term (1: plain least squares over the points)."""
+    dt, dev = xa.dtype, xa.device
+    W = torch.zeros(n_seg, dtype=dt, device=dev).index_add(0, seg, torch.ones(len(seg), dtype=dt, device=dev)).clamp(min=1)
+    mx = torch.zeros(n_seg, 3, dtype=dt, device=dev).index_add(0, seg, xa) / W[:, None]
+    my = torch.zeros(n_seg, 3, dtype=dt, device=dev).index_add(0, seg, yb) / W[:, None]
+    Hc = (yb - my[seg])[:, :, None] * (xa - mx[seg])[:, None, :] + w_rot * (Rb @ Sig @ Ra.transpose(-1, -2))
+    H = torch.zeros(n_seg, 3, 3, dtype=dt, device=dev).index_add(0, seg, Hc)
+    U, _, Vh = torch.linalg.svd(H)
+    V = Vh.transpose(-1, -2)
+    R = V @ U.transpose(-1, -2)
+    d = (torch.linalg.cross(R[:, 0], R[:, 1]) * R[:, 2]).sum(-1)                 # det R = +-1 (triple product)
+    R = torch.where(d[:, None, None] < 0, torch.cat([V[..., :2], -V[..., 2:]], -1) @ U.transpose(-1, -2), R)
+    return make_T(R, mx - (R @ my[:, :, None]).squeeze(-1))
+
+# %% ../../nbs/multiview/41_matching.ipynb #4160b157
+def _slot_inliers(st: _Stage2, T_slots: torch.Tensor, slot_g: torch.Tensor, th: float, C: int, cos_th: float):
+    """Inlier matches of each slot (hypothesis `T_slots` (Ns, 4, 4) of view pair `slot_g` (Ns,)) at threshold `th`,
+    one partner per candidate: their slot, match, symmetric distance, symmetry and threshold (each (Q,))."""
+    Ns, Mmax, lm = len(slot_g), st.pad.shape[1], st.models
+    pad_s, valid_s = st.pad[slot_g], st.valid[slot_g] > 0
+    Rsl, tsl = T_slots[:, :3, :3], T_slots[:, :3, 3]
+    Pj = torch.bmm(st.P_j[slot_g], Rsl.transpose(1, 2)).view(Ns, Mmax, 6)
+    Pi = st.P_i[slot_g]
+    e = Pi[..., :3] - Pj[..., :3] - tsl[:, None]
+    thm = th * st.mscale[pad_s]
+    sl, k = ((e * e).sum(-1) < (1 + 2 * st.lam) * thm * thm).logical_and_(valid_s).nonzero(as_tuple=True)   # (the bound)
+    dc2 = depth_tolerant_sqnorm(e[sl, k], Pi[sl, k, 3:], Pj[sl, k, 3:], st.lam)
+    thm = thm[sl, k]
+    pre = dc2 < thm * thm                                           # the centroid term alone is a lower bound
+    sl, k, dc2, thm = sl[pre], k[pre], dc2[pre], thm[pre]
+    mm = pad_s[sl, k]
+    lab = st.mlab[mm]
+    Mr = st.R[st.mi[mm]].transpose(-1, -2) @ Rsl[sl] @ st.R[st.mj[mm]]
+    best_dot, smin = best_symmetry(lm.rotations, (Mr @ lm.Sigma[lab]).reshape(-1, 9), lab, lm.pad)
+    d = (dc2 + (2 * lm.trace[lab] - 2 * best_dot).clamp(min=0)).sqrt()
+    cos_rot = ((symmetry_rotations(lm.rotations, lab, smin) * Mr).sum((-1, -2)) - 1) / 2   # angle between R_k S and R R_l
+    inl = (d < thm) & (cos_rot > cos_th)
+    sl, mm, d, smin, thm = sl[inl], mm[inl], d[inl], smin[inl], thm[inl]
+    _, ia = torch.unique(sl * C + st.mi[mm], return_inverse=True)       # one partner per candidate and slot:
+    _, ib = torch.unique(sl * C + st.mj[mm], return_inverse=True)       # the closest for both its candidates
+    n_a, n_b = (int(ia.max()) + 1, int(ib.max()) + 1) if len(ia) else (0, 0)
+    mutual = (d == _segment_min(d, ia, n_a)[ia]) & (d == _segment_min(d, ib, n_b)[ib])
+    return sl[mutual], mm[mutual], d[mutual], smin[mutual], thm[mutual]
+
+def _local_optimisation(st: _Stage2, T_slots, slot_g, cfg: MatchingConfig, n_refine: int, C: int):
+    "Re-fit the slots on their inliers over `n_refine` rounds of tightening thresholds: the slots and the last inliers."
+    ths = [cfg.ransac_threshold * cfg.loose_factor ** (1 - k / max(1, n_refine)) for k in range(n_refine)] + [cfg.ransac_threshold]
+    cos_th = float(np.cos(np.deg2rad(cfg.rot_threshold_deg)))
     for it, th in enumerate(ths):
-        Rsl, tsl = T_slots[:, :3, :3], T_slots[:, :3, 3]
-        Pj = torch.bmm(Pj_s, Rsl.transpose(1, 2)).view(Ns, Mmax, 6)
-        e = Pi_s[..., :3] - Pj[..., :3] - tsl[:, None]
-        thm = th * msc_s
-        sl, k = ((e * e).sum(-1) < (1 + 2 * lam) * thm * thm).logical_and_(valid_s).nonzero(as_tuple=True)   # (bound, as above)
-        dc2 = depth_tolerant_sqnorm(e[sl, k], Pi_s[sl, k, 3:], Pj[sl, k, 3:], lam)
-        thm = thm[sl, k]
-        pre = dc2 < thm * thm                                           # the centroid term alone is a lower bound
-        sl, k, dc2, thm = sl[pre], k[pre], dc2[pre], thm[pre]
-        mm = pad_s[sl, k]
-        lm = mlab[mm]
-        Mr = R[mi[mm]].transpose(-1, -2) @ Rsl[sl] @ R[mj[mm]]
-        best_dot, smin = _best_symmetry(sets, lm, (Mr @ Sig_u[lm]).reshape(-1, 9))
-        d = (dc2 + (2 * trS[lm] - 2 * best_dot).clamp(min=0)).sqrt()
-        cos_rot = ((_sym_rot(SRp, lm, smin) * Mr).sum((-1, -2)) - 1) / 2        # cos of the angle between R_k S and R R_l
-        inl = (d < thm) & (cos_rot > cos_th)
-        sl, mm, d, smin, thm = sl[inl], mm[inl], d[inl], smin[inl], thm[inl]
-        # one partner per candidate and slot: keep a pair only if it is the closest for both its candidates
-        _, ia = torch.unique(sl * C + mi[mm], return_inverse=True)
-        _, ib = torch.unique(sl * C + mj[mm], return_inverse=True)
-        n_a, n_b = (int(ia.max()) + 1, int(ib.max()) + 1) if len(ia) else (0, 0)
-        mutual = (d == _segment_min(d, ia, n_a)[ia]) & (d == _segment_min(d, ib, n_b)[ib])
-        sl, mm, d, smin, thm = sl[mutual], mm[mutual], d[mutual], smin[mutual], thm[mutual]
+        sl, mm, d, smin, thm = inl = _slot_inliers(st, T_slots, slot_g, th, C, cos_th)
         if it < len(ths) - 1 and len(mm):
-            Ra = R[mi[mm]] @ _sym_rot(SRp, mlab[mm], smin)
-            T_new = _procrustes(cc[mi[mm]], cc[mj[mm]], Ra, R[mj[mm]], Sig_u[mlab[mm]], sl, Ns, w_rot)
-            has = torch.zeros(Ns, dtype=torch.bool, device=dev)
+            lab = st.mlab[mm]
+            Ra = st.R[st.mi[mm]] @ symmetry_rotations(st.models.rotations, lab, smin)
+            T_new = _procrustes(st.cc[st.mi[mm]], st.cc[st.mj[mm]], Ra, st.R[st.mj[mm]], st.models.Sigma[lab], sl,
+                                len(slot_g), cfg.w_rot)
+            has = torch.zeros(len(slot_g), dtype=torch.bool, device=sl.device)
             has[sl] = True
             T_slots = torch.where(has[:, None, None], T_new, T_slots)
-    # -- the best slot of each view pair: most inliers, then smallest residuals
+    return T_slots, inl
+
+# %% ../../nbs/multiview/41_matching.ipynb #a80ca29d
+def _empty_result(C: int, dev) -> MatchingResult:
+    "No view pair kept: no edge, every candidate dropped."
+    z = lambda *s: torch.zeros(*s, dtype=torch.long, device=dev)
+    return MatchingResult(z(0, 2), torch.zeros(0, 4, 4, dtype=torch.float64, device=dev), z(0), z(0, 2),
+                          torch.full((C,), -1, dtype=torch.long, device=dev), 0)
+
+def _group(st: _Stage2, T_slots, slot_g, inl, cfg: MatchingConfig, V: int, C: int) -> MatchingResult:
+    "The best slot of each view pair, the view pairs kept, their inlier edges and the connected objects."
+    sl, mm, d, _, thm = inl
+    G, Ns, dt, dev = len(st.gkeys), len(slot_g), T_slots.dtype, T_slots.device
     cnt = torch.zeros(Ns, dtype=dt, device=dev).index_add(0, sl, torch.ones_like(d))
     soft = torch.zeros(Ns, dtype=dt, device=dev).index_add(0, sl, 1 - (d / thm) ** 2)
     best = _segment_argmax(cnt + 0.5 * soft / cnt.clamp(min=1), slot_g, G)
-    win = best[slot_g[sl]] == sl
-    mm = mm[win]
-    gscore = torch.zeros(G, dtype=torch.long, device=dev).index_add(0, mg[mm], torch.ones_like(mm))
-    gasym = torch.zeros(G, dtype=torch.long, device=dev).index_add(0, mg[mm], (nsym[mlab[mm]] == 1).long())
-    keep_g = (gscore >= max(1, n_min_inliers)) | ((gscore >= max(1, n_min_inliers_asym)) & (gasym > 0))
-    mm = mm[keep_g[mg[mm]]]
-    vp = torch.stack([torch.div(gkeys, V, rounding_mode="floor"), gkeys % V], -1)
-    return result(vp[keep_g], T_slots[best[keep_g]], gscore[keep_g], torch.stack([mi[mm], mj[mm]], -1))
+    mm = mm[best[slot_g[sl]] == sl]
+    gscore = torch.zeros(G, dtype=torch.long, device=dev).index_add(0, st.mg[mm], torch.ones_like(mm))
+    gasym = torch.zeros(G, dtype=torch.long, device=dev).index_add(0, st.mg[mm], (st.models.n_sym[st.mlab[mm]] == 1).long())
+    keep_g = (gscore >= max(1, cfg.min_inliers)) | ((gscore >= max(1, cfg.min_inliers_asym)) & (gasym > 0))
+    mm = mm[keep_g[st.mg[mm]]]
+    vp = torch.stack([torch.div(st.gkeys, V, rounding_mode="floor"), st.gkeys % V], -1)
+    edges = torch.stack([st.mi[mm], st.mj[mm]], -1)
+    cand_obj, n_obj = connected_objects(edges, C)
+    return MatchingResult(vp[keep_g], T_slots[best[keep_g]], gscore[keep_g], edges, cand_obj, n_obj)
 
-def _sym_rot(SRp: torch.Tensor, lab: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    "Rotation (Q, 3, 3) of symmetry `s` (Q,) of label `lab` (Q,), from the padded flattened sets `SRp` (U, S_max, 9)."
-    return SRp[lab, s].reshape(-1, 3, 3)
+# %% ../../nbs/multiview/41_matching.ipynb #1b65dee0
+@fast_inference
+def match_candidates(candidates: Candidates, objects, n_views: int | None = None, T_WC: torch.Tensor | None = None,
+                     config: MatchingConfig = MatchingConfig(), generator: torch.Generator | None = None,
+                     validate: bool = True) -> MatchingResult:
+    """Stage 2 on one scene: match `candidates` (C) across views, estimate relative camera poses, group them into
+    objects. `objects`: an object set holding every label (`points`, `symmetries`, `diameters`); `n_views`:
+    number of views (default: max view id + 1); `T_WC` (V, 4, 4): known cameras (no RANSAC); `config`: the
+    settings (`MatchingConfig`); `generator`: the RANSAC draws. Candidates are used in float64 on their device;
+    `validate=False` skips their checks (shapes, rigid poses in front of the camera, view ids)."""
+    c, C, dev = candidates, len(candidates), candidates.T_CO.device
+    V = int(n_views) if n_views is not None else (int(c.view_ids.max()) + 1 if C else 0)
+    if T_WC is not None: V = max(V, len(T_WC))
+    if validate: c.validate(V)
+    if C < 2: return _empty_result(C, dev)
+    uniq = sorted(set(c.labels))
+    missing = [l for l in uniq if l not in objects]
+    if missing: raise InputError(f"candidates: no object model for label(s) {missing}")
+    ix = {l: i for i, l in enumerate(uniq)}
+    lab = torch.tensor([ix[l] for l in c.labels], device=dev)
+    st = _tentative(c, lab, label_models(objects, tuple(uniq), config.n_continuous, dev, torch.float64), V, config)
+    if st is None: return _empty_result(C, dev)
+    if T_WC is not None:                            # known cameras: one hypothesis per view pair, no re-fit
+        T_WC = T_WC.to(device=dev, dtype=torch.float64)
+        T_slots = invert_T(T_WC[torch.div(st.gkeys, V, rounding_mode="floor")]) @ T_WC[st.gkeys % V]
+        slot_g, n_refine = torch.arange(len(st.gkeys), device=dev), 0
+    else:
+        R_h, t_h, hg = _hypotheses(st, config, generator)
+        sel = _top(hg, _scores(st, R_h, t_h, hg, config), config.top_k)
+        T_slots, slot_g, n_refine = make_T(R_h[sel], t_h[sel]), hg[sel], config.n_refine
+    T_slots, inl = _local_optimisation(st, T_slots, slot_g, config, n_refine, C)
+    return _group(st, T_slots, slot_g, inl, config, V, C)

@@ -1,4 +1,4 @@
-"""The scene predictor (stage 2 then stage 3) and the `cosypose-nb multiview` command, which reads and writes the files of the original CosyPose custom scenario.
+"""The scene predictor: stage 2 then stage 3, as a short sequence of named steps, from single-view candidates to the scene.
 
 Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/predictor.html.md"""
 
@@ -6,76 +6,63 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/predictor.html.md"""
 
 # %% ../../nbs/multiview/47_predictor.ipynb #ff11a040
 from __future__ import annotations
-import argparse, os, shutil, sys, tempfile, time
-from dataclasses import dataclass, field
-from pathlib import Path
+import contextlib, time
+from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 
-from ..core import InputError, get_device, check_shape, check_finite, write_json, fast_inference
-from ..geometry.transforms import invert_T
+from ..core import InputError, get_device, check_shape, fast_inference
+from ..geometry.transforms import invert_T, check_poses
+from ..geometry.cameras import check_intrinsics
 from ..structures import Candidates, MatchingResult, BAResult, ScenePrediction
-from .matching import match_candidates, symmetric_centres, depth_tolerant_sqnorm
-from .bundle_adjustment import initialize_scene, bundle_adjust, _held
-from ..geometry.liegroup import skew, se3_generators, se3_exp_batch
-from .solver import robust_kernel, LMRules, levenberg_marquardt
+from .config import MultiviewConfig, MatchingConfig
+from .matching import match_candidates, symmetric_centres
+from .bundle_adjustment import SceneProblem, bundle_adjust
+from .initialisation import initialize_scene
+from .pose_refinement import refine_scene_poses, join_scene
+from .registration import References, register_views
 
 # %% auto #0
-__all__ = ['MAX_CONTINUOUS', 'REFINE_LAMBDA_RANGE', 'nms_3d', 'refine_scene_poses', 'join_scene', 'register_views',
-           'predict_scene', 'Scenario', 'read_scenario', 'write_scenario_results', 'write_example_scenario',
-           'multiview_cli']
+__all__ = ['torch_threads', 'threads_for', 'nms_3d', 'predict_scene']
 
 # %% ../../nbs/multiview/47_predictor.ipynb #027646ef
-def _empty_scene(C, V, K, dev, dt, cand_obj=None, matching=None, timings=None, T_WC=None) -> ScenePrediction:
-    "A scene without objects: no camera placed, or the known cameras `T_WC` (V, 4, 4) as given."
-    known = T_WC is not None
-    return ScenePrediction([], torch.zeros(0, 4, 4, dtype=dt, device=dev), torch.zeros(0, dtype=dt, device=dev),
-                           torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev),
-                           T_WC if known else torch.eye(4, dtype=dt, device=dev).repeat(V, 1, 1), K,
-                           torch.full((V,), known, dtype=torch.bool, device=dev),
-                           torch.full((C,), -1, dtype=torch.long, device=dev) if cand_obj is None else cand_obj,
-                           matching, None, timings or {})
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    "Run the block with `n` torch threads (None: as they are), restoring the number after."
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
-MAX_CONTINUOUS = 1024      # most steps discretising a continuous symmetry (memory grows with it)
+def threads_for(n_candidates: int) -> int:
+    "Torch threads for a scene of `n_candidates` candidates (see above and the benchmark: 1 at every size measured)."
+    return 1
 
-def _check_predictor_args(candidates, objects, **kw):
-    "`predict_scene`'s arguments: an object set, integer view ids, finite numbers in range (`InputError` naming the argument)."
+# %% ../../nbs/multiview/47_predictor.ipynb #118eb6df
+def _check_inputs(candidates: Candidates, K, objects, T_WC, dev) -> tuple:
+    "The candidates (float64 on `dev`, validated), `K` (V, 3, 3) and the known cameras, or `InputError` naming the field."
     if objects is None or not hasattr(objects, "points"):
         raise InputError(f"objects: an object set (MeshDatabase or PointObjectSet) is required, got {type(objects).__name__}")
     vid = getattr(candidates, "view_ids", None)
     if not isinstance(vid, torch.Tensor) or vid.is_floating_point() or vid.is_complex() or vid.dtype == torch.bool:
         raise InputError(f"candidates.view_ids: expected an integer tensor, got {getattr(vid, 'dtype', type(vid).__name__)}")
-    positive = ("ransac_threshold", "depth_factor", "sigma_lat", "sigma_depth", "sigma_rot_deg", "reject", "outlier_px")
-    for name, x in kw.items():
-        if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not np.isfinite(x):
-            raise InputError(f"{name}: expected a finite number, got {x!r}")
-        if name in positive and x <= 0:
-            raise InputError(f"{name}: must be > 0, got {x}")
-        if x < 0:
-            raise InputError(f"{name}: must be >= 0, got {x}")
-    if kw["depth_factor"] < 1:
-        raise InputError(f"depth_factor: must be >= 1, got {kw['depth_factor']}")
-    for name in ("n_ransac_iter", "n_min_inliers", "n_continuous"):
-        if int(kw[name]) != kw[name] or kw[name] < 1:
-            raise InputError(f"{name}: must be an integer >= 1, got {kw[name]}")
-    if int(kw["n_ba_iters"]) != kw["n_ba_iters"]:
-        raise InputError(f"n_ba_iters: must be an integer >= 0, got {kw['n_ba_iters']}")
-    if kw["n_continuous"] > MAX_CONTINUOUS:
-        raise InputError(f"n_continuous: must be <= {MAX_CONTINUOUS}, got {kw['n_continuous']}")
-
-def _check_K(K, n_views=None) -> torch.Tensor:
-    K = torch.as_tensor(K, dtype=torch.float64) if not isinstance(K, torch.Tensor) else K
+    K = check_intrinsics(K)
     check_shape(K, (None, 3, 3), "K")
-    check_finite(K, "K")
-    if n_views is not None and len(K) != n_views:
-        raise InputError(f"K: expected {n_views} intrinsic matrices (one per view), got {len(K)}")
-    if len(K) and ((K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)).any():
-        raise InputError("K: focal lengths must be positive")
-    zero_one = torch.stack([K[:, 1, 0], K[:, 2, 0], K[:, 2, 1], K[:, 2, 2] - 1], -1)          # the fixed entries
-    if len(K) and (zero_one.abs() > 1e-9).any():
-        raise InputError("K: expected intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
-    return K
+    K = K.to(device=dev, dtype=torch.float64)
+    if len(K) == 0: raise InputError("K: no views given")
+    cands = candidates.to(dev, torch.float64).validate(len(K))
+    if T_WC is not None:
+        T_WC = torch.as_tensor(T_WC).to(device=dev, dtype=torch.float64)
+        check_shape(T_WC, (len(K), 4, 4), "T_WC")
+        check_poses(T_WC, "T_WC")
+    missing = sorted({l for l in cands.labels if l not in objects})
+    if missing: raise InputError(f"candidates: no object model for label(s) {missing}")
+    return cands, K, T_WC
 
 class _ObjectModels:
     """Points, symmetries (identity-padded), symmetric centres and diameters of a set of labels, read from the
@@ -95,13 +82,61 @@ class _ObjectModels:
             eye = torch.eye(4, dtype=self.dt, device=self.dev)
             nonid = (syms - eye).abs().flatten(-2).amax(-1) > 1e-12                           # (L, S) padding is identity
             last = torch.where(nonid, torch.arange(syms.shape[1], device=self.dev), torch.zeros_like(nonid, dtype=torch.long))
-            n_sym = last.amax(1) + 1
             cen = symmetric_centres(self.pts, syms) if len(self.lab) else self.pts.new_zeros(0, 3)
-            self.cache[n_continuous] = (syms, n_sym, cen)
+            self.cache[n_continuous] = (syms, last.amax(1) + 1, cen)
         syms, n_sym, cen = self.cache[n_continuous]
         ii = torch.tensor([self.ix[l] for l in labels], dtype=torch.long, device=self.dev)
         S = int(n_sym[ii].max()) if len(ii) else 1
         return self.pts[ii], syms[ii, :S], cen[ii], self.diam[ii]
+
+# %% ../../nbs/multiview/47_predictor.ipynb #41e9d433
+@dataclass
+class _Run:
+    "One call of `predict_scene`: the kept candidates `sub` (indices `keep` among the input), `K`, the models, the settings."
+    sub: Candidates
+    keep: torch.Tensor
+    K: torch.Tensor
+    objects: object
+    models: _ObjectModels
+    config: MultiviewConfig
+    T_WC: torch.Tensor | None                   # known cameras (held as given)
+    generator: torch.Generator | None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def hold(self):
+        "Views held as given: all of them with known cameras."
+        return None if self.T_WC is None else torch.ones(len(self.K), dtype=torch.bool, device=self.K.device)
+
+    def scene(self, st: "_State", n_continuous: int) -> SceneProblem:
+        "The scene of stage 3 at state `st`, with its objects' models at `n_continuous` steps."
+        pts, syms, cen, _ = self.models.get(st.obj_labels, n_continuous)
+        return SceneProblem(self.sub.view_ids, st.cand_obj, self.sub.T_CO, self.K, pts, syms, cen, st.T_WC, st.T_WO)
+
+    def timed(self, key: str, t: float):
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t
+
+@dataclass
+class _State:
+    "The scene as the steps refine it: `view_ok` (V,), `T_WC` (V, 4, 4), `T_WO` (O, 4, 4), `cand_obj` (C',), `obj_labels` (O)."
+    view_ok: torch.Tensor
+    T_WC: torch.Tensor
+    T_WO: torch.Tensor
+    cand_obj: torch.Tensor
+    obj_labels: list[str]
+    root: int
+    ba: BAResult | None = None
+
+    @property
+    def n_obj(self) -> int: return len(self.obj_labels)
+
+# %% ../../nbs/multiview/47_predictor.ipynb #646fc661
+def _labels_of(sub: Candidates, cand_obj: torch.Tensor, n: int) -> list[str]:
+    "The label of each of `n` objects, from its first candidate."
+    lab = [None] * n
+    for i, o in enumerate(cand_obj.tolist()):
+        if o >= 0 and lab[o] is None: lab[o] = sub.labels[i]
+    return lab
 
 def _group_init(view_ids, cand_obj, T_CO, scores, T_WC, n_obj) -> torch.Tensor:
     "T_WO (O, 4, 4) of each object from its best-scored candidate."
@@ -118,6 +153,156 @@ def _group_init(view_ids, cand_obj, T_CO, scores, T_WC, n_obj) -> torch.Tensor:
     T_WO[cand_obj[best]] = T_WC[view_ids[best]] @ T_CO[best]
     return T_WO
 
+# %% ../../nbs/multiview/47_predictor.ipynb #56a9a84b
+def _match(run: _Run) -> MatchingResult:
+    "Stage 2 on the kept candidates (`MatchingResult` with the input's candidate indices)."
+    t, cfg, V = time.perf_counter(), run.config.matching, len(run.K)
+    m = match_candidates(run.sub, run.objects, V, T_WC=run.T_WC, config=cfg, generator=run.generator, validate=False)
+    if m.n_objects == 0 and cfg.min_inliers == MatchingConfig.min_inliers:
+        # no view pair reached the default inlier count (views sharing at most two objects): accept two-inlier pairs
+        m = match_candidates(run.sub, run.objects, V, T_WC=run.T_WC, config=replace(cfg, min_inliers=2),
+                             generator=run.generator, validate=False)
+    run.timed("matching", t)
+    return m
+
+# %% ../../nbs/multiview/47_predictor.ipynb #10cd7104
+def _initialise(run: _Run, m: MatchingResult) -> _State:
+    "The initial scene from stage 2 (spanning tree of the view graph, or the known cameras)."
+    t, sub, cfg = time.perf_counter(), run.sub, run.config
+    labels = _labels_of(sub, m.cand_obj, m.n_objects)
+    st = _State(None, None, None, m.cand_obj, labels, 0)
+    if run.T_WC is None:
+        scene = run.scene(st, cfg.matching.n_continuous)
+        T_WC, T_WO, view_ok = initialize_scene(scene, m, cfg.ba, generator=run.generator)
+    else:
+        T_WC, view_ok = run.T_WC, torch.ones(len(run.K), dtype=torch.bool, device=run.K.device)
+        T_WO = _group_init(sub.view_ids, m.cand_obj, sub.T_CO, sub.scores, T_WC, m.n_objects)
+    view_ok = view_ok.to(run.K.device).bool()
+    st.view_ok, st.T_WC, st.T_WO = view_ok, T_WC, T_WO
+    st.root = int(view_ok.nonzero()[0]) if view_ok.any() else 0
+    run.timed("init", t)
+    return st
+
+def _adjust(run: _Run, st: _State, key: str = "ba") -> _State:
+    "The object-level bundle adjustment of the scene."
+    t = time.perf_counter()
+    ba = bundle_adjust(run.scene(st, run.config.matching.n_continuous), run.config.ba, fixed_view=st.root,
+                       view_ok=st.view_ok, hold_views=run.hold)
+    run.timed(key, t)
+    return replace(st, T_WC=ba.T_WC, T_WO=ba.T_WO, ba=ba)
+
+# %% ../../nbs/multiview/47_predictor.ipynb #3dfb3193
+def _references(run: _Run, st: _State) -> References:
+    "The scene objects and the unmatched candidates of placed views, as references for `register_views`."
+    sub, vid, cfg = run.sub, run.sub.view_ids, run.config.matching
+    placed_c = st.view_ok[vid] & (st.cand_obj < 0)
+    labels = st.obj_labels + [sub.labels[i] for i in placed_c.nonzero().flatten().tolist()]
+    T_WR = torch.cat([st.T_WO, st.T_WC[vid[placed_c]] @ sub.T_CO[placed_c]])
+    _, syms, cen, diam = run.models.get(labels, cfg.n_continuous)
+    th = torch.clamp(cfg.ransac_threshold_rel * diam, min=cfg.ransac_threshold) * 1.5
+    refs = References(labels, T_WR, syms, cen, th)
+    cw = refs.world_centres()            # viewing rays of the placed candidates (the scene objects have none)
+    rays = torch.zeros_like(cw)
+    rays[len(st.T_WO):] = cw[len(st.T_WO):] - st.T_WC[vid[placed_c], :3, 3]
+    refs.rays = rays / rays.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    return refs
+
+def _register_and_rematch(run: _Run, st: _State) -> _State | None:
+    "Place left-out views against the scene, then group all candidates of placed views with the cameras known."
+    t, sub, cfg = time.perf_counter(), run.sub, run.config.matching
+    view_ok, T_WC = st.view_ok, st.T_WC
+    if not view_ok.all() and view_ok.any():
+        c_cen = run.models.get(sub.labels, cfg.n_continuous)[2]
+        T_WC, view_ok = register_views(sub, c_cen, _references(run, st), T_WC, view_ok, cfg)
+    run.timed("register", t)
+    t = time.perf_counter()
+    placed = view_ok[sub.view_ids].nonzero().flatten()
+    m2 = match_candidates(sub[placed], run.objects, len(run.K), T_WC=T_WC, config=replace(cfg, min_inliers=1), validate=False)
+    cand_obj = torch.full((len(sub),), -1, dtype=torch.long, device=run.K.device)
+    cand_obj[placed] = m2.cand_obj
+    run.timed("rematch", t)
+    if m2.n_objects == 0: return None
+    T_WO = _group_init(sub.view_ids, cand_obj, sub.T_CO, sub.scores, T_WC, m2.n_objects)
+    return replace(st, view_ok=view_ok, T_WC=T_WC, T_WO=T_WO, cand_obj=cand_obj, obj_labels=_labels_of(sub, cand_obj, m2.n_objects))
+
+# %% ../../nbs/multiview/47_predictor.ipynb #f6778a20
+def _refine_once(run: _Run, st: _State, cand_obj: torch.Tensor, n_cont: int) -> tuple:
+    "One pose-space refinement with `cand_obj`; the candidates whose error exceeds `reject` dropped."
+    scene = replace(run.scene(st, n_cont), cand_obj=cand_obj)
+    T_WC, T_WO, err, _ = refine_scene_poses(scene, run.config.refine, fixed_view=st.root, view_ok=st.view_ok, hold_views=run.hold)
+    bad = (cand_obj >= 0) & ~(err <= run.config.refine.reject)
+    if bad.any():
+        cand_obj = cand_obj.clone(); cand_obj[bad] = -1
+    return T_WC, T_WO, cand_obj, bool(bad.any())
+
+def _refine(run: _Run, st: _State) -> _State:
+    "Pose-space refinement; candidates far from their object leave it (then once more), left-out ones may join."
+    t, cfg = time.perf_counter(), run.config.refine
+    n_cont = max(run.config.matching.n_continuous, 64)
+    cand_obj = was = st.cand_obj
+    for _ in range(2):
+        T_WC, T_WO, cand_obj, rejected = _refine_once(run, st, cand_obj, n_cont)
+        st = replace(st, T_WC=T_WC, T_WO=T_WO)
+        if not rejected: break
+    if cfg.join:
+        out = cand_obj.clone(); out[cand_obj < 0] = -2                                  # only those unassigned now...
+        out[(cand_obj < 0) & (was < 0)] = -1                                           # ...and not just rejected
+        joined = join_scene(replace(run.scene(st, n_cont), cand_obj=out), run.sub.labels, st.obj_labels, st.view_ok, cfg)
+        new = (joined >= 0) & (cand_obj < 0)
+        if new.any():
+            T_WC, T_WO, cand_obj, _ = _refine_once(run, st, torch.where(new, joined, cand_obj), n_cont)
+            st = replace(st, T_WC=T_WC, T_WO=T_WO)
+    run.timed("refine", t)
+    return replace(st, cand_obj=cand_obj)
+
+# %% ../../nbs/multiview/47_predictor.ipynb #561797d4
+def _retry_views(run: _Run, st: _State) -> _State:
+    "Place again the views left out or left with fewer than two scene candidates, then regroup and refine."
+    V, vid = len(run.K), run.sub.view_ids
+    n_all = torch.bincount(vid, minlength=V)
+    n_in = torch.bincount(vid[st.cand_obj >= 0], minlength=V)
+    retry = (~st.view_ok | (n_in < 2)) & (n_all >= 2) & (run.T_WC is None)
+    root = st.root
+    if retry[root] and (st.view_ok & ~retry).any():
+        root = int(torch.argmax(torch.where(st.view_ok & ~retry, n_in, -1)))
+    retry[root] = False
+    st = replace(st, root=root)
+    if not retry.any(): return st
+    r = _register_and_rematch(run, replace(st, view_ok=st.view_ok & ~retry))
+    return st if r is None else _refine(run, r)
+
+# %% ../../nbs/multiview/47_predictor.ipynb #3c9728c6
+def _grow(run: _Run, st: _State) -> _State:
+    "New objects from left-out candidates of placed views that agree with one another (up to three rounds)."
+    sub, cfg = run.sub, run.config.matching
+    for _ in range(3 if run.config.refine.join else 0):
+        t = time.perf_counter()
+        li = ((st.cand_obj < 0) & st.view_ok[sub.view_ids]).nonzero().flatten()
+        m3 = match_candidates(sub[li], run.objects, len(run.K), T_WC=st.T_WC, config=replace(cfg, min_inliers=1),
+                              validate=False) if len(li) >= 2 else None
+        run.timed("grow", t)
+        if m3 is None or m3.n_objects == 0: break
+        new_obj = torch.full_like(st.cand_obj, -1)
+        new_obj[li] = m3.cand_obj
+        st = replace(st, cand_obj=torch.where(new_obj >= 0, new_obj + st.n_obj, st.cand_obj),
+                     T_WO=torch.cat([st.T_WO, _group_init(sub.view_ids, new_obj, sub.T_CO, sub.scores, st.T_WC, m3.n_objects)]),
+                     obj_labels=st.obj_labels + _labels_of(sub, new_obj, m3.n_objects))
+        st = _refine(run, st)
+    return st
+
+# %% ../../nbs/multiview/47_predictor.ipynb #0f01fb9f
+def _adjust_again(run: _Run, st: _State) -> _State:
+    "The second bundle adjustment (no pose refinement): candidates reprojecting worse than `outlier_px` leave."
+    st = _adjust(run, st, "ba2")
+    t = time.perf_counter()
+    bad = (st.cand_obj >= 0) & ~(st.ba.cand_errors <= run.config.outlier_px)
+    if bad.any():
+        cand_obj = st.cand_obj.clone(); cand_obj[bad] = -1
+        st = replace(st, cand_obj=cand_obj)
+    run.timed("ba2", t)
+    return st
+
+# %% ../../nbs/multiview/47_predictor.ipynb #b3e63344
 def nms_3d(labels: list[str], T_WO: torch.Tensor, n_cand: torch.Tensor, scores: torch.Tensor, distance: float) -> torch.Tensor:
     """3D non-maximum suppression: for objects of the same label whose centres are closer than `distance` (m),
     only the strongest (most candidates, then highest score) survives. Returns, for each object (O,), the
@@ -137,667 +322,90 @@ def nms_3d(labels: list[str], T_WO: torch.Tensor, n_cand: torch.Tensor, scores: 
             kept.append(o)
     return into
 
-# %% ../../nbs/multiview/47_predictor.ipynb #118eb6df
-_RV_A, _RV_B, _DIAG = torch.tensor([7, 2, 3]), torch.tensor([5, 6, 1]), torch.tensor([0, 4, 8])
+def _object_stats(cand_obj: torch.Tensor, vid: torch.Tensor, sc: torch.Tensor, n_obj: int, V: int):
+    "Candidates (O,), views seen from (O, V) bool and mean candidate score (O,) of each object."
+    ok = cand_obj >= 0
+    n_cand = torch.zeros(n_obj, dtype=torch.long, device=vid.device).index_add(0, cand_obj[ok], torch.ones_like(cand_obj[ok]))
+    vis = torch.zeros(n_obj, V, dtype=torch.bool, device=vid.device)
+    vis[cand_obj[ok], vid[ok]] = True
+    return n_cand, vis, torch.zeros(n_obj, dtype=sc.dtype, device=vid.device).index_add(0, cand_obj[ok], sc[ok]) / n_cand.clamp(min=1)
 
-def _rotvec(R: torch.Tensor) -> torch.Tensor:
-    "Rotation vectors (C, 3) of rotations `R` (C, 3, 3): the skew part scaled by angle / sin (roma's near 180 degrees)."
-    Rf = R.reshape(-1, 9)
-    dev = R.device
-    v = 0.5 * (Rf[:, _RV_A.to(dev)] - Rf[:, _RV_B.to(dev)])                        # sin(angle) * axis
-    s = v.norm(dim=-1)
-    c = 0.5 * (Rf[:, _DIAG.to(dev)].sum(-1) - 1)                                   # cos(angle)
-    out = v * (torch.atan2(s, c) / s.clamp(min=1e-12)).where(s > 1e-12, torch.ones_like(s))[:, None]
-    near_pi = c < -0.99
-    if bool(near_pi.any()):
-        from cosypose_nb.geometry.rotations import matrix_to_axis_angle
-        out[near_pi] = matrix_to_axis_angle(R[near_pi])
-    return out
-
-def _pose_whitening(T_CO: torch.Tensor, centres: torch.Tensor, sigma_lat: float, sigma_depth: float):
-    """The object centres `centres` (n, 3) under the candidates' poses `T_CO` (n, 4, 4), in their camera (n, 3), and
-    the whitening (n, 3, 3) of centre errors: across the candidate's viewing ray over `sigma_lat`, along it over
-    `sigma_depth` (m)."""
-    p_meas = (T_CO[:, :3, :3] @ centres[:, :, None])[:, :, 0] + T_CO[:, :3, 3]
-    ray = p_meas / p_meas.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-    rr = ray[:, :, None] * ray[:, None, :]
-    eye3 = torch.eye(3, dtype=T_CO.dtype, device=T_CO.device)
-    return p_meas, (eye3 - rr) / sigma_lat + rr / sigma_depth
-
-def _pose_residuals(P: torch.Tensor, TmR: torch.Tensor, p_meas: torch.Tensor, Wt: torch.Tensor, centres: torch.Tensor,
-                    SyR: torch.Tensor | None, sigma_rot: float):
-    """Whitened pose-space residuals (n, 6) of scene poses `P` (n, 4, 4) against candidates with rotations `TmR`
-    (n, 3, 3), centres `p_meas` and whitening `Wt` (`_pose_whitening`): the whitened centre error (`centres`
-    (n, 3) in the object frame, fixed by the symmetries), then the rotation vector of the best symmetric
-    version of `P` against the candidate over `sigma_rot` (rad); `SyR` (n, S, 9) are the flattened symmetry
-    rotations (None: no symmetry). The best symmetry maximises trace(R_P S R_m^T) = <S, R_P^T R_m>: one batched
-    product over the S symmetries. Also returns the predicted centres (n, 3)."""
-    PR = P[:, :3, :3]
-    if SyR is not None:
-        s = torch.bmm(SyR, (PR.transpose(-1, -2) @ TmR).reshape(-1, 9, 1))[:, :, 0].argmax(1)
-        PR = PR @ SyR[torch.arange(len(s), device=s.device), s].reshape(-1, 3, 3)
-    p_pred = (P[:, :3, :3] @ centres[:, :, None])[:, :, 0] + P[:, :3, 3]
-    e_r = _rotvec(PR @ TmR.transpose(-1, -2))
-    return torch.cat([(Wt @ (p_pred - p_meas)[:, :, None])[:, :, 0], e_r / sigma_rot], -1), p_pred
-
-class _PoseProblem:
-    """The pose-space refinement as an `LMProblem` (`cosypose_nb.multiview.solver`): the point is (T_CW (V, 4, 4),
-    T_WO (O, 4, 4)) tensors; one 6 x 12 Jacobian block per candidate (see above), the normal equations
-    assembled with one scatter. `m` holds the candidates' views `v`, objects `o`, rotations `TmR`, centres
-    `p_meas`, whitening `Wt`, object centres `cen` and symmetries `SyR`; `blk` the parameter block of each pose."""
-    def __init__(self, m: dict, sigma_rot: float, huber: float, blk: torch.Tensor, n_free: int, V: int):
-        self.__dict__.update(m)
-        self.sr, self.huber, self.blk, self.V, self.n_terms = sigma_rot, huber, blk, V, len(m["v"])
-        dt, dev = self.TmR.dtype, self.TmR.device
-        C, O = self.n_terms, len(blk) - V
-        self.nP = 6 * (n_free + O)
-        ar6 = torch.arange(6, device=dev)
-        idx = torch.cat([6 * blk[self.v][:, None] + ar6, 6 * (n_free + self.o)[:, None] + ar6], 1)    # (C, 12)
-        self.hidx = (idx[:, :, None] * (self.nP + 6) + idx[:, None, :]).reshape(-1)
-        self.gidx = idx.reshape(-1)
-        self.gen, self.eye4 = se3_generators(dt, dev)
-        eye3 = torch.eye(3, dtype=dt, device=dev)      # constant parts of the Jacobian (left increments in the camera
-        self.Bc = torch.zeros(C, 3, 12, dtype=dt, device=dev); self.Bc[:, :, 3:6] = eye3      # frame: xi_cam + Ad(T_CW) xi_obj)
-        self.Jr = torch.zeros(C, 3, 12, dtype=dt, device=dev); self.Jr[:, :, 0:3] = eye3 / sigma_rot
-
-    def _eval(self, x):
-        T_CW, T_WO = x
-        r, p_pred = _pose_residuals(T_CW[self.v] @ T_WO[self.o], self.TmR, self.p_meas, self.Wt, self.cen, self.SyR, self.sr)
-        rho, w = robust_kernel((r * r).sum(-1), "huber", self.huber)
-        return float(rho.sum()), x, r, p_pred, w
-
-    def start(self, x) -> float: self.cur = self._eval(x); return self.cur[0]
-    def evaluate(self, x) -> float: self.trial = self._eval(x); return self.trial[0]
-    def accept(self, x) -> float: self.cur = self.trial; return self.cur[0]
-
-    def normal_equations(self):
-        _, (T_CW, _), r, p_pred, w = self.cur
-        Tc = T_CW[self.v]
-        Rc, tc = Tc[:, :3, :3], Tc[:, :3, 3]
-        self.Bc[:, :, 0:3] = -skew(p_pred)
-        self.Bc[:, :, 6:9] = skew(tc - p_pred) @ Rc
-        self.Bc[:, :, 9:12] = Rc
-        self.Jr[:, :, 6:9] = Rc / self.sr
-        sw = w.sqrt()[:, None, None]
-        J = torch.cat([self.Wt @ self.Bc, self.Jr], 1) * sw                                  # (C, 6, 12)
-        Jt, n = J.transpose(-1, -2), self.nP + 6
-        H = torch.zeros(n * n, dtype=J.dtype, device=J.device).index_add_(0, self.hidx, (Jt @ J).reshape(-1))
-        g = torch.zeros(n, dtype=J.dtype, device=J.device).index_add_(0, self.gidx, (Jt @ (r[:, :, None] * sw)).reshape(-1))
-        return H.reshape(n, n)[:self.nP, :self.nP], g[:self.nP]
-
-    def retract(self, x, delta):
-        d = torch.nn.functional.pad(delta.view(-1, 6), (0, 0, 0, 1))[self.blk]        # (V + O, 6), held cameras 0
-        Tx = se3_exp_batch(torch.cat([d[:, 3:], d[:, :3]], 1), self.gen, self.eye4)    # exp of (rho, phi)
-        return Tx[:self.V] @ x[0], Tx[self.V:] @ x[1]
-
-REFINE_LAMBDA_RANGE = (1e-9, 1e8)          # the damping's floor and ceiling
-
-@fast_inference
-def refine_scene_poses(view_ids: torch.Tensor, cand_obj: torch.Tensor, T_CO: torch.Tensor, syms: torch.Tensor,
-                       centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, fixed_view: int = 0,
-                       view_ok: torch.Tensor | None = None, sigma_lat: float = 0.01, sigma_depth: float = 0.03,
-                       sigma_rot_deg: float = 4.0, huber: float = 2.5, n_iters: int = 20, lambda0: float = 1e-3,
-                       rtol: float = 1e-5, hold_views: torch.Tensor | None = None):
-    """Refine cameras `T_WC` (V, 4, 4) and objects `T_WO` (O, 4, 4) so that each candidate (view `view_ids` (C,),
-    object `cand_obj` (C,), -1 ignored; pose `T_CO` (C, 4, 4)) agrees with `T_CW @ T_WO @ S` (its best symmetry
-    among `syms` (O, S, 4, 4)) in pose space: the error of the object centre (`centres` (O, 3), fixed by the
-    symmetries) across / along the viewing ray over `sigma_lat` / `sigma_depth` (m), and the rotation error over
-    `sigma_rot_deg`; Huber-robust beyond `huber`. `fixed_view`, the views with `view_ok` False and those with
-    `hold_views` (V,) True (known cameras, whose candidates still count) keep their pose.
-    Stops after `n_iters` accepted steps or when one lowers the cost by less than `rtol` of it.
-    Returns `T_WC`, `T_WO`, the whitened error norm of each candidate (C,) (NaN if ignored) and the cost history."""
-    dev, dt = T_CO.device, T_CO.dtype
-    V, O = len(T_WC), len(T_WO)
-    keep = cand_obj >= 0
-    if view_ok is not None: keep &= view_ok[view_ids]
-    ci = keep.nonzero().flatten()
-    v, o, Tm = view_ids[ci], cand_obj[ci], T_CO[ci]
-    err_out = torch.full((len(view_ids),), float("nan"), dtype=dt, device=dev)
-    if len(ci) == 0 or O == 0:
-        return T_WC, T_WO, err_out, []
-    p_meas, Wt = _pose_whitening(Tm, centres[o], sigma_lat, sigma_depth)
-    S = syms.shape[1]
-    SyR = syms[..., :3, :3].reshape(O, S, 9)[o] if S > 1 else None                     # (C, S, 9)
-    fixed = torch.zeros(V, dtype=torch.bool, device=dev); fixed[fixed_view] = True
-    if view_ok is not None: fixed |= ~view_ok
-    fixed |= torch.as_tensor(_held(hold_views, V), device=dev)
-    free = (~fixed).nonzero().flatten()
-    cam_blk = torch.full((V,), len(free) + O, dtype=torch.long, device=dev)          # fixed cameras -> a dropped block
-    cam_blk[free] = torch.arange(len(free), device=dev)
-    blk = torch.cat([cam_blk, len(free) + torch.arange(O, device=dev)])              # parameter block of each pose
-    m = dict(v=v, o=o, TmR=Tm[:, :3, :3], p_meas=p_meas, Wt=Wt, cen=centres[o], SyR=SyR)
-    problem = _PoseProblem(m, float(np.deg2rad(sigma_rot_deg)), huber, blk, len(free), V)
-    rules = LMRules(n_iters, lambda0, *REFINE_LAMBDA_RANGE, rtol, count_rejected=False, model_tests=False)
-    lm = levenberg_marquardt(problem, (invert_T(T_WC), T_WO), rules)
-    T_CW, T_WO = lm.x
-    err_out[ci] = problem.cur[2].norm(dim=-1)
-    T_WC_out = invert_T(T_CW)
-    T_WC_out[fixed] = T_WC[fixed]
-    return T_WC_out, T_WO, err_out, lm.costs
-
-@fast_inference
-def join_scene(view_ids: torch.Tensor, cand_obj: torch.Tensor, cand_labels: list[str], obj_labels: list[str],
-               T_CO: torch.Tensor, syms: torch.Tensor, centres: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor,
-               view_ok: torch.Tensor, sigma_lat: float = 0.01, sigma_depth: float = 0.03, sigma_rot_deg: float = 4.0,
-               max_err: float = 5.0) -> torch.Tensor:
-    """Let the unassigned candidates of placed views (`cand_obj` -1; below -1: kept out) join a scene object of their label that has
-    no candidate in their view yet, when their whitened pose-space error (as in `refine_scene_poses`: centre
-    error across / along the viewing ray over `sigma_lat` / `sigma_depth`, rotation error of the best symmetry
-    over `sigma_rot_deg`) against the scene pose `inv(T_WC) @ T_WO` is at most `max_err`; best pairs first,
-    one candidate per object and view. Objects: `obj_labels` (O), `syms` (O, S, 4, 4), `centres` (O, 3).
-    Returns the new `cand_obj` (C,)."""
-    dev = T_CO.device
-    O = len(obj_labels)
-    free = ((cand_obj == -1) & view_ok[view_ids]).nonzero().flatten().tolist()
-    if not free or O == 0: return cand_obj
-    obj_of = {}
-    for o, l in enumerate(obj_labels): obj_of.setdefault(l, []).append(o)
-    seen = torch.zeros(len(T_WC), O, dtype=torch.bool, device=dev)
-    m = cand_obj >= 0
-    seen[view_ids[m], cand_obj[m]] = True
-    ci, oi = [], []
-    for i in free:
-        for o in obj_of.get(cand_labels[i], []):
-            if not bool(seen[view_ids[i], o]): ci.append(i); oi.append(o)
-    if not ci: return cand_obj
-    ci, oi = torch.tensor(ci, device=dev), torch.tensor(oi, device=dev)
-    Tm, P, cen = T_CO[ci], invert_T(T_WC[view_ids[ci]]) @ T_WO[oi], centres[oi]
-    p_meas, Wt = _pose_whitening(Tm, cen, sigma_lat, sigma_depth)
-    S = syms.shape[1]
-    SyR = syms[oi][..., :3, :3].reshape(len(oi), S, 9) if S > 1 else None
-    err = _pose_residuals(P, Tm[:, :3, :3], p_meas, Wt, cen, SyR, float(np.deg2rad(sigma_rot_deg)))[0].norm(dim=-1)
-    out = cand_obj.clone()
-    for k in torch.argsort(err).tolist():
-        if float(err[k]) > max_err: break
-        i, o = int(ci[k]), int(oi[k])
-        v = int(view_ids[i])
-        if out[i] >= 0 or seen[v, o]: continue
-        out[i] = o; seen[v, o] = True
-    return out
-
-# %% ../../nbs/multiview/47_predictor.ipynb #41e9d433
-def _register_scores(hyp, pc, R_c, cw, same, T_WR, ref_syms, thresholds, depth_factor, ref_rays, cos_th):
-    """Score camera hypotheses `hyp` (H, 4, 4) of one view: its candidates' centres `pc` (n, 3) and rotations `R_c`
-    (n, 3, 3) in the camera frame against the references' world centres `cw` (R, 3), same-label mask `same`
-    (n, R). Returns the number of candidates with an inlier reference (H,) and the sum of the inliers'
-    distances (H,) (the tie-break)."""
-    pw = (hyp[:, None, :3, :3] @ pc[None, :, :, None]).squeeze(-1) + hyp[:, None, :3, 3]      # (H, n, 3)
-    e = pw[:, :, None] - cw[None, None]                                                    # (H, n, R, 3)
-    if depth_factor > 1:
-        u = (hyp[:, None, :3, :3] @ (pc / pc.norm(dim=-1, keepdim=True))[None, :, :, None]).squeeze(-1)   # (H, n, 3) rays
-        w = torch.zeros_like(cw) if ref_rays is None else ref_rays
-        d = depth_tolerant_sqnorm(e, u[:, :, None].expand_as(e), w[None, None].expand_as(e), depth_factor ** 2 - 1).sqrt()
-    else:
-        d = e.norm(dim=-1)                                                                 # (H, n, R)
-    ok = (d < thresholds[None, None]) & same[None]
-    h_, n_, r_ = ok.nonzero(as_tuple=True)                      # orientation of those: R_ref^T R_cand in the world
-    M = T_WR[r_, :3, :3].transpose(-1, -2) @ hyp[h_, :3, :3] @ R_c[n_]
-    cos = ((ref_syms[r_, :, :3, :3] * M[:, None]).sum((-1, -2)).amax(-1) - 1) / 2              # the best symmetry's
-    ok[h_, n_, r_] = cos > cos_th
-    return ok.any(-1).sum(-1), torch.where(ok, d, torch.zeros_like(d)).sum((-1, -2))
-
-# %% ../../nbs/multiview/47_predictor.ipynb #14766279
-@fast_inference
-def register_views(view_ids: torch.Tensor, labels: list[str], T_CO: torch.Tensor, cand_centres: torch.Tensor,
-                   view_ok: torch.Tensor, T_WC: torch.Tensor, ref_labels: list[str], T_WR: torch.Tensor, ref_syms: torch.Tensor,
-                   ref_centres: torch.Tensor, thresholds: torch.Tensor, min_inliers: int = 2, depth_factor: float = 1.0,
-                   ref_rays: torch.Tensor | None = None, rot_threshold_deg: float = 20.0,
-                   max_elems: int = 2_000_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Place the views with `view_ok` False against references (scene objects or placed candidates): `ref_labels`
-    (R), poses `T_WR` (R, 4, 4), symmetries `ref_syms` (R, S, 4, 4), symmetric centres `ref_centres` (R, 3) in
-    the object frame, inlier `thresholds` (R,) metres. Candidates: `view_ids` (C,), `labels`, `T_CO` (C, 4, 4),
-    symmetric centres of their objects `cand_centres` (C, 3). Distances along the candidate's viewing ray, and
-    along the reference's (`ref_rays` (R, 3) world unit rays, zero for none), count `1 / depth_factor`, as in
-    `match_candidates`; an inlier's orientation must also agree with its reference's, up to a symmetry of the
-    reference, within `rot_threshold_deg` (as stage 2's inliers: a view placed by one symmetric object can
-    otherwise turn about its axis and still bring other objects' centres onto same-label references).
-    Hypotheses are scored in chunks of at most `max_elems` (hypothesis, candidate, reference) distances, so
-    memory stays bounded with many candidates per view. Returns the updated (`T_WC` (V, 4, 4), `view_ok` (V,))."""
-    T_WC, view_ok = T_WC.clone(), view_ok.clone()
-    if len(ref_labels) == 0: return T_WC, view_ok
-    cos_th = float(np.cos(np.deg2rad(rot_threshold_deg)))
-    lab_ids = {l: i for i, l in enumerate(sorted(set(ref_labels) | set(labels)))}
-    rl = torch.tensor([lab_ids[l] for l in ref_labels], device=T_CO.device)
-    cw = (T_WR[:, :3, :3] @ ref_centres[..., None]).squeeze(-1) + T_WR[:, :3, 3]          # (R, 3) world centres
-    for v in (~view_ok).nonzero().flatten().tolist():
-        idx = (view_ids == v).nonzero().flatten()
-        if len(idx) < min_inliers: continue
-        cl = torch.tensor([lab_ids[labels[i]] for i in idx.tolist()], device=T_CO.device)
-        ci, ri = (cl[:, None] == rl[None]).nonzero(as_tuple=True)                          # same-label (candidate, reference)
-        if len(ci) == 0: continue
-        # hypotheses: T_WC = T_WR @ S @ inv(T_CO)                                               (H = pairs x S)
-        hyp = (T_WR[ri][:, None] @ ref_syms[ri] @ invert_T(T_CO[idx[ci]])[:, None]).reshape(-1, 4, 4)
-        # each candidate's centre in the world under each hypothesis, against the same-label references
-        pc = (T_CO[idx][:, :3, :3] @ cand_centres[idx][..., None]).squeeze(-1) + T_CO[idx][:, :3, 3]   # (n, 3) camera frame
-        same = cl[:, None] == rl[None]                                                         # (n, R)
-        n_in, dsum = [], []
-        step = max(1, max_elems // (len(idx) * len(rl)))           # hypotheses per chunk: (step, n, R) distances
-        for h0 in range(0, len(hyp), step):
-            a, b = _register_scores(hyp[h0:h0 + step], pc, T_CO[idx, :3, :3], cw, same, T_WR, ref_syms, thresholds,
-                                    depth_factor, ref_rays, cos_th)
-            n_in.append(a); dsum.append(b)
-        n_in, dsum = torch.cat(n_in), torch.cat(dsum)
-        best = int(torch.argmax(n_in.to(torch.float64) - 1e-3 * dsum))
-        if int(n_in[best]) >= min_inliers:
-            T_WC[v] = hyp[best]; view_ok[v] = True
-    return T_WC, view_ok
-
-# %% ../../nbs/multiview/47_predictor.ipynb #56a9a84b
-@fast_inference
-def predict_scene(candidates: Candidates, K: torch.Tensor, objects, T_WC: torch.Tensor | None = None,
-                  score_threshold: float = 0.3, ransac_threshold: float = 0.05, ransac_threshold_rel: float = 0.25,
-                  depth_factor: float = 2.0, n_ransac_iter: int = 2000, n_min_inliers: int = 3,
-                  n_ba_iters: int = 100, nms_distance: float = 0.05, n_continuous: int = 32, rematch: bool = True,
-                  pose_refine: bool = True, sigma_lat: float = 0.01, sigma_depth: float = 0.03, sigma_rot_deg: float = 4.0,
-                  reject: float = 5.0, outlier_px: float = 30.0, join: bool = True, device=None,
-                  generator: torch.Generator | None = None) -> ScenePrediction:
-    """Reconstruct a scene from single-view `candidates` (C) and intrinsics `K` (V, 3, 3), one per view.
-
-    `objects`: object set (`MeshDatabase` or `PointObjectSet`) holding every candidate label. `T_WC` (V, 4, 4):
-    known cameras (no RANSAC; they are held as given: the world frame and the cameras are theirs, only the
-    objects are estimated). Candidates scoring below `score_threshold` are ignored.
-    Stage 2: `ransac_threshold` (m), `ransac_threshold_rel` (x diameter), `depth_factor`, `n_ransac_iter`,
-    `n_min_inliers` (see `match_candidates`). Stage 3: `n_ba_iters` Levenberg-Marquardt iterations (0: stage 2
-    and the initial scene only). `rematch`: match again with the refined cameras. `pose_refine`: then refine in
-    pose space (`refine_scene_poses` with `sigma_lat`, `sigma_depth` (m), `sigma_rot_deg`), dropping candidates
-    whose whitened error exceeds `reject`, and with `join` letting unassigned candidates within `reject` of a
-    scene object join it (`join_scene`) and left-out candidates that agree with one another under the refined
-    cameras form new objects; without it, a second bundle adjustment, dropping candidates that
-    reproject worse than `outlier_px` pixels. `nms_distance` (m): 3D
-    non-maximum suppression of same-label objects. `n_continuous`: steps of continuous symmetries. Runs in
-    float64 on `device` (default: the candidates')."""
-    t0 = time.perf_counter()
-    timings = {}
-    _check_predictor_args(candidates, objects, score_threshold=score_threshold, ransac_threshold=ransac_threshold,
-                          ransac_threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_ransac_iter=n_ransac_iter,
-                          n_min_inliers=n_min_inliers, n_ba_iters=n_ba_iters, nms_distance=nms_distance,
-                          n_continuous=n_continuous, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
-                          sigma_rot_deg=sigma_rot_deg, reject=reject, outlier_px=outlier_px)
-    dev = get_device(device) if device is not None else candidates.T_CO.device
-    dt = torch.float64
-    K = _check_K(K).to(device=dev, dtype=dt)
-    V = len(K)
-    if V == 0:
-        raise InputError("K: no views given")
-    C = len(candidates)
-    cands = candidates.to(dev, dt).validate(V)
-    if T_WC is not None:
-        T_WC = torch.as_tensor(T_WC).to(device=dev, dtype=dt)
-        check_shape(T_WC, (V, 4, 4), "T_WC")
-        from cosypose_nb.geometry.transforms import check_poses
-        check_poses(T_WC, "T_WC")
-    missing = sorted({l for l in cands.labels if l not in objects})
-    if missing:
-        raise InputError(f"candidates: no object model for label(s) {missing}")
-    keep = (cands.scores >= score_threshold).nonzero().flatten()
-    sub = cands[keep]
-    # -- stage 2
-    t = time.perf_counter()
-    m = match_candidates(sub, objects, V, validate=False, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
-                         depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=n_min_inliers,
-                         n_continuous=n_continuous, generator=generator)
-    if m.n_objects == 0 and n_min_inliers == 3:
-        # no view pair reached the default inlier count (views sharing at most two objects): accept two-inlier pairs
-        m = match_candidates(sub, objects, V, validate=False, T_WC=T_WC, threshold=ransac_threshold, threshold_rel=ransac_threshold_rel,
-                             depth_factor=depth_factor, n_ransac_iter=n_ransac_iter, n_min_inliers=2,
-                             n_continuous=n_continuous, generator=generator)
-    timings["matching"] = time.perf_counter() - t
-    cand_obj_in = torch.full((C,), -1, dtype=torch.long, device=dev)
-    cand_obj_in[keep] = m.cand_obj
-    matching = MatchingResult(m.view_pairs, m.T_C1C2, m.pair_scores, keep[m.edges] if len(m.edges) else m.edges,
-                              cand_obj_in, m.n_objects)
-    if m.n_objects == 0:
-        timings["total"] = time.perf_counter() - t0
-        return _empty_scene(C, V, K, dev, dt, matching=matching, timings=timings, T_WC=T_WC)
-    vid, T_CO, sc = sub.view_ids, sub.T_CO, sub.scores
-    def labels_of(cand_obj, n):
-        lab = [None] * n
-        for i, o in enumerate(cand_obj.tolist()):
-            if o >= 0 and lab[o] is None: lab[o] = sub.labels[i]
-        return lab
-    # -- stage 3: initial scene, bundle adjustment
-    t = time.perf_counter()
-    cand_obj, n_obj = m.cand_obj, m.n_objects
-    obj_labels = labels_of(cand_obj, n_obj)
-    models = _ObjectModels(objects, sub.labels, dev, dt)
-    pts, syms, cen, _ = models.get(obj_labels, n_continuous)
-    if T_WC is None:
-        T_WC0, T_WO0, view_ok = initialize_scene(vid, cand_obj, T_CO, m.view_pairs, m.T_C1C2, m.pair_scores.to(dt), V, n_obj,
-                                                 points=pts, syms=syms, K=K, generator=generator)
-    else:
-        T_WC0, view_ok = T_WC, torch.ones(V, dtype=torch.bool, device=dev)
-        T_WO0 = _group_init(vid, cand_obj, T_CO, sc, T_WC0, n_obj)
-    view_ok = view_ok.to(dev).bool()
-    root = int(view_ok.nonzero()[0]) if view_ok.any() else 0
-    timings["init"] = time.perf_counter() - t
-    t = time.perf_counter()
-    hold = None if T_WC is None else torch.ones(V, dtype=torch.bool, device=dev)     # known cameras stay as given
-    ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok,
-                       centres=cen, hold_views=hold)
-    T_WC1, T_WO1 = ba.T_WC, ba.T_WO
-    timings["ba"] = time.perf_counter() - t
-    def register_and_rematch(view_ok, T_WC1, T_WO1, cand_obj, obj_labels):
-        "Place left-out views against the scene, then group all candidates of placed views with the cameras known."
-        t = time.perf_counter()
-        if not view_ok.all() and view_ok.any():
-            placed_c = view_ok[vid] & (cand_obj < 0)
-            r_lab = obj_labels + [sub.labels[i] for i in placed_c.nonzero().flatten().tolist()]
-            T_WR = torch.cat([T_WO1, T_WC1[vid[placed_c]] @ T_CO[placed_c]])
-            _, r_syms, r_cen, r_diam = models.get(r_lab, n_continuous)
-            r_th = torch.clamp(ransac_threshold_rel * r_diam, min=ransac_threshold) * 1.5
-            _, _, c_cen, _ = models.get(sub.labels, n_continuous)
-            # viewing rays of the placed candidates (the scene objects, seen from several views, have none)
-            cw = (T_WR[:, :3, :3] @ r_cen[..., None]).squeeze(-1) + T_WR[:, :3, 3]
-            r_rays = torch.zeros_like(cw)
-            r_rays[len(T_WO1):] = cw[len(T_WO1):] - T_WC1[vid[placed_c], :3, 3]
-            r_rays = r_rays / r_rays.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-            T_WC1, view_ok = register_views(vid, sub.labels, T_CO, c_cen, view_ok, T_WC1, r_lab, T_WR, r_syms, r_cen, r_th,
-                                            depth_factor=depth_factor, ref_rays=r_rays)
-        timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t
-        # -- match again with the refined cameras (placed views only)
-        t = time.perf_counter()
-        placed = view_ok[vid].nonzero().flatten()
-        m2 = match_candidates(sub[placed], objects, V, validate=False, T_WC=T_WC1, threshold=ransac_threshold,
-                              threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_min_inliers=1,
-                              n_continuous=n_continuous)
-        cand_obj = torch.full((len(sub),), -1, dtype=torch.long, device=dev)
-        cand_obj[placed] = m2.cand_obj
-        n_obj = m2.n_objects
-        timings["rematch"] = timings.get("rematch", 0.0) + time.perf_counter() - t
-        if n_obj == 0:
-            return None
-        return view_ok, T_WC1, cand_obj, n_obj, _group_init(vid, cand_obj, T_CO, sc, T_WC1, n_obj), labels_of(cand_obj, n_obj)
-
-    def refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels):
-        "Pose-space refinement; candidates far from their object leave it, then once more."
-        t = time.perf_counter()
-        _, syms, cen, _ = models.get(obj_labels, max(n_continuous, 64))
-        was = cand_obj
-        for _ in range(2):
-            T_WC1, T_WO1, err, _ = refine_scene_poses(vid, cand_obj, T_CO, syms, cen, T_WC1, T_WO1, fixed_view=root,
-                                                      view_ok=view_ok, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
-                                                      sigma_rot_deg=sigma_rot_deg, hold_views=hold)
-            bad = (cand_obj >= 0) & ~(err <= reject)
-            if not bad.any(): break
-            cand_obj = cand_obj.clone()
-            cand_obj[bad] = -1
-        if join:
-            # -- candidates that the matching left out but that agree with the refined scene join it
-            out = cand_obj.clone(); out[cand_obj < 0] = -2                               # only those unassigned now...
-            out[(cand_obj < 0) & (was < 0)] = -1                                        # ...and not just rejected
-            joined = join_scene(vid, out, sub.labels, obj_labels, T_CO, syms, cen, T_WC1, T_WO1, view_ok,
-                                sigma_lat, sigma_depth, sigma_rot_deg, max_err=reject)
-            new = (joined >= 0) & (cand_obj < 0)
-            if new.any():
-                cand_obj = torch.where(new, joined, cand_obj)
-                T_WC1, T_WO1, err, _ = refine_scene_poses(vid, cand_obj, T_CO, syms, cen, T_WC1, T_WO1, fixed_view=root,
-                                                          view_ok=view_ok, sigma_lat=sigma_lat, sigma_depth=sigma_depth,
-                                                          sigma_rot_deg=sigma_rot_deg, hold_views=hold)
-                bad = (cand_obj >= 0) & ~(err <= reject)
-                if bad.any():
-                    cand_obj = cand_obj.clone(); cand_obj[bad] = -1
-        timings["refine"] = timings.get("refine", 0.0) + time.perf_counter() - t
-        return T_WC1, T_WO1, cand_obj
-
-    if rematch and n_ba_iters > 0:
-        r = register_and_rematch(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
-        if r is None:
-            timings["total"] = time.perf_counter() - t0
-            return _empty_scene(C, V, K, dev, dt, matching=matching, timings=timings, T_WC=T_WC)
-        view_ok, T_WC1, cand_obj, n_obj, T_WO1, obj_labels = r
-    if n_ba_iters > 0 and pose_refine:
-        T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
-        if rematch:
-            # -- a view left out, or placed but left with fewer than two candidates in the scene (misplaced by a
-            #    wrong view-pair hypothesis), is placed again against the refined scene, then all is regrouped
-            n_all = torch.bincount(vid, minlength=V)
-            n_in = torch.bincount(vid[cand_obj >= 0], minlength=V)
-            retry = (~view_ok | (n_in < 2)) & (n_all >= 2) & (T_WC is None)          # (known cameras are never misplaced)
-            if retry[root] and (view_ok & ~retry).any():
-                # the reference view itself was misplaced: the placed view with most scene candidates fixes the gauge
-                root = int(torch.argmax(torch.where(view_ok & ~retry, n_in, -1)))
-            retry[root] = False
-            if retry.any():
-                r = register_and_rematch(view_ok & ~retry, T_WC1, T_WO1, cand_obj, obj_labels)
-                if r is not None:
-                    view_ok, T_WC1, cand_obj, n_obj, T_WO1, obj_labels = r
-                    T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
-            # -- left-out candidates of placed views that agree with one another under the refined cameras
-            #    form new objects (one seen only by views that were registered through other objects); the
-            #    refinement with them sharpens the cameras, which can let another group form (a few rounds)
-            for _ in range(3 if join else 0):
-                t = time.perf_counter()
-                li = ((cand_obj < 0) & view_ok[vid]).nonzero().flatten()
-                m3 = match_candidates(sub[li], objects, V, validate=False, T_WC=T_WC1, threshold=ransac_threshold,
-                                      threshold_rel=ransac_threshold_rel, depth_factor=depth_factor, n_min_inliers=1,
-                                      n_continuous=n_continuous) if len(li) >= 2 else None
-                timings["grow"] = timings.get("grow", 0.0) + time.perf_counter() - t
-                if m3 is None or m3.n_objects == 0:
-                    break
-                new_obj = torch.full_like(cand_obj, -1)
-                new_obj[li] = m3.cand_obj
-                cand_obj = torch.where(new_obj >= 0, new_obj + n_obj, cand_obj)
-                T_WO1 = torch.cat([T_WO1, _group_init(vid, new_obj, T_CO, sc, T_WC1, m3.n_objects)])
-                obj_labels = obj_labels + labels_of(new_obj, m3.n_objects)
-                n_obj += m3.n_objects
-                T_WC1, T_WO1, cand_obj = refine(view_ok, T_WC1, T_WO1, cand_obj, obj_labels)
-    elif rematch and n_ba_iters > 0:
-        t = time.perf_counter()
-        pts, syms, cen, _ = models.get(obj_labels, n_continuous)
-        ba = bundle_adjust(vid, cand_obj, T_CO, K, pts, syms, T_WC1, T_WO1, fixed_view=root, n_iters=n_ba_iters, view_ok=view_ok,
-                           centres=cen, hold_views=hold)
-        T_WC1, T_WO1 = ba.T_WC, ba.T_WO
-        bad = (cand_obj >= 0) & ~(ba.cand_errors <= outlier_px)
-        if bad.any():
-            cand_obj = cand_obj.clone()
-            cand_obj[bad] = -1
-        timings["ba2"] = time.perf_counter() - t
-    # -- objects with candidates in two views or more; 3D non-maximum suppression
-    t = time.perf_counter()
-    n_cand = torch.zeros(n_obj, dtype=torch.long, device=dev).index_add(0, cand_obj[cand_obj >= 0], torch.ones_like(cand_obj[cand_obj >= 0]))
-    vis = torch.zeros(n_obj, V, dtype=torch.bool, device=dev)
-    vis[cand_obj[cand_obj >= 0], vid[cand_obj >= 0]] = True
-    score_sum = torch.zeros(n_obj, dtype=dt, device=dev).index_add(0, cand_obj[cand_obj >= 0], sc[cand_obj >= 0])
-    scores = score_sum / n_cand.clamp(min=1)
-    into = nms_3d(obj_labels, T_WO1, n_cand, scores, nms_distance)
-    keep_o = (into == torch.arange(n_obj, device=dev)) & (vis.sum(1) >= 2)
-    cand_obj = torch.where(cand_obj >= 0, into[cand_obj.clamp(min=0)], cand_obj)
-    new_id = torch.full((n_obj,), -1, dtype=torch.long, device=dev)
+# %% ../../nbs/multiview/47_predictor.ipynb #eaec0db3
+def _suppress(run: _Run, st: _State) -> tuple:
+    "The final objects (NMS, two views at least), their statistics, the cameras in the first placed view's frame."
+    V, vid, sc, dev = len(run.K), run.sub.view_ids, run.sub.scores, run.K.device
+    n_cand, vis, scores = _object_stats(st.cand_obj, vid, sc, st.n_obj, V)
+    into = nms_3d(st.obj_labels, st.T_WO, n_cand, scores, run.config.nms_distance)
+    keep_o = (into == torch.arange(st.n_obj, device=dev)) & (vis.sum(1) >= 2)
+    cand_obj = torch.where(st.cand_obj >= 0, into[st.cand_obj.clamp(min=0)], st.cand_obj)
+    new_id = torch.full((st.n_obj,), -1, dtype=torch.long, device=dev)
     new_id[keep_o] = torch.arange(int(keep_o.sum()), device=dev)
     cand_obj = torch.where(cand_obj >= 0, new_id[cand_obj.clamp(min=0)], cand_obj)
-    ok = cand_obj >= 0
-    n_out = int(keep_o.sum())
-    n_cand = torch.zeros(n_out, dtype=torch.long, device=dev).index_add(0, cand_obj[ok], torch.ones_like(cand_obj[ok]))
-    vis = torch.zeros(n_out, V, dtype=torch.bool, device=dev)
-    vis[cand_obj[ok], vid[ok]] = True
-    scores = torch.zeros(n_out, dtype=dt, device=dev).index_add(0, cand_obj[ok], sc[ok]) / n_cand.clamp(min=1)
-    labels = [obj_labels[o] for o in keep_o.nonzero().flatten().tolist()]
-    first = int(view_ok.nonzero()[0]) if view_ok.any() else root
-    if T_WC is None and first != root:                   # the world frame is the camera of the first placed view
-        A = invert_T(T_WC1[first])
-        T_WC1, T_WO1 = A @ T_WC1, A @ T_WO1
-    T_WC_out = torch.where(view_ok[:, None, None], T_WC1, torch.eye(4, dtype=dt, device=dev))
-    cand_obj_in = torch.full((C,), -1, dtype=torch.long, device=dev)
-    cand_obj_in[keep] = cand_obj
-    timings["nms"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    return ScenePrediction(labels, T_WO1[keep_o], scores, n_cand, vis.sum(1), T_WC_out, K, view_ok, cand_obj_in,
-                           matching, ba, timings)
+    n_cand, vis, scores = _object_stats(cand_obj, vid, sc, int(keep_o.sum()), V)
+    labels = [st.obj_labels[o] for o in keep_o.nonzero().flatten().tolist()]
+    T_WC, T_WO = st.T_WC, st.T_WO
+    first = int(st.view_ok.nonzero()[0]) if st.view_ok.any() else st.root
+    if run.T_WC is None and first != st.root:                   # the world frame is the camera of the first placed view
+        A = invert_T(T_WC[first])
+        T_WC, T_WO = A @ T_WC, A @ T_WO
+    T_WC = torch.where(st.view_ok[:, None, None], T_WC, torch.eye(4, dtype=T_WC.dtype, device=dev))
+    return labels, T_WO[keep_o], scores, n_cand, vis.sum(1), T_WC, cand_obj
 
-# %% ../../nbs/multiview/47_predictor.ipynb #2e287350
-@dataclass
-class Scenario:
-    "A custom scenario: `objects` (MeshDatabase), `candidates`, `K` (V, 3, 3), `im_ids` (view index -> BOP im_id), `scene_id`, known `T_WC` or None."
-    folder: Path
-    objects: object
-    candidates: Candidates
-    K: torch.Tensor
-    im_ids: list[int]
-    scene_id: int
-    T_WC: torch.Tensor | None = None
-    n_duplicates: int = 0       # rows of candidates.csv repeating an earlier row exactly, left out
+# %% ../../nbs/multiview/47_predictor.ipynb #cb40dc70
+def _empty_scene(C: int, K: torch.Tensor, matching: MatchingResult, timings: dict, T_WC=None) -> ScenePrediction:
+    "A scene of `C` candidates without objects: no camera placed, or the known cameras `T_WC` (V, 4, 4) as given."
+    known, V, dev, dt = T_WC is not None, len(K), K.device, K.dtype
+    return ScenePrediction([], torch.zeros(0, 4, 4, dtype=dt, device=dev), torch.zeros(0, dtype=dt, device=dev),
+                           torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev),
+                           T_WC if known else torch.eye(4, dtype=dt, device=dev).repeat(V, 1, 1), K,
+                           torch.full((V,), known, dtype=torch.bool, device=dev),
+                           torch.full((C,), -1, dtype=torch.long, device=dev), matching, None, timings)
 
-def read_scenario(folder, n_points: int = 500, n_continuous: int = 64) -> Scenario:
-    """Read a scenario folder (`models/`, `candidates.csv`, `scene_camera.json`). Views are the `im_id`s of
-    `scene_camera.json`, in increasing order. Errors name the file and the field; a candidate must lie in front
-    of its camera (z > 0), and a row repeating an earlier one exactly is left out (`Scenario.n_duplicates`)."""
-    from cosypose_nb.datasets.bop import read_results_csv, read_scene_camera, poses_tensor
-    from cosypose_nb.datasets.objects import MeshDatabase
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: scenario folder not found")
-    for name in ("models", "candidates.csv", "scene_camera.json"):
-        if not (folder / name).exists():
-            raise InputError(f"{folder / name}: missing (a scenario folder holds models/, candidates.csv and scene_camera.json)")
-    if not (folder / "models" / "models_info.json").is_file():
-        raise InputError(f"{folder / 'models' / 'models_info.json'}: missing (models/ is a BOP models folder: "
-                         f"models_info.json gives each model's diameter and symmetries)")
-    cams = read_scene_camera(folder / "scene_camera.json")
-    if not cams:
-        raise InputError(f"{folder / 'scene_camera.json'}: no camera")
-    im_ids = sorted(cams)
-    K = torch.as_tensor(np.stack([cams[i]["K"] for i in im_ids]), dtype=torch.float64)
-    T_WC = None
-    if all(cams[i].get("T_CW") is not None for i in im_ids):
-        T_WC = invert_T(torch.as_tensor(np.stack([cams[i]["T_CW"] for i in im_ids]), dtype=torch.float64))
-    df = read_results_csv(folder / "candidates.csv", in_front=True)
-    path = folder / "candidates.csv"
-    scenes = sorted(set(df["scene_id"].tolist()))
-    if len(scenes) > 1:
-        raise InputError(f"{path}: scene_id: one scene per scenario folder, got {scenes}")
-    unknown = sorted(set(df["im_id"].tolist()) - set(im_ids))
-    if unknown:
-        raise InputError(f"{path}: im_id: views {unknown} have no entry in {folder / 'scene_camera.json'}")
-    objects = MeshDatabase.from_folder(folder / "models", n_points=n_points, n_continuous=n_continuous)
-    missing = sorted(set(df["label"]) - set(objects.labels))
-    if missing:
-        raise InputError(f"{path}: obj_id: no model in {folder / 'models'} for {missing}")
-    # a row repeating an earlier one (same view, object, score and pose) would count the same detection twice
-    key = [(i, o, s, tuple(T.ravel().tolist())) for i, o, s, T in zip(df["im_id"], df["obj_id"], df["score"], df["T_CO"])]
-    seen, dup = set(), np.zeros(len(key), dtype=bool)
-    for j, k in enumerate(key):
-        dup[j] = k in seen
-        seen.add(k)
-    df = df[~dup].reset_index(drop=True)
-    view_of = {im: v for v, im in enumerate(im_ids)}
-    cands = Candidates(torch.tensor([view_of[i] for i in df["im_id"].tolist()], dtype=torch.long),
-                       list(df["label"]), torch.tensor(df["score"].to_numpy(), dtype=torch.float64), poses_tensor(df))
-    return Scenario(folder, objects, cands, K, im_ids, int(scenes[0]) if scenes else 0, T_WC, int(dup.sum()))
+def _stages(run: _Run) -> tuple[MatchingResult, _State | None]:
+    "The steps after the checks: stage 2's result and the final state (None: an empty scene)."
+    cfg = run.config
+    m = _match(run)
+    if m.n_objects == 0: return m, None
+    st = _adjust(run, _initialise(run, m))
+    if cfg.rematch and cfg.ba.ba_iters > 0:
+        st = _register_and_rematch(run, st)
+        if st is None: return m, None
+    if cfg.ba.ba_iters > 0 and cfg.pose_refine:
+        st = _refine(run, st)
+        if cfg.rematch:
+            st = _grow(run, _retry_views(run, st))
+    elif cfg.rematch and cfg.ba.ba_iters > 0:
+        st = _adjust_again(run, st)
+    return m, st
 
-def _results_dir(scenario_folder, out_dir=None) -> Path:
-    """The output folder (`out_dir`, default `scenario_folder/results`), checked before any work: it and the two
-    result files must not be something else than a folder / files (`InputError` naming the path)."""
-    out = Path(out_dir) if out_dir is not None else Path(scenario_folder) / "results"
-    for q in [out, *out.parents]:
-        if q.exists() and not q.is_dir():
-            raise InputError(f"{q}: exists and is not a folder (the results go to {out})")
-    for name in ("predicted_scene.json", "scene_reprojected.csv"):
-        if (out / name).exists() and not (out / name).is_file():
-            raise InputError(f"{out / name}: exists and is not a file")
-    return out
-
-def write_scenario_results(scenario: Scenario, pred: ScenePrediction, out_dir=None) -> tuple[Path, Path]:
-    """Write `results/predicted_scene.json` and `results/scene_reprojected.csv` (or into `out_dir`). Returns both
-    paths. Both files are written to temporary files first and then renamed into place, so a failure leaves the
-    previous results (or none), never a new JSON beside an old CSV."""
-    import pandas as pd
-    from cosypose_nb.datasets.bop import write_results_csv
-    out = _results_dir(scenario.folder, out_dir)
-    T_WO, T_WC, K = (x.detach().cpu().double() for x in (pred.T_WO, pred.T_WC, pred.K))
-    objects = [{"label": l, "score": float(s), "n_cand": int(n), "TWO": T_WO[o].tolist()}
-               for o, (l, s, n) in enumerate(zip(pred.labels, pred.scores.tolist(), pred.n_cand.tolist()))]
-    cameras = [{"view_id": int(scenario.im_ids[v]), "TWC": T_WC[v].tolist(), "K": K[v].tolist()}
-               for v in pred.view_ok.nonzero().flatten().tolist()]
-    rep = pred.reprojected()
-    df = pd.DataFrame({"scene_id": scenario.scene_id, "im_id": [scenario.im_ids[v] for v in rep.view_ids.tolist()],
-                       "label": rep.labels, "score": rep.scores.detach().cpu().double().numpy(),
-                       "T_CO": list(rep.T_CO.detach().cpu().double().numpy())})
-    p_json, p_csv = out / "predicted_scene.json", out / "scene_reprojected.csv"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".results."))              # both written here, then renamed
-    try:
-        write_json(tmp / p_json.name, {"objects": objects, "cameras": cameras})
-        write_results_csv(tmp / p_csv.name, df)
-        os.replace(tmp / p_csv.name, p_csv)
-        os.replace(tmp / p_json.name, p_json)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return p_json, p_csv
-
-def write_example_scenario(folder, problem, scene_id: int = 1, im_ids: list[int] | None = None) -> Path:
-    """Write a multi-view problem (`cosypose_nb.synthetic.mvproblems.make_problem`, made with a `MeshDatabase` object set)
-    as a scenario folder: `models/`, `candidates.csv`, `scene_camera.json` (intrinsics only). Returns the folder."""
-    import pandas as pd
-    from cosypose_nb.datasets.bop import write_results_csv, write_scene_camera
-    folder = Path(folder)
-    if not hasattr(problem.objects, "to_bop_folder"):
-        raise InputError("write_example_scenario: the problem's objects must be a MeshDatabase (they become models/)")
-    im_ids = list(range(1, problem.n_views + 1)) if im_ids is None else [int(i) for i in im_ids]
-    if len(im_ids) != problem.n_views or len(set(im_ids)) != len(im_ids) or min(im_ids) < 0:
-        raise InputError(f"im_ids: expected {problem.n_views} distinct non-negative ids (one per view), got {im_ids}")
-    problem.objects.to_bop_folder(folder / "models")
-    c = problem.candidates
-    df = pd.DataFrame({"scene_id": scene_id, "im_id": [im_ids[v] for v in c.view_ids.tolist()], "label": c.labels,
-                       "score": c.scores.double().numpy(), "T_CO": list(c.T_CO.double().numpy())})
-    write_results_csv(folder / "candidates.csv", df)
-    write_scene_camera(folder / "scene_camera.json", {im: {"K": problem.K[v].numpy()} for v, im in enumerate(im_ids)})
-    return folder
-
-# %% ../../nbs/multiview/47_predictor.ipynb #d2c6ca85
-def multiview_cli(argv: list[str] | None = None) -> int:
-    "`cosypose-nb multiview SCENARIO_DIR [options]`: reconstruct the scene of a custom-scenario folder."
-    ap = argparse.ArgumentParser(prog="cosypose-nb multiview",
-                                 description="Multi-view multi-object scene reconstruction (CosyPose stages 2 and 3) of a "
-                                             "scenario folder holding models/, candidates.csv and scene_camera.json; "
-                                             "writes results/predicted_scene.json and results/scene_reprojected.csv.")
-    ap.add_argument("scenario_dir", help="the scenario folder")
-    ap.add_argument("--score-threshold", type=float, default=0.3, help="ignore candidates scoring below this (default 0.3)")
-    ap.add_argument("--ransac-threshold", type=float, default=0.05,
-                    help="inlier distance of two candidates, metres, across the viewing rays (default 0.05)")
-    ap.add_argument("--ransac-threshold-rel", type=float, default=0.25,
-                    help="... or this fraction of the object diameter when larger (default 0.25)")
-    ap.add_argument("--depth-factor", type=float, default=2.0, help="errors along a viewing ray count 1/this (default 2)")
-    ap.add_argument("--ransac-iters", type=int, default=2000,
-                    help="most seed pairs tried per view pair; all of them when fewer (default 2000)")
-    ap.add_argument("--min-inliers", type=int, default=3, help="fewest inlier pairs for a view pair to count (default 3)")
-    ap.add_argument("--ba-iters", type=int, default=100, help="Levenberg-Marquardt iterations of the bundle adjustment (default 100)")
-    ap.add_argument("--nms-distance", type=float, default=0.05,
-                    help="3D non-maximum suppression: same-label objects closer than this (metres) are one (default 0.05)")
-    ap.add_argument("--n-continuous", type=int, default=32, help="steps discretising a continuous symmetry (default 32)")
-    ap.add_argument("--no-pose-refine", action="store_true", help="skip the pose-space refinement (second bundle adjustment instead)")
-    ap.add_argument("--known-cameras", action="store_true",
-                    help="use the camera poses of scene_camera.json (cam_R_w2c, cam_t_w2c) as given instead of estimating them")
-    ap.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'auto'")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (sampling when a view pair has many seed pairs)")
-    ap.add_argument("--out", default=None, help="output folder (default SCENARIO_DIR/results)")
-    a = ap.parse_args(argv)
-    for name in ("score_threshold", "ransac_threshold", "ransac_threshold_rel", "nms_distance", "depth_factor"):
-        if not np.isfinite(getattr(a, name)) or getattr(a, name) < 0:
-            raise InputError(f"--{name.replace('_', '-')}: must be a finite number >= 0, got {getattr(a, name)}")
-    if a.ransac_threshold <= 0 or a.depth_factor < 1 or a.ransac_iters < 1 or a.ba_iters < 0 or a.min_inliers < 1:
-        raise InputError("--ransac-threshold must be > 0, --depth-factor >= 1, --ransac-iters and --min-inliers >= 1, --ba-iters >= 0")
-    if not 1 <= a.n_continuous <= MAX_CONTINUOUS:
-        raise InputError(f"--n-continuous: must lie in [1, {MAX_CONTINUOUS}], got {a.n_continuous}")
-    if not 0 <= a.seed < 2 ** 63:
-        raise InputError(f"--seed: must lie in [0, 2^63), got {a.seed}")
-    _results_dir(a.scenario_dir, a.out)                       # an output path that cannot be written: say so now
+# %% ../../nbs/multiview/47_predictor.ipynb #cc381075
+@fast_inference
+def predict_scene(candidates: Candidates, K: torch.Tensor, objects, config: MultiviewConfig = MultiviewConfig(),
+                  T_WC: torch.Tensor | None = None, device=None, generator: torch.Generator | None = None) -> ScenePrediction:
+    """Reconstruct a scene from single-view `candidates` (C) and intrinsics `K` (V, 3, 3), one per view. `objects`:
+    an object set holding every candidate label; `config`: the settings (`MultiviewConfig`); `T_WC` (V, 4, 4):
+    known cameras (held as given: the world frame and the cameras are theirs, only the objects are estimated);
+    `generator`: the random draws of stages 2 and 3. Runs in float64 on `device` (default: the candidates')."""
     t0 = time.perf_counter()
-    sc = read_scenario(a.scenario_dir, n_continuous=max(64, a.n_continuous))
-    if a.known_cameras and sc.T_WC is None:
-        raise InputError(f"{sc.folder / 'scene_camera.json'}: --known-cameras needs cam_R_w2c and cam_t_w2c for every view")
-    if sc.n_duplicates:
-        print(f"note: {sc.folder / 'candidates.csv'}: {sc.n_duplicates} row(s) repeating an earlier row exactly were "
-              f"left out", file=sys.stderr)
-    dev = get_device(a.device)
-    pred = predict_scene(sc.candidates.to(dev), sc.K.to(dev), sc.objects, T_WC=sc.T_WC if a.known_cameras else None,
-                         score_threshold=a.score_threshold, ransac_threshold=a.ransac_threshold,
-                         ransac_threshold_rel=a.ransac_threshold_rel, depth_factor=a.depth_factor,
-                         n_ransac_iter=a.ransac_iters, n_min_inliers=a.min_inliers, n_ba_iters=a.ba_iters,
-                         nms_distance=a.nms_distance, n_continuous=a.n_continuous, pose_refine=not a.no_pose_refine,
-                         device=dev, generator=torch.Generator().manual_seed(a.seed))
-    p_json, p_csv = write_scenario_results(sc, pred, a.out)
-    print(f"{len(sc.candidates)} candidates in {len(sc.im_ids)} views -> {pred.n_objects} objects, "
-          f"{int(pred.view_ok.sum())}/{len(sc.im_ids)} cameras placed ({time.perf_counter() - t0:.2f} s, "
-          f"reconstruction {pred.timings.get('total', 0) * 1000:.0f} ms)")
-    print(f"wrote {p_json} and {p_csv}")
-    return 0
+    dev = get_device(device) if device is not None else candidates.T_CO.device
+    cands, K, T_WC = _check_inputs(candidates, K, objects, T_WC, dev)
+    keep = (cands.scores >= config.score_threshold).nonzero().flatten()
+    sub = cands[keep]
+    run = _Run(sub, keep, K, objects, _ObjectModels(objects, sub.labels, dev, torch.float64), config, T_WC, generator)
+    with torch_threads(config.threads if config.threads is not None else threads_for(len(sub))):
+        m, st = _stages(run)
+        C = len(cands)
+        cand_obj_in = torch.full((C,), -1, dtype=torch.long, device=dev)
+        cand_obj_in[keep] = m.cand_obj
+        matching = MatchingResult(m.view_pairs, m.T_C1C2, m.pair_scores, keep[m.edges] if len(m.edges) else m.edges,
+                                  cand_obj_in, m.n_objects)
+        if st is None:
+            run.timings["total"] = time.perf_counter() - t0
+            return _empty_scene(C, K, matching, run.timings, T_WC)
+        t = time.perf_counter()
+        labels, T_WO, scores, n_cand, n_views, T_WC_out, cand_obj = _suppress(run, st)
+        cand_obj_in = torch.full((C,), -1, dtype=torch.long, device=dev)
+        cand_obj_in[keep] = cand_obj
+        run.timings["nms"] = time.perf_counter() - t
+    run.timings["total"] = time.perf_counter() - t0
+    return ScenePrediction(labels, T_WO, scores, n_cand, n_views, T_WC_out, K, st.view_ok, cand_obj_in, matching, st.ba, run.timings)

@@ -9,14 +9,10 @@ from cosypose_nb.geometry.transforms import invert_T, make_T
 from cosypose_nb.geometry.rotations import rotation_angle, random_rotations
 from cosypose_nb.structures import Candidates, MatchingResult
 from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
-from cosypose_nb.multiview.matching import match_candidates, connected_objects
+from cosypose_nb.multiview.config import MatchingConfig
+from cosypose_nb.multiview.matching import match_candidates, connected_objects, count_pairs, best_symmetry
 
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
-
-
-@pytest.fixture(scope="module")
-def objects():
-    return make_object_set()
 
 
 def grouping_errors(prob, cand_obj, n_objects):
@@ -89,7 +85,7 @@ def test_known_cameras(objects):
     for s in range(12):
         V, O = CONFIGS[s % 6]
         p = make_problem(V, O, seed=300 + s, objects=objects)
-        r = match_candidates(p.candidates, objects, V, T_WC=p.T_WC, n_min_inliers=1)
+        r = match_candidates(p.candidates, objects, V, T_WC=p.T_WC, config=MatchingConfig(min_inliers=1))
         T_gt = invert_T(p.T_WC[r.view_pairs[:, 0]]) @ p.T_WC[r.view_pairs[:, 1]]
         assert torch.allclose(r.T_C1C2, T_gt, atol=1e-9)
         e = grouping_errors(p, r.cand_obj, r.n_objects)
@@ -166,3 +162,42 @@ def test_connected_objects():
     assert n == 2 and co.tolist() == [0, 0, 0, -1, 1, 1, -1]
     co, n = connected_objects(torch.zeros(0, 2, dtype=torch.long), 3)
     assert n == 0 and co.tolist() == [-1, -1, -1]
+
+
+def test_memory_grows_with_the_pairs_and_a_scene_too_large_is_refused(objects):
+    """Stage 2 counts the same-label candidate pairs between views before listing any (no C x C table): a scene over
+    `max_pairs` is refused with an error that says the limit; under it, chunked listing gives the same matching."""
+    p = make_problem(8, 12, seed=3, objects=objects)
+    c, V = p.candidates, 8
+    labels = sorted(set(c.labels))
+    lab = torch.tensor([labels.index(l) for l in c.labels])
+    n, G, Mmax = count_pairs(lab, c.view_ids, len(labels), V)
+    brute = int(((lab[:, None] == lab[None]) & (c.view_ids[:, None] < c.view_ids[None])).sum())
+    assert n == brute and 0 < Mmax <= n
+    with pytest.raises(InputError, match=f"max_pairs = {n - 1:,}"):
+        match_candidates(c, objects, V, config=MatchingConfig(max_pairs=n - 1))
+    # 200,000 candidates of two labels in 4 views: refused at once, naming the limit
+    big = Candidates(torch.arange(200_000) % 4, ["obj_000001", "obj_000002"] * 100_000, torch.ones(200_000, dtype=torch.float64),
+                     c.T_CO[:1].expand(200_000, 4, 4).clone())
+    with pytest.raises(InputError, match="max_pairs = 2,000,000"):
+        match_candidates(big, objects, 4, validate=False)
+    from cosypose_nb.multiview import matching as mt
+    r1 = match_candidates(c, objects, V)
+    orig = mt._list_pairs
+    try:
+        mt._list_pairs = lambda *a: orig(*a, max_elems=7)                # tiny chunks: the same pairs, the same result
+        r2 = match_candidates(c, objects, V)
+    finally:
+        mt._list_pairs = orig
+    assert torch.equal(r1.edges, r2.edges) and torch.equal(r1.T_C1C2, r2.T_C1C2)
+
+
+def test_best_symmetry_keeps_the_padding_out():
+    "Per-label sets padded to a common size: the padding never wins, even when it would score higher."
+    A = torch.zeros(2, 3, 9, dtype=torch.float64)
+    A[0, 0, 0], A[1, :, 0] = 1.0, torch.tensor([1.0, 3.0, 2.0])
+    A[0, 1:, 0] = 5.0                                                     # label 0 has one symmetry, padded with big values
+    pad = torch.tensor([[0.0, -torch.inf, -torch.inf], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    X = torch.zeros(2, 9, dtype=torch.float64); X[:, 0] = 1.0
+    best, arg = best_symmetry(A, X, torch.tensor([0, 1]), pad)
+    assert best.tolist() == [1.0, 3.0] and arg.tolist() == [0, 1]
