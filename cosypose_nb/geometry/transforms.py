@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import numpy as np
 import torch
-import roma
 
 from ..core import InputError, check_shape, check_finite
 
