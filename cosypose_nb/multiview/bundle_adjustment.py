@@ -260,6 +260,11 @@ def _gauss_newton(T_CW, T_WO, pr: _Prepared, kind: str = "huber", delta: float =
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #cf6b1e77
 BA_LAMBDA_RANGE = (1e-12, 1e12)          # the damping's floor and ceiling
 
+@functools.lru_cache(maxsize=16)
+def _ba_rules(config: BundleAdjustConfig) -> LMRules:
+    "The Levenberg-Marquardt rules of the bundle adjustment (made once per settings)."
+    return LMRules(config.ba_iters, config.ba_lambda0, *BA_LAMBDA_RANGE, config.ba_ftol, config.ba_xtol)
+
 class _BAProblem:
     """The bundle adjustment as an `LMProblem` (`cosypose_nb.multiview.solver`): the point is (T_CW (V, 4, 4),
     T_WO (O, 4, 4)) host arrays; a trial is judged with the symmetries of the current scene (a smooth cost),
@@ -325,7 +330,7 @@ def bundle_adjust(scene: SceneProblem, config: BundleAdjustConfig = BundleAdjust
         fixed |= ~vok
     fixed |= held_views(hold_views, V)
     problem = _BAProblem(_prepare(vi, co, h, keep, fixed, dev, dtype), config.robust, config.robust_cap_px)
-    rules = LMRules(config.ba_iters, config.ba_lambda0, *BA_LAMBDA_RANGE, config.ba_ftol, config.ba_xtol)
+    rules = _ba_rules(config)
     with torch.inference_mode():
         lm = levenberg_marquardt(problem, (invert_T(h["T_WC"]), h["T_WO"]), rules)
     (T_CW, T_WO), pr = lm.x, problem.pr

@@ -18,8 +18,8 @@ from ..structures import Candidates, MatchingResult
 from .config import MatchingConfig
 
 # %% auto #0
-__all__ = ['depth_tolerant_sqnorm', 'best_symmetry', 'symmetry_rotations', 'symmetric_centres', 'components', 'connected_objects',
-           'LabelModels', 'label_models', 'count_pairs', 'match_candidates']
+__all__ = ['depth_tolerant_sqnorm', 'SymmetrySets', 'best_symmetry', 'symmetry_rotations', 'symmetric_centres', 'components',
+           'connected_objects', 'LabelModels', 'label_models', 'count_pairs', 'match_candidates']
 
 # %% ../../nbs/multiview/41_matching.ipynb #23c4542e
 def depth_tolerant_sqnorm(e: torch.Tensor, u: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
@@ -55,28 +55,44 @@ def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, t
     return r, starts[r] + off
 
 # %% ../../nbs/multiview/41_matching.ipynb #a172de18
-def best_symmetry(A, X, rows=None, pad=None, max_elems: int = 4_000_000):
-    """The largest `<A_s, X>` over the symmetries `s` of each row and its index (the first among ties): `X`
-    (Q, 9) flattened 3 x 3 matrices; `A` (Q, S, 9) the flattened rotations (or any 3 x 3 factors) of each row,
-    or (U, S, 9) per label with `rows` (Q,) the label of each row and `pad` (U, S) an additive mask (tensors;
-    gathered in chunks of at most `max_elems` numbers). Tensors or numpy arrays. Returns (Q,) maxima, (Q,) indices."""
+@dataclass
+class SymmetrySets:
+    """The flattened symmetry rotations of U labels laid end to end: `flat` (sum S_u, 9), the first row of each
+    label's block `offsets` (U,), and `mask` (U, sum S_u): 0 on the label's own block, -inf elsewhere."""
+    flat: torch.Tensor
+    offsets: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def from_lists(cls, SR: list) -> "SymmetrySets":
+        "From each label's flattened rotations `SR` [(S_u, 9)]."
+        flat = torch.cat(SR)
+        n = torch.tensor([len(x) for x in SR], device=flat.device)
+        own = torch.repeat_interleave(torch.arange(len(SR), device=flat.device), n)
+        mask = torch.zeros(len(SR), len(flat), dtype=flat.dtype, device=flat.device)
+        mask[own[None] != torch.arange(len(SR), device=flat.device)[:, None]] = -torch.inf
+        return cls(flat, torch.cumsum(n, 0) - n, mask)
+
+def best_symmetry(A, X, rows=None, max_elems: int = 4_000_000):
+    """The largest `<A_s, X>` over the symmetries `s` of each row and its index (the first among ties): `X` (Q, 9)
+    flattened 3 x 3 matrices; `A` (Q, S, 9) the flattened rotations (or any 3 x 3 factors) of each row (tensors or
+    numpy arrays), or the `SymmetrySets` of U labels with `rows` (Q,) the label of each row (one product with all
+    of them, the other labels masked, in chunks of at most `max_elems` numbers). Returns (Q,) maxima, (Q,) indices."""
     if rows is None:
         v = (A @ X[..., None])[..., 0]
         if isinstance(v, np.ndarray): return v.max(-1), v.argmax(-1)
         m = v.max(-1)
         return m.values, m.indices
-    step = max(1, max_elems // (A.shape[1] * 9))
-    out = []
-    for k in range(0, len(X), step):
-        rk = rows[k:k + step]
-        v = (A[rk] @ X[k:k + step, :, None])[..., 0]
-        out.append((v if pad is None else v + pad[rk]).max(-1))
+    step = max(1, max_elems // max(1, len(A.flat)))
+    out = [((X[k:k + step] @ A.flat.T) + A.mask[rows[k:k + step]]).max(1) for k in range(0, len(rows), step)]
     if not out:
         return X.new_zeros(0), torch.zeros(0, dtype=torch.long, device=X.device)
-    return torch.cat([o.values for o in out]), torch.cat([o.indices for o in out])
+    best = torch.cat([o.values for o in out]) if len(out) > 1 else out[0].values
+    arg = torch.cat([o.indices for o in out]) if len(out) > 1 else out[0].indices
+    return best, arg - A.offsets[rows]
 
 def symmetry_rotations(A: torch.Tensor, rows: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    "Rotation (Q, 3, 3) of symmetry `s` (Q,) of label `rows` (Q,), from the flattened sets `A` (U, S, 9)."
+    "Rotation (Q, 3, 3) of symmetry `s` (Q,) of label `rows` (Q,), from the padded flattened sets `A` (U, S, 9)."
     return A[rows, s].reshape(-1, 3, 3)
 
 # %% ../../nbs/multiview/41_matching.ipynb #7e9e01e1
@@ -119,14 +135,14 @@ def connected_objects(edges: torch.Tensor, n_cand: int, min_size: int = 2) -> tu
 # %% ../../nbs/multiview/41_matching.ipynb #7206544c
 @dataclass
 class LabelModels:
-    "Stage 2's view of U labels: `diameters` (U,), `centres` (U, 3), `Sigma` (U, 3, 3), `trace` (U,), `n_sym` (U,), `rotations` (U, S, 9), `pad` (U, S)."
+    "Stage 2's view of U labels: `diameters` (U,), `centres` (U, 3), `Sigma` (U, 3, 3), `trace` (U,), `n_sym` (U,), `rotations` (U, S, 9) padded, `sets`."
     diameters: torch.Tensor
     centres: torch.Tensor
     Sigma: torch.Tensor
     trace: torch.Tensor
     n_sym: torch.Tensor
     rotations: torch.Tensor
-    pad: torch.Tensor
+    sets: SymmetrySets
 
 _LABEL_CACHE = weakref.WeakKeyDictionary()
 
@@ -157,9 +173,8 @@ def _label_models(objects, labels: list, n_continuous: int, dev, dt) -> LabelMod
         SR.append(syms[u, keep, :3, :3].reshape(-1, 9))
     n = torch.tensor([len(x) for x in SR], device=dev)
     rot = torch.stack([torch.cat([s, s[:1].expand(int(n.max()) - len(s), 9)]) for s in SR])   # padded with the identity
-    pad = torch.where(torch.arange(rot.shape[1], device=dev) < n[:, None], 0.0, -torch.inf).to(dt)
     return LabelModels(objects.diameters(labels).to(device=dev, dtype=dt), cen, Sig,
-                       Sig.diagonal(dim1=-2, dim2=-1).sum(-1), n, rot, pad)
+                       Sig.diagonal(dim1=-2, dim2=-1).sum(-1), n, rot, SymmetrySets.from_lists(SR))
 
 # %% ../../nbs/multiview/41_matching.ipynb #2c6aaa95
 def count_pairs(lab: torch.Tensor, vi: torch.Tensor, n_labels: int, n_views: int) -> tuple[int, int, int]:
@@ -206,7 +221,8 @@ def _tentative(c: Candidates, lab: torch.Tensor, models: LabelModels, V: int, cf
                          f"in one) exceed what stage 2 handles (max_pairs = {cfg.max_pairs:,}, about "
                          f"{cfg.max_pairs * 600 / 2 ** 30:.1f} GiB); keep fewer candidates (--score-threshold) or raise --max-pairs")
     if M == 0: return None
-    mi, mj = _list_pairs(lab, vi, len(models.n_sym))
+    mi, mj = _list_pairs(lab, vi, len(models.n_sym)) if C * C > 1_000_000 else \
+        ((lab[:, None] == lab[None]) & (vi[:, None] < vi[None])).nonzero(as_tuple=True)   # (few: the C x C table is small)
     key = vi[mi] * V + vi[mj]
     o = torch.argsort(mi * C + mj)
     o = o[torch.argsort(key[o], stable=True)]                     # by view pair, then candidates
@@ -256,8 +272,7 @@ def _hypotheses(st: _Stage2, cfg: MatchingConfig, generator) -> tuple[torch.Tens
             ci = lm.centres[st.mlab[m1]]
             q = _rot(st.R[st.mj[m1]].transpose(-1, -2), st.cc[st.mj[m2]] - st.t[st.mj[m1]]) - ci
             r = _rot(st.R[st.mi[m1]].transpose(-1, -2), st.cc[st.mi[m2]] - st.t[st.mi[m1]]) - ci
-            hm.append(m1); hs.append(best_symmetry(lm.rotations, (r[:, :, None] * q[:, None, :]).reshape(-1, 9),
-                                                   st.mlab[m1], lm.pad)[1])
+            hm.append(m1); hs.append(best_symmetry(lm.sets, (r[:, :, None] * q[:, None, :]).reshape(-1, 9), st.mlab[m1])[1])
     Smax = int(lm.n_sym.max())
     u = torch.unique(torch.cat(hm) * Smax + torch.cat(hs))
     hm, hs = torch.div(u, Smax, rounding_mode="floor"), u % Smax
@@ -268,21 +283,37 @@ def _hypotheses(st: _Stage2, cfg: MatchingConfig, generator) -> tuple[torch.Tens
 # %% ../../nbs/multiview/41_matching.ipynb #5e611545
 def _scores(st: _Stage2, R_h: torch.Tensor, t_h: torch.Tensor, hg: torch.Tensor, cfg: MatchingConfig,
             max_elems: int = 1_000_000) -> torch.Tensor:
-    "Score (H,) of each hypothesis on the matches of its view pair (see above)."
-    Mmax, lam = st.pad.shape[1], st.lam
+    """Score (H,) of each hypothesis on the matches of its view pair (see above). Hypotheses go in chunks of at most
+    `max_elems` (hypothesis, match) pairs, by size of their view pair, each chunk padded to its own largest."""
+    G, Mmax = st.pad.shape
     inv_th2 = 1 / (cfg.loose_factor * cfg.ransac_threshold * st.mscale[st.pad]) ** 2 * st.valid   # 0 on the padding
     hscore = torch.zeros(len(hg), dtype=R_h.dtype, device=R_h.device)
-    step = max(1, max_elems // Mmax)
-    for h0 in range(0, len(hg), step):
-        hc = hg[h0:h0 + step]
-        Pj = torch.bmm(st.P_j[hc], R_h[h0:h0 + step].transpose(1, 2)).view(len(hc), Mmax, 6)   # R_h x, centroids and rays
-        Pi = st.P_i[hc]
-        e = Pi[..., :3] - Pj[..., :3] - t_h[h0:h0 + step, None]
-        it2 = inv_th2[hc]
-        h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * lam).logical_and_(st.valid[hc] > 0).nonzero(as_tuple=True)
-        d2 = depth_tolerant_sqnorm(e[h_, k_], Pi[h_, k_, 3:], Pj[h_, k_, 3:], lam) * it2[h_, k_]
-        hscore.index_add_(0, h_ + h0, (1 - d2).clamp(min=0))
+    if len(hg) * Mmax <= max_elems:                       # one chunk
+        chunks = [(torch.arange(len(hg), device=hg.device), Mmax)]
+    else:
+        n_h = st.counts[hg]
+        order = torch.argsort(n_h, stable=True)
+        size = (2 ** torch.ceil(torch.log2(n_h[order].double())).long()).clamp(max=Mmax)   # size classes
+        chunks = []
+        for m in torch.unique_consecutive(size).tolist():
+            cls, step = order[size == m], max(1, max_elems // m)
+            chunks += [(cls[k:k + step], m) for k in range(0, len(cls), step)]
+    for h, m in chunks:
+        _score_chunk(st, R_h[h], t_h[h], hg[h], inv_th2[:, :m], m, hscore, h)
     return hscore
+
+def _score_chunk(st: _Stage2, R_h, t_h, hc, inv_th2, m: int, hscore: torch.Tensor, h: torch.Tensor) -> None:
+    """Add to `hscore[h]` the scores of hypotheses (R_h, t_h) of view pairs `hc` on their first `m` matches: the
+    centroids moved by one batched product, the viewing rays only for the pairs under the bound."""
+    G, Mmax = st.pad.shape
+    Pj = st.P_j.view(G, Mmax, 2, 3)
+    e = st.P_i[hc, :m, :3] - torch.bmm(Pj[hc, :m, 0], R_h.transpose(1, 2)) - t_h[:, None]
+    it2 = inv_th2[hc]
+    # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
+    h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * st.lam).logical_and_(st.valid[hc, :m] > 0).nonzero(as_tuple=True)
+    g_ = hc[h_]
+    d2 = depth_tolerant_sqnorm(e[h_, k_], st.P_i[g_, k_, 3:], _rot(R_h[h_], Pj[g_, k_, 1]), st.lam) * it2[h_, k_]
+    hscore.index_add_(0, h[h_], (1 - d2).clamp(min=0))
 
 def _top(hg: torch.Tensor, hscore: torch.Tensor, k: int) -> torch.Tensor:
     "Indices of the `k` best-scored hypotheses of each view pair `hg` (H,) (ties: in order)."
@@ -330,7 +361,7 @@ def _slot_inliers(st: _Stage2, T_slots: torch.Tensor, slot_g: torch.Tensor, th: 
     mm = pad_s[sl, k]
     lab = st.mlab[mm]
     Mr = st.R[st.mi[mm]].transpose(-1, -2) @ Rsl[sl] @ st.R[st.mj[mm]]
-    best_dot, smin = best_symmetry(lm.rotations, (Mr @ lm.Sigma[lab]).reshape(-1, 9), lab, lm.pad)
+    best_dot, smin = best_symmetry(lm.sets, (Mr @ lm.Sigma[lab]).reshape(-1, 9), lab)
     d = (dc2 + (2 * lm.trace[lab] - 2 * best_dot).clamp(min=0)).sqrt()
     cos_rot = ((symmetry_rotations(lm.rotations, lab, smin) * Mr).sum((-1, -2)) - 1) / 2   # angle between R_k S and R R_l
     inl = (d < thm) & (cos_rot > cos_th)

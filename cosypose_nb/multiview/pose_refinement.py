@@ -6,6 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/pose_refinement.html.m
 
 # %% ../../nbs/multiview/45_pose_refinement.ipynb #5aabd5d0
 from __future__ import annotations
+import functools
 import numpy as np
 import torch
 
@@ -64,6 +65,12 @@ def _pose_residuals(P: torch.Tensor, TmR: torch.Tensor, p_meas: torch.Tensor, Wt
 
 # %% ../../nbs/multiview/45_pose_refinement.ipynb #a9f4eb5b
 REFINE_LAMBDA_RANGE = (1e-9, 1e8)          # the damping's floor and ceiling
+
+@functools.lru_cache(maxsize=16)
+def _refine_rules(config: PoseRefineConfig) -> LMRules:
+    "The Levenberg-Marquardt rules of the refinement (made once per settings)."
+    return LMRules(config.refine_iters, config.refine_lambda0, *REFINE_LAMBDA_RANGE, config.refine_ftol,
+                   count_rejected=False, model_tests=False)
 
 class _PoseProblem:
     """The pose-space refinement as an `LMProblem`: the point is (T_CW (V, 4, 4), T_WO (O, 4, 4)) tensors. `m` holds
@@ -144,8 +151,7 @@ def refine_scene_poses(scene: SceneProblem, config: PoseRefineConfig = PoseRefin
     blk = torch.cat([cam_blk, len(free) + torch.arange(O, device=dev)])              # parameter block of each pose
     m = dict(v=v, o=o, TmR=Tm[:, :3, :3], p_meas=p_meas, Wt=Wt, cen=scene.centres[o], SyR=SyR)
     problem = _PoseProblem(m, float(np.deg2rad(config.sigma_rot_deg)), config.huber, blk, len(free), V)
-    rules = LMRules(config.refine_iters, config.refine_lambda0, *REFINE_LAMBDA_RANGE, config.refine_ftol,
-                    count_rejected=False, model_tests=False)
+    rules = _refine_rules(config)
     lm = levenberg_marquardt(problem, (invert_T(T_WC), T_WO), rules)
     T_CW, T_WO = lm.x
     err_out[ci] = problem.cur[2].norm(dim=-1)

@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/predictor.html.md"""
 
 # %% ../../nbs/multiview/47_predictor.ipynb #ff11a040
 from __future__ import annotations
-import contextlib, time
+import contextlib, functools, time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -73,10 +73,18 @@ class _ObjectModels:
         self.ix = {l: i for i, l in enumerate(self.lab)}
         self.pts = objects.points(self.lab, device=dev, dtype=dt)
         self.diam = objects.diameters(self.lab, device=dev, dtype=dt)
-        self.cache = {}
+        self.cache, self.gathered = {}, {}
 
-    def get(self, labels, n_continuous):
-        "Points (B, N, 3), symmetries (B, S, 4, 4), symmetric centres (B, 3) and diameters (B,) of `labels`."
+    def get(self, labels, n_continuous, cached: bool = False):
+        """Points (B, N, 3), symmetries (B, S, 4, 4), symmetric centres (B, 3) and diameters (B,) of `labels` (with
+        `cached`, the same tensors for the same labels again: the steps ask for the scene's objects many times)."""
+        key = (tuple(labels), n_continuous)
+        if cached and key in self.gathered: return self.gathered[key]
+        out = self._get(labels, n_continuous)
+        if cached: self.gathered[key] = out
+        return out
+
+    def _get(self, labels, n_continuous):
         if n_continuous not in self.cache:
             syms = self.objects.symmetries(self.lab, n_continuous=n_continuous, device=self.dev, dtype=self.dt)
             eye = torch.eye(4, dtype=self.dt, device=self.dev)
@@ -110,7 +118,7 @@ class _Run:
 
     def scene(self, st: "_State", n_continuous: int) -> SceneProblem:
         "The scene of stage 3 at state `st`, with its objects' models at `n_continuous` steps."
-        pts, syms, cen, _ = self.models.get(st.obj_labels, n_continuous)
+        pts, syms, cen, _ = self.models.get(st.obj_labels, n_continuous, cached=True)
         return SceneProblem(self.sub.view_ids, st.cand_obj, self.sub.T_CO, self.K, pts, syms, cen, st.T_WC, st.T_WO)
 
     def timed(self, key: str, t: float):
@@ -154,6 +162,11 @@ def _group_init(view_ids, cand_obj, T_CO, scores, T_WC, n_obj) -> torch.Tensor:
     return T_WO
 
 # %% ../../nbs/multiview/47_predictor.ipynb #56a9a84b
+@functools.lru_cache(maxsize=16)
+def _one_inlier(cfg: MatchingConfig) -> MatchingConfig:
+    "`cfg` with one inlier pair enough (matching with known cameras), made once per settings."
+    return replace(cfg, min_inliers=1)
+
 def _match(run: _Run) -> MatchingResult:
     "Stage 2 on the kept candidates (`MatchingResult` with the input's candidate indices)."
     t, cfg, V = time.perf_counter(), run.config.matching, len(run.K)
@@ -217,7 +230,7 @@ def _register_and_rematch(run: _Run, st: _State) -> _State | None:
     run.timed("register", t)
     t = time.perf_counter()
     placed = view_ok[sub.view_ids].nonzero().flatten()
-    m2 = match_candidates(sub[placed], run.objects, len(run.K), T_WC=T_WC, config=replace(cfg, min_inliers=1), validate=False)
+    m2 = match_candidates(sub[placed], run.objects, len(run.K), T_WC=T_WC, config=_one_inlier(cfg), validate=False)
     cand_obj = torch.full((len(sub),), -1, dtype=torch.long, device=run.K.device)
     cand_obj[placed] = m2.cand_obj
     run.timed("rematch", t)
@@ -278,7 +291,7 @@ def _grow(run: _Run, st: _State) -> _State:
     for _ in range(3 if run.config.refine.join else 0):
         t = time.perf_counter()
         li = ((st.cand_obj < 0) & st.view_ok[sub.view_ids]).nonzero().flatten()
-        m3 = match_candidates(sub[li], run.objects, len(run.K), T_WC=st.T_WC, config=replace(cfg, min_inliers=1),
+        m3 = match_candidates(sub[li], run.objects, len(run.K), T_WC=st.T_WC, config=_one_inlier(cfg),
                               validate=False) if len(li) >= 2 else None
         run.timed("grow", t)
         if m3 is None or m3.n_objects == 0: break

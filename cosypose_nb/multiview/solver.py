@@ -14,30 +14,31 @@ import scipy.linalg
 import torch
 
 from ..core import Config, InputError
+from .config import ROBUST_KERNELS
 
 # %% auto #0
-__all__ = ['ROBUST_KERNELS', 'robust_kernel', 'LMRules', 'LMProblem', 'LMResult', 'cholesky_solve', 'damped_step',
-           'marquardt_diagonal', 'levenberg_marquardt']
+__all__ = ['robust_kernel', 'LMRules', 'LMProblem', 'LMResult', 'cholesky_solve', 'damped_step', 'marquardt_diagonal',
+           'levenberg_marquardt']
 
 # %% ../../nbs/multiview/42_solver.ipynb #592ff2a8
-ROBUST_KERNELS = ("huber", "cauchy", "cap", "none")
-
 def robust_kernel(s, kind: str = "huber", delta: float = 20.0):
     """Robust cost `rho(s)` of squared errors `s` (...) and its derivative `w = rho'(s)` (the IRLS weight),
     both (...), as tensors or numpy arrays like `s`. `delta` is where the cap starts: 'huber' (quadratic,
     then linear), 'cauchy' (`delta^2 log(1 + s / delta^2)`), 'cap' (`min(s, delta^2)`) or 'none' (`s`)."""
     xp = torch if isinstance(s, torch.Tensor) else np
+    low = (lambda x, v: x.clamp(min=v)) if xp is torch else np.maximum       # max(x, v), no array of v made
     d2 = float(delta) ** 2
     if kind == "none":
         return s, xp.ones_like(s)
     if kind == "huber":                         # 2 delta e - delta^2 = e^2 - (e - delta)^2 beyond delta
-        e = xp.sqrt(xp.maximum(s, xp.zeros_like(s)))
-        over = xp.maximum(e - delta, xp.zeros_like(e))
-        return s - over * over, delta / xp.maximum(e, xp.full_like(e, delta))
+        e = xp.sqrt(low(s, 0.0))
+        over = low(e - delta, 0.0)
+        return s - over * over, delta / low(e, float(delta))
     if kind == "cauchy":
         return d2 * xp.log1p(s / d2), 1 / (1 + s / d2)
     if kind == "cap":
-        return xp.minimum(s, xp.full_like(s, d2)), (s < d2) * xp.ones_like(s)
+        capped = s.clamp(max=d2) if xp is torch else np.minimum(s, d2)
+        return capped, (s < d2) * xp.ones_like(s)
     raise InputError(f"robust kernel must be one of {ROBUST_KERNELS}, got {kind!r}")
 
 # %% ../../nbs/multiview/42_solver.ipynb #f93d89bf

@@ -10,7 +10,7 @@ from cosypose_nb.geometry.rotations import rotation_angle, random_rotations
 from cosypose_nb.structures import Candidates, MatchingResult
 from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
 from cosypose_nb.multiview.config import MatchingConfig
-from cosypose_nb.multiview.matching import match_candidates, connected_objects, count_pairs, best_symmetry
+from cosypose_nb.multiview.matching import match_candidates, connected_objects, count_pairs, best_symmetry, SymmetrySets
 
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
 
@@ -192,12 +192,13 @@ def test_memory_grows_with_the_pairs_and_a_scene_too_large_is_refused(objects):
     assert torch.equal(r1.edges, r2.edges) and torch.equal(r1.T_C1C2, r2.T_C1C2)
 
 
-def test_best_symmetry_keeps_the_padding_out():
-    "Per-label sets padded to a common size: the padding never wins, even when it would score higher."
-    A = torch.zeros(2, 3, 9, dtype=torch.float64)
-    A[0, 0, 0], A[1, :, 0] = 1.0, torch.tensor([1.0, 3.0, 2.0])
-    A[0, 1:, 0] = 5.0                                                     # label 0 has one symmetry, padded with big values
-    pad = torch.tensor([[0.0, -torch.inf, -torch.inf], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    X = torch.zeros(2, 9, dtype=torch.float64); X[:, 0] = 1.0
-    best, arg = best_symmetry(A, X, torch.tensor([0, 1]), pad)
-    assert best.tolist() == [1.0, 3.0] and arg.tolist() == [0, 1]
+def test_best_symmetry_of_many_labels():
+    "Rows of several labels against their own label's symmetries only (the others masked), in any chunk size."
+    g = torch.Generator().manual_seed(0)
+    SR = [torch.randn(n, 9, dtype=torch.float64, generator=g) for n in (1, 5, 64, 3)]
+    sets = SymmetrySets.from_lists(SR)
+    rows, X = torch.randint(0, 4, (300,), generator=g), torch.randn(300, 9, dtype=torch.float64, generator=g)
+    ref = [SR[int(u)] @ x for u, x in zip(rows, X)]
+    for max_elems in (4_000_000, 500, 1):
+        best, arg = best_symmetry(sets, X, rows, max_elems)
+        assert arg.tolist() == [int(v.argmax()) for v in ref] and torch.allclose(best, torch.stack([v.max() for v in ref]))
