@@ -9,26 +9,9 @@ from __future__ import annotations
 import argparse, time
 from pathlib import Path
 
-<<<<<<< HEAD
 from .core import InputError, read_json, claim_output_dir, record_outputs
 # torch, matplotlib and the pipeline's chapters are imported by the functions that use them: `cosypose-nb demo
 # --help` answers at once.
-=======
-import numpy as np
-import pandas as pd
-import torch
-import matplotlib
-import matplotlib.pyplot as plt
-
-from .core import InputError, get_device, read_json
-from .geometry.transforms import invert_T
-from .datasets.bop import BOPDataset
-from .datasets.objects import load_default_objects, write_default_objects
-from .synthetic.recording import record
-from .synthetic.mvproblems import MVProblem, simulate_candidates, evaluate_scene
-from .multiview.scenario import write_example_scenario, multiview_cli
-from .viz.figures import plot_objects, plot_records, draw_reprojections, scene_figure
->>>>>>> f884eb6 (Multi-view part in modules that mirror the method: config (MatchingConfig, BundleAdjustConfig, PoseRefineConfig, MultiviewConfig: one name and one default per setting, torch-free), matching (tentative matches, hypotheses, scores, local optimisation, grouping; pairs counted before listed, none as a C x C table, max_pairs refused with the limit), solver, bundle_adjustment (SceneProblem: the eight tensors), initialisation, pose_refinement, registration (References), predictor (predict_scene(candidates, K, objects, config) as named steps; threads set around the stages), scenario (files and the multiview command, options from the configs, empty scenes say why); one best_symmetry; check_intrinsics; the dense-autograd reference moves to tests/multiview/reference.py; tests mirror the modules. Held out: 600/600 identical scenes, poses within 2.2e-15)
 
 # %% auto #0
 __all__ = ['DEMO_OUTPUTS', 'problem_from_scene', 'reprojection_figure', 'run_demo', 'demo_cli']
@@ -115,7 +98,7 @@ def run_demo(out="demo_out", n_scenes: int = 3, n_views: int = 4, resolution=(24
     from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
     from cosypose_nb.synthetic.recording import record
     from cosypose_nb.synthetic.mvproblems import evaluate_scene
-    from cosypose_nb.multiview.predictor import write_example_scenario, multiview_cli
+    from cosypose_nb.multiview.scenario import write_example_scenario, multiview_cli
     from cosypose_nb.viz.figures import plot_objects, plot_records, scene_figure
     out = claim_output_dir(out, "demo", overwrite); figs = out / "figures"
     out.mkdir(parents=True, exist_ok=True)

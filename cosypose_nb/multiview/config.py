@@ -89,6 +89,7 @@ class MultiviewConfig(Config):
     "The scene predictor (`predict_scene`): its own settings and those of the stages."
     score_threshold: float = setting(0.3, "ignore candidates scoring below this")
     nms_distance: float = setting(0.05, "3D non-maximum suppression: same-label objects closer than this (metres) are one")
+    min_view_frac: float = setting(0.125, "an object is kept when seen in 2 views and in this fraction of the placed views whose image holds it")
     rematch: bool = setting(True, "match the candidates again once the bundle adjustment has placed the cameras")
     pose_refine: bool = setting(True, "refine the scene in pose space (otherwise a second bundle adjustment)")
     outlier_px: float = setting(30.0, "without pose refinement: candidates reprojecting worse than this (px) leave their object")
@@ -99,6 +100,7 @@ class MultiviewConfig(Config):
 
     def check(self):
         self.need_float("score_threshold"); self.need_float("nms_distance", lo=0); self.need_float("outlier_px", lo=0, lo_open=True)
+        self.need_float("min_view_frac", lo=0, hi=1)
         for name in ("rematch", "pose_refine"):
             if not isinstance(getattr(self, name), bool): self.fail(name, "must be True or False")
         if self.threads is not None: self.need_int("threads", lo=1)

@@ -344,12 +344,26 @@ def _object_stats(cand_obj: torch.Tensor, vid: torch.Tensor, sc: torch.Tensor, n
     return n_cand, vis, torch.zeros(n_obj, dtype=sc.dtype, device=vid.device).index_add(0, cand_obj[ok], sc[ok]) / n_cand.clamp(min=1)
 
 # %% ../../nbs/multiview/47_predictor.ipynb #eaec0db3
+def _views_seeing(run: _Run, st: _State) -> torch.Tensor:
+    """How many placed views see each object's centre (O,): in front of the camera and inside the image (taken
+    as `[0, 2 c_x] x [0, 2 c_y]`, the principal point at its centre)."""
+    cen = run.scene(st, run.config.matching.n_continuous).centres
+    p_W = (st.T_WO[:, :3, :3] @ cen[..., None])[..., 0] + st.T_WO[:, :3, 3]                  # (O, 3)
+    T_CW = invert_T(st.T_WC[st.view_ok])                                                   # (V', 4, 4)
+    p_C = (T_CW[:, None, :3, :3] @ p_W[None, :, :, None])[..., 0] + T_CW[:, None, :3, 3]   # (V', O, 3)
+    K = run.K[st.view_ok][:, None]
+    uv = (K[..., :2, :] @ p_C[..., None])[..., 0] / p_C[..., 2:].clamp(min=1e-9)
+    inside = (p_C[..., 2] > 0) & (uv >= 0).all(-1) & (uv <= 2 * K[..., :2, 2]).all(-1)
+    return inside.sum(0)
+
 def _suppress(run: _Run, st: _State) -> tuple:
-    "The final objects (NMS, two views at least), their statistics, the cameras in the first placed view's frame."
+    """The final objects (NMS; seen in two views at least, and in `min_view_frac` of the placed views that see
+    them), their statistics, the cameras in the first placed view's frame."""
     V, vid, sc, dev = len(run.K), run.sub.view_ids, run.sub.scores, run.K.device
     n_cand, vis, scores = _object_stats(st.cand_obj, vid, sc, st.n_obj, V)
     into = nms_3d(st.obj_labels, st.T_WO, n_cand, scores, run.config.nms_distance)
-    keep_o = (into == torch.arange(st.n_obj, device=dev)) & (vis.sum(1) >= 2)
+    enough = vis.sum(1) >= torch.clamp(run.config.min_view_frac * _views_seeing(run, st), min=2)
+    keep_o = (into == torch.arange(st.n_obj, device=dev)) & enough
     cand_obj = torch.where(st.cand_obj >= 0, into[st.cand_obj.clamp(min=0)], st.cand_obj)
     new_id = torch.full((st.n_obj,), -1, dtype=torch.long, device=dev)
     new_id[keep_o] = torch.arange(int(keep_o.sum()), device=dev)
