@@ -10,8 +10,8 @@ Four parts, one run:
    stage 2, stage 3 and predictor timed by that code and by this one, in alternating subprocesses, with the ratio.
 3. **Scale**: V views x 24 objects (V = 4 ... 64; every object in view, 20% outliers: 998 candidates at 64 views)
    reconstructed by the predictor, each in a fresh subprocess: wall and CPU time, peak memory (the process's peak
-   resident set, `resource.getrusage`, above its size before the call: torch's allocations are not seen by
-   tracemalloc), solved or not.
+   resident set during the call, Linux's VmHWM reset just before it, above its resident size then: torch's
+   allocations are not seen by tracemalloc), solved or not.
 4. **Threads**: the predictor at 1 and 2 torch threads, with the machine as it is and with a second process keeping
    a core busy, at 4 x 6, 16 x 12 and 64 x 24.
 
@@ -131,20 +131,26 @@ def reference_ratio(configs, seeds: int, rounds: int, block: int) -> list[dict]:
     return rows
 
 
+def _status_kb(key: str) -> int:
+    "A size (kB) from /proc/self/status: VmRSS (resident now), VmHWM (the peak)."
+    return int(next(l.split()[1] for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key + ":")))
+
+
 def scale_point(V: int, threads: int | None, seed: int = 0) -> dict:
     "The predictor on V views x 24 objects in this process: wall and CPU seconds, peak memory above the start (MB), solved."
-    import resource, torch
+    import torch
     from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
     from cosypose_nb.multiview.config import MultiviewConfig
     from cosypose_nb.multiview.predictor import predict_scene
     objects = make_object_set()
     pb = make_problem(V, 24, seed=seed, objects=objects, outlier_frac=0.2, visibility=1.0)
     predict_scene(pb.candidates[torch.arange(min(20, len(pb.candidates)))], pb.K, objects)       # warm-up (small)
-    rss0 = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024   # resident now, kB
+    rss0 = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")         # Linux: the peak resident size (VmHWM) starts again from now
     t, c = time.perf_counter(), time.process_time()
     pr = predict_scene(pb.candidates, pb.K, objects, MultiviewConfig(threads=threads))
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM")
     ev = evaluate_scene(pb, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)
     from cosypose_nb.multiview.predictor import threads_for
     return dict(views=V, objects=24, candidates=len(pb.candidates), threads=threads or threads_for(len(pb.candidates)), wall_s=wall,

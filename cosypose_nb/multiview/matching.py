@@ -76,20 +76,26 @@ class SymmetrySets:
 def best_symmetry(A, X, rows=None, max_elems: int = 4_000_000):
     """The largest `<A_s, X>` over the symmetries `s` of each row and its index (the first among ties): `X` (Q, 9)
     flattened 3 x 3 matrices; `A` (Q, S, 9) the flattened rotations (or any 3 x 3 factors) of each row (tensors or
-    numpy arrays), or the `SymmetrySets` of U labels with `rows` (Q,) the label of each row (one product with all
-    of them, the other labels masked, in chunks of at most `max_elems` numbers). Returns (Q,) maxima, (Q,) indices."""
+    numpy arrays), or the `SymmetrySets` of U labels with `rows` (Q,) the label of each row (one product with all of
+    them, the other labels masked; beyond `max_elems` numbers, label by label in chunks). Returns (Q,) maxima, (Q,) indices."""
     if rows is None:
         v = (A @ X[..., None])[..., 0]
         if isinstance(v, np.ndarray): return v.max(-1), v.argmax(-1)
         m = v.max(-1)
         return m.values, m.indices
-    step = max(1, max_elems // max(1, len(A.flat)))
-    out = [((X[k:k + step] @ A.flat.T) + A.mask[rows[k:k + step]]).max(1) for k in range(0, len(rows), step)]
-    if not out:
-        return X.new_zeros(0), torch.zeros(0, dtype=torch.long, device=X.device)
-    best = torch.cat([o.values for o in out]) if len(out) > 1 else out[0].values
-    arg = torch.cat([o.indices for o in out]) if len(out) > 1 else out[0].indices
-    return best, arg - A.offsets[rows]
+    if len(rows) * len(A.flat) <= max_elems:          # one masked product
+        m = ((X @ A.flat.T) + A.mask[rows]).max(1)
+        return m.values, m.indices - A.offsets[rows]
+    best, arg = X.new_empty(len(X)), torch.empty(len(X), dtype=torch.long, device=X.device)
+    order, ends = torch.argsort(rows, stable=True), torch.cumsum(torch.bincount(rows, minlength=len(A.offsets)), 0).tolist()
+    blocks = torch.cat([A.offsets, A.offsets.new_tensor([len(A.flat)])]).tolist()
+    for u, (r0, r1) in enumerate(zip([0] + ends[:-1], ends)):      # many rows: label by label, their own block only
+        step = max(1, max_elems // max(1, blocks[u + 1] - blocks[u]))
+        for k in range(r0, r1, step):
+            idx = order[k:min(k + step, r1)]
+            m = (X[idx] @ A.flat[blocks[u]:blocks[u + 1]].T).max(1)
+            best[idx], arg[idx] = m.values, m.indices
+    return best, arg
 
 def symmetry_rotations(A: torch.Tensor, rows: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     "Rotation (Q, 3, 3) of symmetry `s` (Q,) of label `rows` (Q,), from the padded flattened sets `A` (U, S, 9)."
@@ -210,6 +216,7 @@ class _Stage2:
     pad: torch.Tensor; valid: torch.Tensor; P_i: torch.Tensor; P_j: torch.Tensor   # (G, Mmax), (G, Mmax, 6), (G, 2 Mmax, 3)
     models: LabelModels
     lam: float                                                                   # depth_factor^2 - 1
+    C32: tuple | None = None                                                     # float32 centroids (G, Mmax, 3) in a and b
 
 def _tentative(c: Candidates, lab: torch.Tensor, models: LabelModels, V: int, cfg: MatchingConfig) -> _Stage2 | None:
     "The tentative matches of candidates `c` with label indices `lab` (C,), or None if there is none."
@@ -238,8 +245,9 @@ def _tentative(c: Candidates, lab: torch.Tensor, models: LabelModels, V: int, cf
     pad = (starts[:, None] + slot).clamp(max=M - 1)                              # (G, Mmax) match of each slot
     P_i = torch.cat([cc[mi[pad]], ray[mi[pad]]], -1)                             # (G, Mmax, 6) centroid, ray in view a
     P_j = torch.cat([cc[mj[pad]], ray[mj[pad]]], -1).view(G, 2 * Mmax, 3)        # the same in view b, as 3-vectors
+    C32 = (P_i[..., :3].float(), P_j.view(G, Mmax, 2, 3)[..., 0, :].float())
     return _Stage2(R, t, cc, lab, mi, mj, mg, mlab, mscale, gkeys, counts, starts, pad,
-                   (slot < counts[:, None]).to(dt), P_i, P_j, models, cfg.depth_factor ** 2 - 1)
+                   (slot < counts[:, None]).to(dt), P_i, P_j, models, cfg.depth_factor ** 2 - 1, C32)
 
 # %% ../../nbs/multiview/41_matching.ipynb #d2ddb86b
 def _second_matches(st: _Stage2, sm: torch.Tensor, cfg: MatchingConfig, generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,16 +311,23 @@ def _scores(st: _Stage2, R_h: torch.Tensor, t_h: torch.Tensor, hg: torch.Tensor,
     return hscore
 
 def _score_chunk(st: _Stage2, R_h, t_h, hc, inv_th2, m: int, hscore: torch.Tensor, h: torch.Tensor) -> None:
-    """Add to `hscore[h]` the scores of hypotheses (R_h, t_h) of view pairs `hc` on their first `m` matches: the
-    centroids moved by one batched product, the viewing rays only for the pairs under the bound."""
+    """Add to `hscore[h]` the scores of hypotheses (R_h, t_h) of view pairs `hc` on their first `m` matches. The
+    bound is tested first in float32 on all pairs (centroids moved by one batched product), with a margin a
+    thousand times float32's error; the pairs it keeps are measured again in float64 (bound, then rays and the
+    depth-tolerant norm), so the scores are those of a float64 pass."""
     G, Mmax = st.pad.shape
     Pj = st.P_j.view(G, Mmax, 2, 3)
-    e = st.P_i[hc, :m, :3] - torch.bmm(Pj[hc, :m, 0], R_h.transpose(1, 2)) - t_h[:, None]
+    e32 = st.C32[0][hc, :m] - torch.bmm(st.C32[1][hc, :m], R_h.float().transpose(1, 2)) - t_h.float()[:, None]
     it2 = inv_th2[hc]
-    # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
-    h_, k_ = ((e * e).sum(-1) * it2 < 1 + 2 * st.lam).logical_and_(st.valid[hc, :m] > 0).nonzero(as_tuple=True)
+    near = ((e32 * e32).sum(-1) * it2.float() < (1 + 2 * st.lam) * 1.001).logical_and_(st.valid[hc, :m] > 0)
+    h_, k_ = near.nonzero(as_tuple=True)
     g_ = hc[h_]
-    d2 = depth_tolerant_sqnorm(e[h_, k_], st.P_i[g_, k_, 3:], _rot(R_h[h_], Pj[g_, k_, 1]), st.lam) * it2[h_, k_]
+    e = st.P_i[g_, k_, :3] - _rot(R_h[h_], Pj[g_, k_, 0]) - t_h[h_]
+    it2 = it2[h_, k_]
+    # the depth-tolerant norm is at least |e|^2 / (1 + 2 lam): only the pairs under that bound can score
+    ok = (e * e).sum(-1) * it2 < 1 + 2 * st.lam
+    h_, k_, g_, e, it2 = h_[ok], k_[ok], g_[ok], e[ok], it2[ok]
+    d2 = depth_tolerant_sqnorm(e, st.P_i[g_, k_, 3:], _rot(R_h[h_], Pj[g_, k_, 1]), st.lam) * it2
     hscore.index_add_(0, h[h_], (1 - d2).clamp(min=0))
 
 def _top(hg: torch.Tensor, hscore: torch.Tensor, k: int) -> torch.Tensor:
