@@ -36,7 +36,8 @@ def _api():
     "The functions of whichever layout is on the path (the subpackages, or the flat modules before the restructure)."
     try:
         from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
-        from cosypose_nb.multiview.matching import match_candidates, symmetric_centres
+        from cosypose_nb.multiview.matching import match_candidates
+        from cosypose_nb.geometry.symmetries import symmetric_centres
         from cosypose_nb.multiview.bundle_adjustment import SceneProblem, bundle_adjust
         from cosypose_nb.multiview.initialisation import initialize_scene
         from cosypose_nb.multiview.predictor import predict_scene

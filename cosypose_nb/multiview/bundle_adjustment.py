@@ -17,7 +17,8 @@ from ..geometry.transforms import invert_T
 from ..geometry.liegroup import se3_exp_batch
 from ..structures import BAResult
 from .config import BundleAdjustConfig
-from .matching import symmetric_centres, best_symmetry
+from ..geometry.symmetries import symmetric_centres
+from .matching import best_symmetry
 from .solver import robust_kernel, LMRules, levenberg_marquardt
 
 # %% auto #0

@@ -7,19 +7,20 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/matching.html.md"""
 # %% ../../nbs/multiview/41_matching.ipynb #fcf6c824
 from __future__ import annotations
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..core import InputError, fast_inference, ordinary_tensors
 from ..geometry.transforms import invert_T, make_T
+from ..geometry.symmetries import symmetric_centres
 from ..structures import Candidates, MatchingResult
 from .config import MatchingConfig
 
 # %% auto #0
-__all__ = ['depth_tolerant_sqnorm', 'SymmetrySets', 'best_symmetry', 'symmetry_rotations', 'symmetric_centres', 'components',
-           'connected_objects', 'LabelModels', 'label_models', 'count_pairs', 'match_candidates']
+__all__ = ['depth_tolerant_sqnorm', 'SymmetrySets', 'best_symmetry', 'symmetry_rotations', 'components', 'connected_objects',
+           'LabelModels', 'label_models', 'count_pairs', 'match_candidates']
 
 # %% ../../nbs/multiview/41_matching.ipynb #23c4542e
 def depth_tolerant_sqnorm(e: torch.Tensor, u: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
@@ -102,19 +103,6 @@ def symmetry_rotations(A: torch.Tensor, rows: torch.Tensor, s: torch.Tensor) -> 
     return A[rows, s].reshape(-1, 3, 3)
 
 # %% ../../nbs/multiview/41_matching.ipynb #7e9e01e1
-def symmetric_centres(points: torch.Tensor, syms: torch.Tensor) -> torch.Tensor:
-    """A centre of each object that its symmetries fix: the centroid `c` of its `points` (B, N, 3) averaged over
-    its symmetry group `syms` (B, S, 4, 4). A batch pads smaller groups with identities; those beyond the
-    first are left out of the average (they would pull it towards `c`, off the fixed points when the
-    sampled points are not exactly symmetric). Returns (B, 3)."""
-    B, S = syms.shape[:2]
-    c = points.mean(1)
-    ch = torch.cat([c, torch.ones_like(c[:, :1])], -1)                                  # (B, 4) centroids
-    Sc = torch.bmm(syms.reshape(B, S * 4, 4), ch[:, :, None]).view(B, S, 4)[..., :3]   # (B, S, 3) their images
-    eye = torch.eye(4, dtype=syms.dtype, device=syms.device)
-    extra = ((syms - eye).abs().amax((-1, -2)) <= 1e-9).sum(1).sub(1).clamp(min=0)      # (B,) padding identities
-    return (Sc.sum(1) - extra[:, None] * c) / (S - extra)[:, None]
-
 def components(edges, n: int) -> np.ndarray:
     """Connected components of the undirected graph on `n` nodes with `edges` (E, 2) (tensor or array): each
     node's component, named by its smallest node (numpy (n,)). scipy's `connected_components` does the work."""

@@ -14,7 +14,7 @@ from ..core import fast_inference
 from ..geometry.transforms import invert_T
 from ..geometry.liegroup import skew, se3_generators, se3_exp_batch
 from .config import PoseRefineConfig
-from .matching import best_symmetry, symmetric_centres
+from .matching import best_symmetry
 from .solver import robust_kernel, LMRules, levenberg_marquardt
 from .bundle_adjustment import SceneProblem, held_views
 

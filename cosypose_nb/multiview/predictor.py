@@ -16,7 +16,8 @@ from ..geometry.transforms import invert_T, check_poses
 from ..geometry.cameras import check_intrinsics
 from ..structures import Candidates, MatchingResult, BAResult, ScenePrediction
 from .config import MultiviewConfig, MatchingConfig
-from .matching import match_candidates, symmetric_centres
+from ..geometry.symmetries import symmetric_centres
+from .matching import match_candidates
 from .bundle_adjustment import SceneProblem, bundle_adjust
 from .initialisation import initialize_scene
 from .pose_refinement import refine_scene_poses, join_scene

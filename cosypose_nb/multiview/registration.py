@@ -15,7 +15,7 @@ from ..core import fast_inference
 from ..geometry.transforms import invert_T
 from ..structures import Candidates
 from .config import MatchingConfig
-from .matching import depth_tolerant_sqnorm, best_symmetry, symmetric_centres
+from .matching import depth_tolerant_sqnorm, best_symmetry
 
 # %% auto #0
 __all__ = ['References', 'register_views']

@@ -12,7 +12,7 @@ from cosypose_nb.geometry.symmetries import symmetric_distance
 from cosypose_nb.geometry.liegroup import se3_exp, se3_log, skew, se3_exp_batch, se3_generators
 from cosypose_nb.synthetic.mvproblems import make_problem
 from cosypose_nb.multiview import bundle_adjustment as ba
-from cosypose_nb.multiview.matching import symmetric_centres
+from cosypose_nb.geometry.symmetries import symmetric_centres
 from helpers import (EXACT, inputs, seen, perturbed_start, scene_px, scene_mm, cand_px_mm, discrete_object_set, ba_run,
                      scene_of)
 from reference import bundle_adjust_dense_autograd

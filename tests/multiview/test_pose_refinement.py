@@ -6,7 +6,7 @@ import torch
 from cosypose_nb.geometry.symmetries import symmetric_distance
 from cosypose_nb.synthetic.mvproblems import make_problem
 from cosypose_nb.multiview.config import PoseRefineConfig
-from cosypose_nb.multiview.matching import symmetric_centres
+from cosypose_nb.geometry.symmetries import symmetric_centres
 from cosypose_nb.multiview.pose_refinement import refine_scene_poses, join_scene
 from helpers import perturbed_start, scene_mm, scene_of
 

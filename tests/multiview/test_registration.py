@@ -6,7 +6,7 @@ from dataclasses import replace
 from cosypose_nb.geometry.rotations import rotation_angle
 from cosypose_nb.synthetic.mvproblems import make_problem
 from cosypose_nb.multiview.config import MatchingConfig
-from cosypose_nb.multiview.matching import symmetric_centres
+from cosypose_nb.geometry.symmetries import symmetric_centres
 from cosypose_nb.multiview.registration import References, register_views
 
 
