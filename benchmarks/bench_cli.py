@@ -26,7 +26,8 @@ def run(code: str, args: list[str], pythonpath: str, importtime: bool = False) -
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run([sys.executable, *(["-X", "importtime"] if importtime else []), "-c", code, *args],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env,
+                       cwd=tempfile.gettempdir())      # (`-c` puts the working folder first on the path: not the repository)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode: raise RuntimeError(f"{args}: {r.stderr[-2000:]}")

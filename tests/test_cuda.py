@@ -9,7 +9,8 @@ import torch
 from cosypose_nb.core import InputError
 from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
 from cosypose_nb.multiview.matching import match_candidates
-from cosypose_nb.multiview.predictor import predict_scene, write_example_scenario, multiview_cli
+from cosypose_nb.multiview.predictor import predict_scene
+from cosypose_nb.multiview.scenario import write_example_scenario, multiview_cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]

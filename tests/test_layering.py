@@ -23,9 +23,7 @@ NOT_FROM_NOTEBOOKS = {f"{PKG}._modidx"}          # nbdev's index of the exported
 
 # Known violations on main in parts other helpers are editing ((check, module) -> who fixes it; strict: the entry
 # must go when the fix is merged).
-XFAIL: dict[tuple[str, str], str] = {
-    ("private", f"{PKG}.multiview.predictor"): "the multiview helper (branch mv: bundle_adjustment._held)",
-}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _part(module: str) -> str:

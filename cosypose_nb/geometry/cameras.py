@@ -8,11 +8,9 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/geometry/cameras.html.md"""
 # %% ../../nbs/geometry/05_cameras.ipynb #bc5592dc
 from __future__ import annotations
 import torch
-import torchvision
 
 from ..core import InputError, check_shape, check_finite, where
 from .transforms import as_tensor, make_T, transform_points
-from .rotations import axis_angle_to_matrix
 
 # %% auto #0
 __all__ = ['check_intrinsics', 'make_K', 'scale_intrinsics', 'project_camera_points', 'project_points', 'backproject',
@@ -218,6 +216,7 @@ def crop_images(images: torch.Tensor, boxes: torch.Tensor, out_hw, mode: str = "
     x = images if images.is_floating_point() else images.float()
     B = x.shape[0]
     rois = torch.cat([torch.arange(B, device=x.device, dtype=x.dtype)[:, None], boxes.to(x)], 1)
+    import torchvision                                                     # (imported when needed: a slow import)
     out = torchvision.ops.roi_align(x, rois, (h, w), spatial_scale=1.0, sampling_ratio=sampling_ratio,
                                     aligned=True)
     if images.dtype == torch.bool:
@@ -289,6 +288,7 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0), roll=0.0) -> torch.Tensor:
     R = torch.stack([x, y, z], -1)
     roll = torch.as_tensor(roll, dtype=eye.dtype, device=eye.device)
     if (roll != 0).any():
+        from cosypose_nb.geometry.rotations import axis_angle_to_matrix      # (roma: imported when needed)
         zero = torch.zeros_like(roll)
         R = R @ axis_angle_to_matrix(torch.stack([zero, zero, roll], -1)).expand(*R.shape)
     return make_T(R, eye)

@@ -10,8 +10,6 @@ import numpy as np
 import torch
 
 from ..core import check_shape, ordinary_tensors
-from .rotations import matrix_to_axis_angle
-
 
 # %% auto #0
 __all__ = ['skew', 'se3_generators', 'se3_exp_batch', 'se3_exp', 'se3_log']
@@ -64,6 +62,7 @@ def se3_exp(xi: torch.Tensor) -> torch.Tensor:
 
 def se3_log(T: torch.Tensor) -> torch.Tensor:
     "Logarithm of SE(3), the inverse of `se3_exp` for angles below pi: transforms (..., 4, 4) to twists (..., 6)."
+    from cosypose_nb.geometry.rotations import matrix_to_axis_angle      # (roma: imported when needed)
     check_shape(T, (..., 4, 4), "T")
     phi = matrix_to_axis_angle(T[..., :3, :3])
     th2 = (phi * phi).sum(-1)[..., None, None]

@@ -13,7 +13,7 @@ import torch
 
 from ..core import InputError, check_shape
 from .transforms import make_T, transform_points, as_tensor
-from .rotations import axis_angle_to_matrix
+from .liegroup import se3_exp
 from .cameras import project_points
 
 # %% auto #0
@@ -30,7 +30,7 @@ def continuous_symmetry_transforms(axis, offset, n: int, dtype=torch.float64) ->
     nrm = axis.norm()
     if not torch.isfinite(nrm) or nrm < 1e-9: raise InputError(f"symmetries_continuous.axis must be a non-zero vector, got {axis.tolist()}")
     angles = torch.arange(n, dtype=dtype) * (2 * math.pi / n)
-    R = axis_angle_to_matrix(angles[:, None] * (axis / nrm)[None])
+    R = se3_exp(torch.nn.functional.pad(angles[:, None] * (axis / nrm)[None], (3, 0)))[:, :3, :3]   # rotations about the axis
     t = offset[None] - (R @ offset[:, None]).squeeze(-1)   # rotate about the line through `offset`
     return make_T(R, t)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import numpy as np
 import torch
-import roma
 
 from ..core import InputError, check_shape, check_finite
 
@@ -28,7 +27,7 @@ def as_tensor(x, dtype=None, device=None) -> torch.Tensor:
 def make_T(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     "Homogeneous transforms from rotations `R` (..., 3, 3) and translations `t` (..., 3): returns (..., 4, 4)."
     check_shape(R, (..., 3, 3), "R"); check_shape(t, (..., 3), "t")
-    shape = torch.broadcast_shapes(R.shape[:-2], t.shape[:-1])
+    shape = np.broadcast_shapes(tuple(R.shape[:-2]), tuple(t.shape[:-1]))   # (torch's first call imports sympy: 0.4 s)
     T = torch.zeros(*shape, 4, 4, dtype=R.dtype, device=R.device)
     T[..., :3, :3] = R
     T[..., :3, 3] = t

@@ -9,14 +9,10 @@ from cosypose_nb.geometry.transforms import invert_T, make_T
 from cosypose_nb.geometry.rotations import rotation_angle, random_rotations
 from cosypose_nb.structures import Candidates, MatchingResult
 from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
-from cosypose_nb.multiview.matching import match_candidates, connected_objects
+from cosypose_nb.multiview.config import MatchingConfig
+from cosypose_nb.multiview.matching import match_candidates, connected_objects, count_pairs, best_symmetry, SymmetrySets
 
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
-
-
-@pytest.fixture(scope="module")
-def objects():
-    return make_object_set()
 
 
 def grouping_errors(prob, cand_obj, n_objects):
@@ -89,7 +85,7 @@ def test_known_cameras(objects):
     for s in range(12):
         V, O = CONFIGS[s % 6]
         p = make_problem(V, O, seed=300 + s, objects=objects)
-        r = match_candidates(p.candidates, objects, V, T_WC=p.T_WC, n_min_inliers=1)
+        r = match_candidates(p.candidates, objects, V, T_WC=p.T_WC, config=MatchingConfig(min_inliers=1))
         T_gt = invert_T(p.T_WC[r.view_pairs[:, 0]]) @ p.T_WC[r.view_pairs[:, 1]]
         assert torch.allclose(r.T_C1C2, T_gt, atol=1e-9)
         e = grouping_errors(p, r.cand_obj, r.n_objects)
@@ -166,3 +162,43 @@ def test_connected_objects():
     assert n == 2 and co.tolist() == [0, 0, 0, -1, 1, 1, -1]
     co, n = connected_objects(torch.zeros(0, 2, dtype=torch.long), 3)
     assert n == 0 and co.tolist() == [-1, -1, -1]
+
+
+def test_memory_grows_with_the_pairs_and_a_scene_too_large_is_refused(objects):
+    """Stage 2 counts the same-label candidate pairs between views before listing any (no C x C table): a scene over
+    `max_pairs` is refused with an error that says the limit; under it, chunked listing gives the same matching."""
+    p = make_problem(8, 12, seed=3, objects=objects)
+    c, V = p.candidates, 8
+    labels = sorted(set(c.labels))
+    lab = torch.tensor([labels.index(l) for l in c.labels])
+    n, G, Mmax = count_pairs(lab, c.view_ids, len(labels), V)
+    brute = int(((lab[:, None] == lab[None]) & (c.view_ids[:, None] < c.view_ids[None])).sum())
+    assert n == brute and 0 < Mmax <= n
+    with pytest.raises(InputError, match=f"max_pairs = {n - 1:,}"):
+        match_candidates(c, objects, V, config=MatchingConfig(max_pairs=n - 1))
+    # 200,000 candidates of two labels in 4 views: refused at once, naming the limit
+    big = Candidates(torch.arange(200_000) % 4, ["obj_000001", "obj_000002"] * 100_000, torch.ones(200_000, dtype=torch.float64),
+                     c.T_CO[:1].expand(200_000, 4, 4).clone())
+    with pytest.raises(InputError, match="max_pairs = 2,000,000"):
+        match_candidates(big, objects, 4, validate=False)
+    from cosypose_nb.multiview import matching as mt
+    r1 = match_candidates(c, objects, V)
+    orig = mt._list_pairs
+    try:
+        mt._list_pairs = lambda *a: orig(*a, max_elems=7)                # tiny chunks: the same pairs, the same result
+        r2 = match_candidates(c, objects, V)
+    finally:
+        mt._list_pairs = orig
+    assert torch.equal(r1.edges, r2.edges) and torch.equal(r1.T_C1C2, r2.T_C1C2)
+
+
+def test_best_symmetry_of_many_labels():
+    "Rows of several labels against their own label's symmetries only (the others masked), in any chunk size."
+    g = torch.Generator().manual_seed(0)
+    SR = [torch.randn(n, 9, dtype=torch.float64, generator=g) for n in (1, 5, 64, 3)]
+    sets = SymmetrySets.from_lists(SR)
+    rows, X = torch.randint(0, 4, (300,), generator=g), torch.randn(300, 9, dtype=torch.float64, generator=g)
+    ref = [SR[int(u)] @ x for u, x in zip(rows, X)]
+    for max_elems in (4_000_000, 500, 1):
+        best, arg = best_symmetry(sets, X, rows, max_elems)
+        assert arg.tolist() == [int(v.argmax()) for v in ref] and torch.allclose(best, torch.stack([v.max() for v in ref]))

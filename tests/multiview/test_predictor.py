@@ -1,6 +1,6 @@
-"The scene predictor (stages 2 + 3) and the `cosypose-nb multiview` command, on problems with ground truth."
-import json
+"The scene predictor (stages 2 + 3) on problems with ground truth."
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,15 +10,10 @@ from cosypose_nb.core import InputError
 from cosypose_nb.geometry.transforms import invert_T, make_T, check_poses
 from cosypose_nb.geometry.rotations import random_rotations
 from cosypose_nb.structures import Candidates
-from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
-from cosypose_nb.multiview.predictor import (predict_scene, nms_3d, write_example_scenario, multiview_cli, read_scenario)
-
-CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
-
-
-@pytest.fixture(scope="module")
-def objects():
-    return make_object_set()
+from cosypose_nb.synthetic.mvproblems import make_problem, evaluate_scene
+from cosypose_nb.multiview.config import MultiviewConfig, MatchingConfig, BundleAdjustConfig, PoseRefineConfig
+from cosypose_nb.multiview.predictor import predict_scene, nms_3d, torch_threads
+from helpers import CONFIGS
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +79,7 @@ def test_left_out_objects_form_new_objects(objects, seed, missing):
     V, O = CONFIGS[seed % 6]
     p = make_problem(V, O, seed=seed, objects=objects)
     ev = [evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)
-          for pr in (predict_scene(p.candidates, p.K, objects, join=j) for j in (True, False))]
+          for pr in (predict_scene(p.candidates, p.K, objects, MultiviewConfig(refine=PoseRefineConfig(join=j))) for j in (True, False))]
     assert (ev[0]["missing"], ev[0]["duplicate"], ev[0]["spurious"]) == (0, 0, 0) and ev[0]["solved"]
     assert ev[1]["missing"] == missing
 
@@ -94,7 +89,6 @@ def test_view_registration_checks_orientation(objects, monkeypatch):
     the camera may turn about that object's axis, and a half turn brings the view's two boxes onto each other's
     centres. The orientation test of `register_views` rejects that proposal: the scene is solved. Without it
     (20 degrees -> 180) the view lands ~177 degrees off and two reprojections fail."""
-    import functools
     from cosypose_nb.multiview import predictor as mv
     from cosypose_nb.geometry.rotations import rotation_angle
     p = make_problem(8, 6, seed=1010, objects=objects)
@@ -103,7 +97,8 @@ def test_view_registration_checks_orientation(objects, monkeypatch):
         return math.degrees(float(rotation_angle(rel[:3, :3], gt[:3, :3])))
     pr = predict_scene(p.candidates, p.K, objects)
     assert evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)["solved"] and view4_error(pr) < 10
-    monkeypatch.setattr(mv, "register_views", functools.partial(mv.register_views, rot_threshold_deg=180.0))
+    real = mv.register_views                      # the predictor's call: (candidates, centres, references, T_WC, view_ok, config)
+    monkeypatch.setattr(mv, "register_views", lambda *a: real(*a[:5], replace(a[5], rot_threshold_deg=180.0)))
     pr = predict_scene(p.candidates, p.K, objects)
     assert not evaluate_scene(p, pr.labels, pr.T_WO, pr.T_WC, pr.view_ok)["solved"] and view4_error(pr) > 90
 
@@ -172,7 +167,7 @@ def test_predictor_edge_cases(objects):
     assert predict_scene(c, K.repeat(3, 1, 1), objects).n_objects == 0
     # every candidate below the score threshold: empty
     p = make_problem(4, 6, seed=1, objects=objects)
-    assert predict_scene(p.candidates, p.K, objects, score_threshold=2.0).n_objects == 0
+    assert predict_scene(p.candidates, p.K, objects, MultiviewConfig(score_threshold=2.0)).n_objects == 0
     # all candidates of one label: no crash
     c = Candidates(p.candidates.view_ids, ["obj_000002"] * len(p.candidates), p.candidates.scores, p.candidates.T_CO)
     pr = predict_scene(c, p.K, objects)
@@ -190,216 +185,19 @@ def test_predictor_edge_cases(objects):
         predict_scene(Candidates(torch.tensor([0, 3]), ["obj_000001"] * 2, torch.ones(2, dtype=torch.float64), _pose(g, 2)), K.repeat(2, 1, 1), objects)
 
 
-# ---------------------------------------------------------------- the command and its files
-@pytest.fixture(scope="module")
-def default_db():
-    from cosypose_nb.datasets.objects import load_default_objects
-    return load_default_objects(n_points=500)
-
-
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory, default_db):
-    p = make_problem(8, 6, seed=11, objects=default_db)
-    folder = write_example_scenario(tmp_path_factory.mktemp("scn") / "example", p)
-    return p, folder
-
-
-def test_cli_example_scenario(scenario, default_db):
-    from cosypose_nb.datasets.bop import read_results_csv
-    p, folder = scenario
-    assert multiview_cli([str(folder), "--ransac-iters", "500", "--nms-distance", "0.04"]) == 0
-    js = json.loads((folder / "results" / "predicted_scene.json").read_text())
-    assert set(js) == {"objects", "cameras"}
-    im_ids = list(range(1, p.n_views + 1))
-    for cam in js["cameras"]:
-        assert set(cam) == {"view_id", "TWC", "K"} and cam["view_id"] in im_ids
-        check_poses(torch.tensor(cam["TWC"], dtype=torch.float64))
-        assert np.allclose(cam["K"], p.K[im_ids.index(cam["view_id"])].numpy())
-    labels = [o["label"] for o in js["objects"]]
-    T_WO = torch.tensor([o["TWO"] for o in js["objects"]], dtype=torch.float64).reshape(-1, 4, 4)
-    for o in js["objects"]:
-        assert set(o) == {"label", "score", "n_cand", "TWO"} and o["n_cand"] >= 2 and 0 < o["score"] <= 1
-    check_poses(T_WO)
-    # cameras back in view order; the scene is the problem's: every object seen twice found once, each with its own pose
-    V = p.n_views
-    T_WC = torch.eye(4, dtype=torch.float64).repeat(V, 1, 1)
-    ok = torch.zeros(V, dtype=torch.bool)
-    for cam in js["cameras"]:
-        T_WC[im_ids.index(cam["view_id"])] = torch.tensor(cam["TWC"], dtype=torch.float64); ok[im_ids.index(cam["view_id"])] = True
-    ev = evaluate_scene(p, labels, T_WO, T_WC, ok)
-    assert ev["missing"] == 0 and ev["duplicate"] == 0 and ev["spurious"] == 0, ev
-    assert ev["median_scene"] < ev["median_cand"]
-    # scene_reprojected.csv: every object in every placed view, BOP units, the object's score
-    df = read_results_csv(folder / "results" / "scene_reprojected.csv")
-    assert len(df) == len(labels) * len(js["cameras"])
-    assert set(df["scene_id"]) == {1}
-    for r in df.to_dict("records"):
-        v = im_ids.index(int(r["im_id"]))
-        cands = [k for k in range(len(labels)) if labels[k] == r["label"]
-                 and np.allclose(invert_T(T_WC[v]) @ T_WO[k], r["T_CO"], atol=1e-6)]
-        assert cands and any(abs(js["objects"][k]["score"] - r["score"]) < 1e-9 for k in cands)
-
-
-def test_cli_bad_inputs(scenario, tmp_path):
-    import shutil
-    p, folder = scenario
-    def copy(name):
-        d = tmp_path / name
-        shutil.copytree(folder, d, ignore=shutil.ignore_patterns("results"))
-        return d
-    def edited(name, line, edit):
-        "A copy of the scenario whose candidates.csv has `line` rewritten by `edit`."
-        d = copy(name)
-        lines = (d / "candidates.csv").read_text().splitlines()
-        lines[line] = edit(lines[line])
-        (d / "candidates.csv").write_text("\n".join(lines) + "\n")
-        return d
-    def set_field(k, value):
-        return lambda l: ",".join(value if i == k else f for i, f in enumerate(l.split(",")))
-    # a label without a mesh
-    d = edited("nomesh", 1, set_field(2, "77"))
-    with pytest.raises(InputError, match="obj_000077"):
-        multiview_cli([str(d)])
-    # a NaN pose
-    d = edited("nan", 2, set_field(5, "nan 0 500"))
-    with pytest.raises(InputError, match="candidates.csv"):
-        multiview_cli([str(d)])
-    # two scenes in one folder
-    d = edited("twoscenes", 1, lambda l: "2" + l[l.index(","):])
-    with pytest.raises(InputError, match="scene_id"):
-        multiview_cli([str(d)])
-    # a view without camera, a missing file, a bad option
-    d = copy("nocam")
-    cams = json.loads((d / "scene_camera.json").read_text()); cams.pop("1")
-    (d / "scene_camera.json").write_text(json.dumps(cams))
-    with pytest.raises(InputError, match="im_id"):
-        multiview_cli([str(d)])
-    d = copy("nofile"); (d / "scene_camera.json").unlink()
-    with pytest.raises(InputError, match="scene_camera.json"):
-        multiview_cli([str(d)])
-    with pytest.raises(InputError, match="ransac-threshold"):
-        multiview_cli([str(folder), "--ransac-threshold", "-1"])
-    with pytest.raises(InputError, match="known-cameras"):
-        multiview_cli([str(folder), "--known-cameras"])
-    # with cam_R_w2c / cam_t_w2c and --known-cameras, the cameras written are the given ones, every view placed
-    from cosypose_nb.datasets.bop import write_scene_camera
-    d = copy("known")
-    write_scene_camera(d / "scene_camera.json", {v + 1: {"K": p.K[v].numpy(), "T_CW": invert_T(p.T_WC[v]).numpy()}
-                                                 for v in range(p.n_views)})
-    assert multiview_cli([str(d), "--known-cameras"]) == 0
-    js = json.loads((d / "results" / "predicted_scene.json").read_text())
-    assert [c["view_id"] for c in js["cameras"]] == list(range(1, p.n_views + 1))
-    TWC = torch.tensor([c["TWC"] for c in js["cameras"]], dtype=torch.float64)
-    assert (TWC - p.T_WC).abs().max() < 1e-9
-    # the objects are in the given world frame: each lies within 5 cm of a true object of its label
-    assert len(js["objects"]) == int((p.visible.sum(0) >= 2).sum())
-    for o in js["objects"]:
-        d = [float((torch.tensor(o["TWO"])[:3, 3] - p.T_WO[k, :3, 3]).norm()) for k in range(p.n_objects)
-             if p.obj_labels[k] == o["label"]]
-        assert min(d) < 0.05
-    # one view only: an empty scene is written, no crash
-    d = copy("oneview")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    keep = [lines[0]] + [l for l in lines[1:] if l.split(",")[1] == "1"]
-    (d / "candidates.csv").write_text("\n".join(keep) + "\n")
-    assert multiview_cli([str(d)]) == 0
-    js = json.loads((d / "results" / "predicted_scene.json").read_text())
-    assert js["objects"] == [] and js["cameras"] == []
-
-
-def test_cli_files_and_options(scenario, tmp_path, capsys):
-    """Inputs found by fuzzing the command: each gives a one-line error naming the path or option (exit 2 from the
-    `cosypose-nb` entry point, no traceback), or is read correctly; nothing half-written is left."""
-    import shutil
-    from cosypose_nb.cli import main
-    p, folder = scenario
-    def copy(name):
-        d = tmp_path / name
-        shutil.copytree(folder, d, ignore=shutil.ignore_patterns("results"))
-        return d
-    def fails(args, match):
-        capsys.readouterr()
-        assert main(["multiview", *map(str, args)]) == 2
-        err = capsys.readouterr().err
-        assert "Traceback" not in err and match in err, err
-    ref = copy("ref")
-    assert main(["multiview", str(ref)]) == 0
-    # a byte-order mark (Excel's UTF-8 CSV) is read; the same scene comes out
-    d = copy("bom")
-    (d / "candidates.csv").write_bytes(b"\xef\xbb\xbf" + (folder / "candidates.csv").read_bytes())
-    assert main(["multiview", str(d)]) == 0
-    assert json.loads((d / "results/predicted_scene.json").read_text())["objects"] == \
-        json.loads((ref / "results/predicted_scene.json").read_text())["objects"]
-    d = copy("latin1"); (d / "candidates.csv").write_bytes(b"\xff\xfe" + (folder / "candidates.csv").read_bytes())
-    fails([d], "not UTF-8")
-    d = copy("csvdir"); (d / "candidates.csv").unlink(); (d / "candidates.csv").mkdir()
-    fails([d], "not a file")
-    d = copy("dupkeys")
-    cams = json.loads((d / "scene_camera.json").read_text()); cams["01"] = cams["1"]
-    (d / "scene_camera.json").write_text(json.dumps(cams))
-    fails([d], "given more than once")
-    d = copy("bigid")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    lines[1] = str(2 ** 70) + lines[1][lines[1].index(","):]
-    (d / "candidates.csv").write_text("\n".join(lines) + "\n")
-    fails([d], "scene_id")
-    d = copy("noinfo"); (d / "models/models_info.json").unlink()
-    fails([d], "models_info.json")
-    # a candidate behind the camera (z <= 0): the line is named
-    d = copy("behind")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    f = lines[2].split(","); t = f[5].split(); t[2] = "-" + t[2]; f[5] = " ".join(t); lines[2] = ",".join(f)
-    (d / "candidates.csv").write_text("\n".join(lines) + "\n")
-    fails([d], "line 3: t: the object is not in front of the camera")
-    # rows repeated exactly count once: the same scene, and a note says how many were left out
-    d = copy("dups")
-    lines = (d / "candidates.csv").read_text().splitlines()
-    (d / "candidates.csv").write_text("\n".join(lines + lines[1:4]) + "\n")
-    capsys.readouterr()
-    assert main(["multiview", str(d)]) == 0
-    assert "3 row(s) repeating an earlier row exactly were left out" in capsys.readouterr().err
-    assert json.loads((d / "results/predicted_scene.json").read_text()) == \
-        json.loads((ref / "results/predicted_scene.json").read_text())
-    # -0 and 0 are the same number
-    f = lines[1].split(",")
-    extra = [",".join(f[:4] + [R] + f[5:]) for R in ("1 0 0 0 1 0 0 0 1", "1 -0 0 -0 1 0 0 0 1")]
-    (d / "candidates.csv").write_text("\n".join(lines + extra) + "\n")
-    assert main(["multiview", str(d)]) == 0
-    assert "1 row(s) repeating an earlier row exactly were left out" in capsys.readouterr().err
-    # outputs that cannot be written: said before the reconstruction, nothing written
-    d = copy("resfile"); (d / "results").write_text("not a folder")
-    fails([d], "is not a folder")
-    d = copy("csvfolder"); (d / "results/scene_reprojected.csv").mkdir(parents=True)
-    fails([d], "is not a file")
-    assert not (d / "results/predicted_scene.json").exists()
-    for opt, val in (("--depth-factor", "nan"), ("--depth-factor", "inf"), ("--n-continuous", "100000"),
-                     ("--seed", str(2 ** 70))):
-        fails([folder, opt, val], opt)
-    # a failed write keeps the previous results whole (both files renamed into place only once both are written)
-    d = copy("keep"); assert main(["multiview", str(d)]) == 0
-    before = {n: (d / "results" / n).read_bytes() for n in ("predicted_scene.json", "scene_reprojected.csv")}
-    from cosypose_nb.datasets import bop as bop
-    orig = bop.write_results_csv
-    try:
-        bop.write_results_csv = lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device", "x"))
-        assert main(["multiview", str(d)]) == 2
-    finally:
-        bop.write_results_csv = orig
-    assert {n: (d / "results" / n).read_bytes() for n in before} == before
-    assert [q.name for q in (d / "results").iterdir() if q.name.startswith(".")] == []
-
-
 def test_predictor_argument_checks(objects):
     "Bad arguments of `predict_scene` raise `InputError` naming the argument (they used to give an empty scene)."
     p = make_problem(4, 6, seed=0, objects=objects)
     c = p.candidates
-    for kw, name in ((dict(score_threshold=float("nan")), "score_threshold"), (dict(depth_factor=float("inf")), "depth_factor"),
-                     (dict(sigma_lat=0.0), "sigma_lat"), (dict(outlier_px=-1.0), "outlier_px"),
-                     (dict(nms_distance=float("nan")), "nms_distance"), (dict(n_ransac_iter=0), "n_ransac_iter"),
-                     (dict(n_min_inliers=0), "n_min_inliers"), (dict(n_ba_iters=-1), "n_ba_iters"),
-                     (dict(n_continuous=100000), "n_continuous")):
+    for make, name in ((lambda: MultiviewConfig(score_threshold=float("nan")), "score_threshold"),
+                       (lambda: MatchingConfig(depth_factor=float("inf")), "depth_factor"),
+                       (lambda: PoseRefineConfig(sigma_lat=0.0), "sigma_lat"), (lambda: MultiviewConfig(outlier_px=-1.0), "outlier_px"),
+                       (lambda: MultiviewConfig(nms_distance=float("nan")), "nms_distance"),
+                       (lambda: MatchingConfig(ransac_iters=0), "ransac_iters"), (lambda: MatchingConfig(min_inliers=0), "min_inliers"),
+                       (lambda: BundleAdjustConfig(ba_iters=-1), "ba_iters"), (lambda: MatchingConfig(n_continuous=100000), "n_continuous"),
+                       (lambda: MultiviewConfig(threads=0), "threads")):
         with pytest.raises(InputError, match=name):
-            predict_scene(c, p.K, objects, **kw)
+            predict_scene(c, p.K, objects, make())
     with pytest.raises(InputError, match="objects"):
         predict_scene(c, p.K, None)
     with pytest.raises(InputError, match="view_ids"):
@@ -412,55 +210,23 @@ def test_predictor_argument_checks(objects):
         predict_scene(Candidates(c.view_ids, c.labels, c.scores, T), p.K, objects)
 
 
-def test_register_views_chunks_give_the_same_placement(objects):
-    "`register_views` scores its hypotheses in chunks (bounded memory): any chunk size gives the same cameras."
-    from cosypose_nb.multiview.predictor import register_views
-    from cosypose_nb.multiview.matching import symmetric_centres
-    p = make_problem(8, 12, seed=5, objects=objects)
-    c = p.candidates
-    ok = torch.ones(8, dtype=torch.bool); ok[[2, 5]] = False
-    T_WC = p.T_WC.clone(); T_WC[[2, 5]] = torch.eye(4, dtype=torch.float64)
-    pts, syms = objects.points(p.obj_labels), objects.symmetries(p.obj_labels, n_continuous=32)
-    cpts, csyms = objects.points(c.labels), objects.symmetries(c.labels, n_continuous=32)
-    th = torch.clamp(0.25 * objects.diameters(p.obj_labels), min=0.05) * 1.5
-    args = (c.view_ids, c.labels, c.T_CO, symmetric_centres(cpts, csyms), ok, T_WC, p.obj_labels, p.T_WO, syms,
-            symmetric_centres(pts, syms), th)
-    outs = [register_views(*args, max_elems=m) for m in (2_000_000, 5_000, 1)]
-    assert outs[0][1].all()
-    for T, o in outs[1:]:
-        assert torch.equal(o, outs[0][1]) and torch.equal(T, outs[0][0])
-
-
-def test_read_scenario(scenario):
-    p, folder = scenario
-    sc = read_scenario(folder)
-    assert sc.im_ids == list(range(1, p.n_views + 1)) and sc.scene_id == 1 and sc.T_WC is None
-    assert torch.allclose(sc.K, p.K) and sc.candidates.labels == p.candidates.labels
-    assert torch.allclose(sc.candidates.T_CO, p.candidates.T_CO, atol=1e-9)
-    assert (sc.candidates.view_ids == p.candidates.view_ids).all()
-
-
-def test_register_views_places_a_left_out_view(objects):
-    """A view left out by stage 2 is placed against the scene objects (ground truth here): coarsely, from its best
-    single candidate (its 2-5 degree error moves a camera a metre away by up to ~10 cm); the pose-space refinement
-    of the predictor then refines it with every candidate."""
-    from cosypose_nb.multiview.predictor import register_views
-    from cosypose_nb.multiview.matching import symmetric_centres
-    from cosypose_nb.geometry.rotations import rotation_angle
-    for seed in range(6):
-        p = make_problem(4, 6, seed=seed, objects=objects, outlier_frac=0.2)
-        c = p.candidates
-        ok = torch.ones(4, dtype=torch.bool); ok[2] = False
-        T_WC = p.T_WC.clone(); T_WC[2] = torch.eye(4, dtype=torch.float64)
-        pts, syms = objects.points(p.obj_labels), objects.symmetries(p.obj_labels, n_continuous=32)
-        cpts, csyms = objects.points(c.labels), objects.symmetries(c.labels, n_continuous=32)
-        th = torch.clamp(0.25 * objects.diameters(p.obj_labels), min=0.05) * 1.5
-        T2, ok2 = register_views(c.view_ids, c.labels, c.T_CO, symmetric_centres(cpts, csyms), ok, T_WC,
-                                 p.obj_labels, p.T_WO, syms, symmetric_centres(pts, syms), th)
-        assert ok2.all() and torch.equal(T2[[0, 1, 3]], p.T_WC[[0, 1, 3]])
-        assert (T2[2, :3, 3] - p.T_WC[2, :3, 3]).norm() < 0.2
-        assert rotation_angle(T2[2, :3, :3], p.T_WC[2, :3, :3]) < np.deg2rad(10)
-    # nothing to match: the view stays out
-    T3, ok3 = register_views(c.view_ids, ["obj_nothing"] * len(c), c.T_CO, symmetric_centres(cpts, csyms), ok, T_WC,
-                             p.obj_labels, p.T_WO, syms, symmetric_centres(pts, syms), th)
-    assert not ok3[2] and torch.equal(T3, T_WC)
+def test_threads_are_set_around_the_stages_and_restored(objects, monkeypatch):
+    """predict_scene runs with the threads of `config.threads` (default: `threads_for`, 1) and restores torch's number
+    after, also when it raises; the result does not depend on them."""
+    from cosypose_nb.multiview import predictor as mv
+    p = make_problem(4, 6, seed=2, objects=objects)
+    seen = []
+    real = mv._stages
+    monkeypatch.setattr(mv, "_stages", lambda run: (seen.append(torch.get_num_threads()), real(run))[1])
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        a = predict_scene(p.candidates, p.K, objects)
+        b = predict_scene(p.candidates, p.K, objects, MultiviewConfig(threads=2))
+        assert torch.get_num_threads() == 2
+    assert seen == [1, 2] and torch.get_num_threads() == before
+    assert a.labels == b.labels and (a.T_WO - b.T_WO).abs().max() < 1e-9       # summation order may differ: 1e-9
+    monkeypatch.setattr(mv, "_stages", lambda run: 1 / 0)
+    with torch_threads(2):
+        with pytest.raises(ZeroDivisionError):
+            predict_scene(p.candidates, p.K, objects)
+        assert torch.get_num_threads() == 2
