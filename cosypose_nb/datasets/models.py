@@ -8,7 +8,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/datasets/models.html.md"""
 
 # %% ../../nbs/datasets/16_models.ipynb #45a5e48d
 from __future__ import annotations
-import math, os, re
+import math, re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ import trimesh
 from fastcore.basics import patch
 
 from ..core import InputError, get_device, ordinary_tensors, staged_folder
+from .config import *
 from ..geometry.transforms import as_tensor
 from ..geometry.symmetries import make_symmetries, pad_symmetries, symmetric_centres
 from ..structures import ObjectBatch
@@ -30,27 +31,12 @@ from .meshes import (MAX_POINTS, load_mesh, mesh_color, mesh_diameter, mesh_key,
                                          sample_surface_points, subsample_points, write_urdf)
 
 # %% auto #0
-__all__ = ['CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'BATCH_CACHE_SIZE', 'MIN_DIAMETER',
-           'MAX_DIAMETER', 'cache_root', 'model_info', 'symmetry_axes', 'ObjectModel', 'MeshDatabase',
-           'check_object_size']
+__all__ = ['BATCH_CACHE_SIZE', 'MIN_DIAMETER', 'MAX_DIAMETER', 'model_info', 'symmetry_axes', 'ObjectModel', 'MeshDatabase',
+           'check_object_size', 'CACHE_ENV', 'MESH_EXTENSIONS', 'MESH_UNITS', 'DEFAULT_N_POINTS',
+           'DEFAULT_N_CONTINUOUS', 'cache_root']
 
 # %% ../../nbs/datasets/16_models.ipynb #0fb3c7aa
-CACHE_ENV = "COSYPOSE_NB_CACHE"
-
-MESH_EXTENSIONS = (".ply", ".obj", ".stl", ".off")
-
-DEFAULT_N_POINTS = 1000
-
-DEFAULT_N_CONTINUOUS = 64
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    "The cache folder: `cache_dir` if given, else `$COSYPOSE_NB_CACHE`, else `$XDG_CACHE_HOME/cosypose-nb` (default `~/.cache/cosypose-nb`)."
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cosypose-nb"
+_all_ = ['CACHE_ENV', 'MESH_EXTENSIONS', 'MESH_UNITS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'cache_root']
 
 # %% ../../nbs/datasets/16_models.ipynb #69f9200a
 def model_info(mesh, diameter: float | None = None, symmetries_discrete=None,
@@ -439,7 +425,7 @@ def from_folder(cls: MeshDatabase, path, n_points: int = DEFAULT_N_POINTS, seed:
         raise InputError(f"{path}: folder not found")
     if not path.is_dir():
         raise InputError(f"{path}: not a folder (give a BOP models folder or a folder of meshes)")
-    if units not in ("auto", "m", "mm"):
+    if units not in MESH_UNITS:
         raise InputError(f"units must be 'auto', 'm' or 'mm', got {units!r}")
     if not 1 <= n_points <= MAX_POINTS:
         raise InputError(f"n_points must lie in [1, {MAX_POINTS}], got {n_points}")

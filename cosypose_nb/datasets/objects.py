@@ -1,5 +1,5 @@
 """Ten objects made from the meshes pybullet ships (no download needed), built once into a cached BOP
-models folder; the `objects` command; and one import path for everything about objects.
+models folder; and one import path for everything about objects.
 
 Docs: https://cosypose-nb.github.io/cosypose-nb/datasets/objects.html.md"""
 
@@ -7,14 +7,14 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/datasets/objects.html.md"""
 
 # %% ../../nbs/datasets/17_objects.ipynb #97b84cce
 from __future__ import annotations
-import argparse, hashlib, math, os, shutil, tempfile
+import hashlib, math, os, shutil, tempfile
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from PIL import Image
 
-from ..core import InputError, staged_folder, claim_output_dir, record_outputs
+from ..core import InputError, staged_folder
 from .bop_format import label_from_obj_id, write_models_info
 from .files import read_model_mesh, write_model_mesh
 from .meshes import *
@@ -22,15 +22,15 @@ from .models import *
 
 # %% auto #0
 __all__ = ['DEFAULT_OBJECTS_VERSION', 'DEFAULT_OBJECTS', 'MAX_TEXTURE_SIZE', 'pybullet_data_dir', 'default_object_mesh',
-           'build_default_objects', 'default_objects_dir', 'load_default_objects', 'write_default_objects',
-           'objects_cli', 'MAX_POINTS', 'DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS',
-           'DEFAULT_N_CONTINUOUS', 'BATCH_CACHE_SIZE', 'mesh_diameter', 'sample_surface_points', 'even_indices',
-           'subsample_points', 'closest_points_on_triangles', 'surface_distance', 'symmetry_errors',
+           'build_default_objects', 'default_object_files', 'default_objects_dir', 'load_default_objects',
+           'write_default_objects', 'MAX_POINTS', 'DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'MESH_UNITS',
+           'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS', 'BATCH_CACHE_SIZE', 'mesh_diameter', 'sample_surface_points',
+           'even_indices', 'subsample_points', 'closest_points_on_triangles', 'surface_distance', 'symmetry_errors',
            'color_symmetry_errors', 'mesh_texture', 'mesh_vertex_colors', 'mesh_color', 'surface_colors', 'write_urdf',
            'load_mesh', 'cache_root', 'mesh_key', 'model_info', 'symmetry_axes', 'ObjectModel', 'MeshDatabase']
 
 # %% ../../nbs/datasets/17_objects.ipynb #4831e218
-_all_ = ['MAX_POINTS', 'DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS',
+_all_ = ['MAX_POINTS', 'DEFAULT_GREY', 'CACHE_ENV', 'MESH_EXTENSIONS', 'MESH_UNITS', 'DEFAULT_N_POINTS', 'DEFAULT_N_CONTINUOUS',
          'BATCH_CACHE_SIZE', 'mesh_diameter', 'sample_surface_points', 'even_indices', 'subsample_points',
          'closest_points_on_triangles', 'surface_distance', 'symmetry_errors', 'color_symmetry_errors', 'mesh_texture',
          'mesh_vertex_colors', 'mesh_color', 'surface_colors', 'write_urdf', 'load_mesh', 'cache_root', 'mesh_key',
@@ -139,7 +139,8 @@ def build_default_objects(out_dir, data_dir=None) -> Path:
 def _default_spec_hash() -> str:
     return hashlib.sha1(repr((DEFAULT_OBJECTS_VERSION, DEFAULT_OBJECTS, MAX_TEXTURE_SIZE)).encode()).hexdigest()[:16]
 
-def _default_files() -> list[str]:
+def default_object_files() -> list[str]:
+    "The names of the files of the default set's BOP models folder (models_info.json, each .ply and each texture .png)."
     names = ["models_info.json"]
     for s in DEFAULT_OBJECTS:
         names.append(f"{label_from_obj_id(s['obj_id'])}.ply")
@@ -153,7 +154,7 @@ def default_objects_dir(cache_dir=None) -> Path:
     root = cache_root(cache_dir)
     d = root / f"default_objects_v{DEFAULT_OBJECTS_VERSION}"
     stamp = d / ".complete"
-    ok = lambda: stamp.exists() and stamp.read_text() == _default_spec_hash() and all((d / n).exists() for n in _default_files())
+    ok = lambda: stamp.exists() and stamp.read_text() == _default_spec_hash() and all((d / n).exists() for n in default_object_files())
     if ok():
         return d
     root.mkdir(parents=True, exist_ok=True)
@@ -191,45 +192,6 @@ def write_default_objects(out_dir, cache_dir=None) -> Path:
     "Write the default object set as a BOP models folder `out_dir` (models_info.json + obj_XXXXXX.ply + textures). Returns it."
     src = default_objects_dir(cache_dir)
     with staged_folder(out_dir, last=("models_info.json",)) as tmp:
-        for n in _default_files():
+        for n in default_object_files():
             shutil.copyfile(src / n, tmp / n)
     return Path(out_dir)
-
-# %% ../../nbs/datasets/17_objects.ipynb #0ec3ebf5
-def _objects_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cosypose-nb objects",
-                                 description="List an object set and write it as a BOP models folder (models_info.json + obj_XXXXXX.ply, mm).")
-    ap.add_argument("source", help="'default' (the embedded default object set, from pybullet_data) or a BOP models folder / folder of .ply/.obj/.stl/.off meshes")
-    ap.add_argument("--out", help="write the objects here as a BOP models folder (refused if it holds files this command did not write)")
-    ap.add_argument("--overwrite", action="store_true", help="write into --out even if it holds other files (those of the same names are replaced)")
-    ap.add_argument("--units", choices=["auto", "m", "mm"], default="auto",
-                    help="units of a folder of plain meshes (auto: mm when the median diameter exceeds 2); BOP folders are mm")
-    ap.add_argument("--n-points", type=int, default=DEFAULT_N_POINTS, help="surface points per object (default %(default)s)")
-    ap.add_argument("--cache-dir", help=f"cache folder (default ${CACHE_ENV} or ~/.cache/cosypose-nb)")
-    ap.add_argument("--urdf", action="store_true", help="also write the pybullet URDFs and list their paths")
-    return ap
-
-def objects_cli(argv: list[str] | None = None) -> int:
-    "`cosypose-nb objects (default | PATH) [--out DIR [--overwrite]] [--units auto|m|mm] [--urdf]`: list objects, write a BOP models folder."
-    args = _objects_parser().parse_args(argv)
-    src = None if args.source == "default" else Path(args.source)
-    if src is not None and args.out:
-        src_dir = src.parent if src.is_file() and src.name == "models_info.json" else src
-        if src_dir.exists() and Path(args.out).resolve() == src_dir.resolve():
-            raise InputError(f"{args.out}: --out must be another folder than the source")
-    if args.out:
-        claim_output_dir(args.out, "objects", args.overwrite)            # before any work: a refused call writes nothing
-    db = (load_default_objects(args.cache_dir, n_points=args.n_points) if src is None else
-          MeshDatabase.from_folder(src, n_points=args.n_points, cache_dir=args.cache_dir, units=args.units))
-    if args.out:                                                         # all at once (staged), then the manifest
-        (write_default_objects(args.out, args.cache_dir) if src is None else db.to_bop_folder(args.out))
-        names = _default_files() if src is None else ["models_info.json"] + [f"{m.label}{e}" for m in db
-                                                                             for e in (".ply", ".png")[:1 + m.has_texture]]
-        record_outputs(args.out, "objects", names)
-    table = db.table()
-    if args.urdf:
-        table["urdf"] = [str(m.urdf_path) for m in db]
-    print(table.to_string(index=False))
-    if args.out:
-        print(f"wrote {len(db)} objects as a BOP models folder: {args.out}")
-    return 0

@@ -11,43 +11,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..core import Config, setting
+from .config import BOP19Config, BOP19_THRESHOLDS, BOP19_MSPD_THRESHOLDS, VSD_DELTAS
 
 # %% auto #0
-__all__ = ['BOP19_THRESHOLDS', 'BOP19_MSPD_THRESHOLDS', 'VSD_DELTAS', 'TARGET_KEYS', 'vsd_tau_column', 'BOP19Config',
-           'targets_from_gt', 'select_estimates', 'valid_gts', 'count_true_positives', 'average_time_per_image',
-           'BOP19Scores', 'bop19_scores']
+__all__ = ['TARGET_KEYS', 'vsd_tau_column', 'targets_from_gt', 'select_estimates', 'valid_gts', 'count_true_positives',
+           'average_time_per_image', 'BOP19Scores', 'bop19_scores', 'BOP19Config', 'BOP19_THRESHOLDS',
+           'BOP19_MSPD_THRESHOLDS', 'VSD_DELTAS']
 
 # %% ../../nbs/evaluation/52_bop19.ipynb #24940b8e
-BOP19_THRESHOLDS = tuple(float(x) for x in np.arange(0.05, 0.51, 0.05))      # 0.05 ... 0.5 (0.15000000000000002, as the toolkit's)
-BOP19_MSPD_THRESHOLDS = tuple(float(x) for x in np.arange(5, 51, 5))         # 5 ... 50 px
-VSD_DELTAS = {"itodd": 5.0}                                                    # mm; 15 for every other BOP dataset
+_all_ = ['BOP19Config', 'BOP19_THRESHOLDS', 'BOP19_MSPD_THRESHOLDS', 'VSD_DELTAS']
 
 def vsd_tau_column(tau: float) -> str:
     "Column name of the VSD errors for misalignment tolerance `tau` (e.g. 'vsd_0.050', as the toolkit's error folders)."
     return f"vsd_{tau:.3f}"
-
-@dataclass(frozen=True)
-class BOP19Config(Config):
-    "Settings of the BOP19 scores (the defaults are the toolkit's `eval_bop19_pose.py`)."
-    vsd_delta: float = setting(15.0, "VSD visibility tolerance delta (mm; 5 for ITODD)")
-    vsd_taus: tuple[float, ...] = setting(BOP19_THRESHOLDS, "VSD misalignment tolerances tau (fractions of the diameter)")
-    vsd_thresholds: tuple[float, ...] = setting(BOP19_THRESHOLDS, "VSD correctness thresholds")
-    mssd_thresholds: tuple[float, ...] = setting(BOP19_THRESHOLDS, "MSSD correctness thresholds (fractions of the diameter)")
-    mspd_thresholds: tuple[float, ...] = setting(BOP19_MSPD_THRESHOLDS, "MSPD correctness thresholds (px at a 640 px image width)")
-    visib_gt_min: float = setting(-1.0, "valid ground truth: -1 = the inst_count most visible per target object (BOP19 default); >= 0 = visib_fract at least this")
-    max_sym_disc_step: float = setting(0.01, "step of the discretised continuous symmetries (toolkit's max_sym_disc_step)")
-    vsd_cost: str = setting("step", "VSD pixel cost: 'step' (BOP19) or 'tlinear'", choices=("step", "tlinear"))
-
-    def check(self):
-        self.need_float("vsd_delta", 0, lo_open=True)
-        for name in ("vsd_taus", "vsd_thresholds", "mssd_thresholds", "mspd_thresholds"):
-            v = getattr(self, name)
-            if not isinstance(v, tuple) or not v or not all(isinstance(x, (int, float)) and x > 0 for x in v):
-                self.fail(name, "must be a non-empty tuple of positive numbers")
-        if not (self.visib_gt_min == -1 or 0 <= self.visib_gt_min <= 1): self.fail("visib_gt_min", "must be -1 or in [0, 1]")
-        self.need_float("max_sym_disc_step", 0, 3.2, lo_open=True)
-        self.need_choice("vsd_cost", ("step", "tlinear"))
 
 # %% ../../nbs/evaluation/52_bop19.ipynb #0f705739
 TARGET_KEYS = ["scene_id", "im_id", "obj_id"]

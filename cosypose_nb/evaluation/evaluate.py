@@ -6,7 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/evaluation/evaluate.html.md"""
 
 # %% ../../nbs/evaluation/54_evaluate.ipynb #ed7d0e43
 from __future__ import annotations
-import argparse, hashlib, json, math, os, shutil, sys, time
+import hashlib, json, math, os, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,59 +14,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core import (Config, InputError, setting, where, get_device, write_json, read_json, atomic_write,
-                              config_to_dict, add_config_arguments, config_from_args, claim_output_dir, record_outputs)
+from ..core import (InputError, where, get_device, write_json, read_json, atomic_write, config_to_dict,
+                              claim_output_dir, record_outputs)
 from ..datasets.bop import (read_results_csv, read_scene_gt, read_scene_gt_info, read_scene_camera, read_models_info,
                                       read_model_mesh, read_targets, read_depth, find_image, scene_dir_name, label_from_obj_id,
                                       SCENE_GT, SCENE_GT_INFO, SCENE_CAMERA, TARGETS_BOP19, MM_TO_M)
 from .metrics import (get_symmetry_transformations, symmetries_tensor, add_batch, adi_batch, mssd_batch,
                                             mspd_batch, re_batch, te_batch, vsd_batch, overlapping_sphere_projections_batch,
                                             projected_boxes, DepthRenderer)
-from .bop19 import (BOP19Config, VSD_DELTAS, TARGET_KEYS, vsd_tau_column, targets_from_gt,
-                                          select_estimates, bop19_scores, average_time_per_image)
+from .config import METRICS, BOP19Config, EvaluateConfig
+from .bop19 import (TARGET_KEYS, vsd_tau_column, targets_from_gt, select_estimates, bop19_scores,
+                                          average_time_per_image)
 from .ycbv import YCBV_SYMMETRIC_OBJ_IDS, symmetric_obj_ids, match_predictions, auc_scores, ap_scores
 
 # %% auto #0
-__all__ = ['METRICS', 'OUTPUTS', 'EvaluateConfig', 'results_from_ground_truth', 'read_ground_truth', 'check_estimates',
-           'EvalModel', 'load_eval_models', 'scene_pairs', 'pair_pose_errors', 'read_depth_mm', 'pair_vsd_errors',
-           'compute_scores', 'EvalInputs', 'prepare', 'evaluate_scene', 'image_width', 'scene_file', 'read_pairs',
-           'evaluate', 'summary_table', 'evaluate_cli']
+__all__ = ['OUTPUTS', 'results_from_ground_truth', 'read_ground_truth', 'check_estimates', 'EvalModel', 'load_eval_models',
+           'scene_pairs', 'pair_pose_errors', 'read_depth_mm', 'pair_vsd_errors', 'compute_scores', 'EvalInputs',
+           'prepare', 'evaluate_scene', 'image_width', 'scene_file', 'read_pairs', 'evaluate', 'summary_table',
+           'METRICS', 'EvaluateConfig']
 
 # %% ../../nbs/evaluation/54_evaluate.ipynb #07abc333
-METRICS = ("bop19", "ycbv", "mv")
-
-@dataclass(frozen=True)
-class EvaluateConfig(Config):
-    "Settings of `evaluate` (the BOP19 ones are the toolkit's defaults)."
-    split: str = setting("test", "split folder of the dataset")
-    targets: str | None = setting(None, "targets JSON (default: DATASET/test_targets_bop19.json, else made from the ground truth)")
-    metrics: tuple[str, ...] = setting(METRICS, "metrics: bop19 (VSD, MSSD, MSPD average recall), ycbv (ADD(-S) AUC), mv (mAP at ADD-S < 0.1 d)", choices=METRICS)
-    models_dir: str | None = setting(None, "models folder (default: DATASET/models_eval if present, else DATASET/models)")
-    vsd_delta: float | None = setting(None, "VSD tolerance delta in mm (default: 15, 5 for itodd)")
-    visib_gt_min: float = setting(-1.0, "BOP19 valid ground truth: -1 = the inst_count most visible (toolkit default), else the least visible fraction")
-    max_sym_disc_step: float = setting(0.01, "step of the discretised continuous symmetries (toolkit: 0.01, 315 steps)")
-    symmetric_obj_ids: tuple[int, ...] | None = setting(None, "objects evaluated with ADD-S in ADD(-S) (default: PoseCNN's list for ycbv, else those with symmetries in models_info)")
-    on_bad_row: str = setting("error", "a bad results row (unknown object, scene or image; repeated row): 'error' or 'skip' (counted)", choices=("error", "skip"))
-    n_workers: int = setting(1, "rendering processes for VSD")
-    device: str = setting("cpu", "device of the batched errors ('cpu', 'cuda', 'auto')")
-    threads: int = setting(1, "torch threads of each process (the renderings have their own processes; for more, run under torchrun)")
-    backend: str = setting("auto", "pybullet renderer: 'auto', 'tiny' (CPU) or 'egl'", choices=("auto", "tiny", "egl"))
-    progress: bool = setting(True, "show a progress bar")
-    overwrite: bool = setting(False, "write into an --out folder holding other files, or the evaluation of other inputs (whose scene files are then dropped)")
-
-    def check(self):
-        if not self.metrics or any(m not in METRICS for m in self.metrics): self.fail("metrics", f"must be among {', '.join(METRICS)}")
-        self.need_float("vsd_delta", 0, lo_open=True, none=True)
-        self.need_int("n_workers", 1, 64); self.need_int("threads", 1, 1024)
-        self.need_choice("on_bad_row", ("error", "skip")); self.need_choice("backend", ("auto", "tiny", "egl"))
-        if self.symmetric_obj_ids is not None and not all(isinstance(i, int) and i >= 0 for i in self.symmetric_obj_ids):
-            self.fail("symmetric_obj_ids", "must be non-negative integers")
-        BOP19Config(visib_gt_min=self.visib_gt_min, max_sym_disc_step=self.max_sym_disc_step)     # checks those two
-
-    def bop19(self, dataset_name: str = "") -> BOP19Config:
-        "The BOP19 settings (delta of the dataset `dataset_name` unless given)."
-        delta = self.vsd_delta if self.vsd_delta is not None else VSD_DELTAS.get(dataset_name, 15.0)
-        return BOP19Config(vsd_delta=delta, visib_gt_min=self.visib_gt_min, max_sym_disc_step=self.max_sym_disc_step)
+_all_ = ['METRICS', 'EvaluateConfig']
 
 # %% ../../nbs/evaluation/54_evaluate.ipynb #87a31745
 def results_from_ground_truth(root, split: str = "test", rot_noise_deg: float = 2.0, trans_noise_mm: float = 5.0,
@@ -553,21 +521,3 @@ def _finish(inp: EvalInputs, out: Path, pairs: pd.DataFrame, seconds: float) -> 
     with atomic_write(out / "summary.md") as f:
         f.write(summary_table(scores))
     return scores
-
-# %% ../../nbs/evaluation/54_evaluate.ipynb #40d112e8
-def evaluate_cli(argv: list[str] | None = None) -> int:
-    "`cosypose-nb evaluate`: evaluate a BOP results file against a BOP dataset's ground truth."
-    ap = argparse.ArgumentParser(prog="cosypose-nb evaluate", description="Evaluate a BOP results CSV (any method's) against the "
-                                 "ground truth of a BOP dataset: BOP19 average recall (VSD, MSSD, MSPD), YCB-Video ADD(-S) AUC, "
-                                 "multi-view mAP at ADD-S < 0.1 d. Resumes in --out; shards over processes under torchrun.")
-    ap.add_argument("results", help="results CSV (scene_id,im_id,obj_id,score,R,t,time; mm)")
-    ap.add_argument("--dataset", required=True, help="BOP dataset folder (models[_eval]/, SPLIT/SSSSSS/...)")
-    ap.add_argument("--out", required=True, help="output folder (errors, scores, summary; resumable)")
-    add_config_arguments(ap, EvaluateConfig)
-    args = ap.parse_args(argv)
-    cfg = config_from_args(EvaluateConfig, args)
-    scores = evaluate(args.results, args.dataset, args.out, cfg)
-    if scores is not None:
-        print(summary_table(scores), end="")
-        print(f"written: {Path(args.out) / 'scores.json'}, scores_bop19.json, errors.csv, summary.md")
-    return 0

@@ -1,5 +1,5 @@
 """Synthetic scenes rendered and written as BOP datasets: chunked, resumable, deterministic, scaled out with
-dask; the `record` command.
+dask.
 
 Docs: https://cosypose-nb.github.io/cosypose-nb/synthetic/recording.html.md"""
 
@@ -7,29 +7,28 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/synthetic/recording.html.md"""
 
 # %% ../../nbs/synthetic/27_recording.ipynb #fc1abe8e
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, os, shutil, time, uuid
-from dataclasses import dataclass
+import contextlib, dataclasses, hashlib, os, shutil, time, uuid
 from pathlib import Path
 
 import numpy as np
 
-from ..core import (InputError, ConfigError, OUTPUT_MANIFEST, setting, add_config_arguments, claim_output_dir,
-                              record_outputs, write_json, read_json)
+from ..core import InputError, OUTPUT_MANIFEST, claim_output_dir, record_outputs, write_json, read_json
 from ..datasets.bop import BOPSceneWriter, scene_dir_name
-from ..rendering.bullet import BACKENDS, check_resolution
 from ..rendering.scene import SceneRenderer, bop_gt_info
-from .scenes import SceneConfig, ROOM_SIZE, texture_image, sample_scene, scene_rng
+from .config import RecordingConfig, RECORDING_JSON, MAX_SCENES
+from .scenes import ROOM_SIZE, texture_image, sample_scene, scene_rng
 
 # %% auto #0
-__all__ = ['FORMAT', 'VERSION', 'RECORDING_JSON', 'MAX_SCENES', 'RECORD', 'load_objects', 'objects_fingerprint',
-           'RecordingConfig', 'resolve_config', 'recording_json', 'render_scene', 'record_scene', 'recording_names',
-           'check_output', 'record', 'record_parser', 'record_cli']
+__all__ = ['FORMAT', 'VERSION', 'RECORD', 'load_objects', 'objects_fingerprint', 'resolve_config', 'recording_json',
+           'render_scene', 'record_scene', 'recording_names', 'check_output', 'record', 'RecordingConfig',
+           'RECORDING_JSON', 'MAX_SCENES']
+
+# %% ../../nbs/synthetic/27_recording.ipynb #c192d5bf
+_all_ = ['RecordingConfig', 'RECORDING_JSON', 'MAX_SCENES']
 
 # %% ../../nbs/synthetic/27_recording.ipynb #29cd33ed
 FORMAT = "cosypose-nb synthetic recording"
 VERSION = 2                                    # 2: scene_gt_info.json as the BOP toolkit defines it
-RECORDING_JSON = "recording.json"
-MAX_SCENES = 1_000_000                         # BOP scene folders are named with six digits
 _COMPAT_KEYS = ("format", "version", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed", "mode",
                 "objects_per_scene", "split", "rgb_ext", "depth_scale", "backend")
 
@@ -53,59 +52,6 @@ def objects_fingerprint(db) -> str:
     for l in db.labels:
         h.update(f"{l}:{mesh_key(db[l].mesh)};".encode())
     return h.hexdigest()[:20]
-
-def _check_scheduler(scheduler: str) -> None:
-    "`InputError` unless `scheduler` reads as a dask address (protocol://host:port); checked before anything is written."
-    from distributed.comm.addressing import parse_address, parse_host_port
-    try:
-        protocol, loc = parse_address(scheduler)
-        if protocol in ("tcp", "tls", "ws", "wss"):
-            parse_host_port(loc)
-    except ValueError as e:
-        raise InputError(f"scheduler: {scheduler!r} is not a dask scheduler address such as tcp://host:8786 ({e})") from None
-
-# %% ../../nbs/synthetic/27_recording.ipynb #d0174356
-_MAX_WORKERS_PER_CORE = 4       # each worker is a process: more only thrash the machine
-
-@dataclass(frozen=True)
-class RecordingConfig(SceneConfig):
-    "The settings of a recording: its scenes (`SceneConfig`), what is recorded where, and how the work is done."
-    objects: str = setting("default", "'default' (the embedded objects) or the path of a BOP models folder or of a folder of meshes")
-    n_scenes: int = setting(200, "number of scenes (scene i depends only on the seed and i: more scenes extend a recording)")
-    seed: int = setting(0, "seed of the recording: scene i draws its random numbers from (seed, i) alone")
-    labels: tuple[str, ...] | None = setting(None, "record only these object labels (None: the whole object set)")
-    split: str = setting("train", "name of the split folder")
-    rgb_ext: str = setting(".jpg", "format of the rgb images: .jpg or .png")
-    depth_scale: float = setting(0.1, "unit of the depth PNGs in mm (BOP's depth_scale): 0.1 keeps 0.1 mm steps up to 6.5 m")
-    backend: str = setting("tiny", "pybullet renderer: tiny (TinyRenderer, CPU, reproducible) or egl", choices=BACKENDS)
-    workers: int = setting(1, "dask worker processes on a LocalCluster: 1, the default, is already a cluster (about 7 s to "
-                              "start), more record in parallel; 0: record in this process, no dask")
-    scheduler: str | None = setting(None, "address of a running dask scheduler (tcp://host:8786) whose workers see the "
-                                          "output folder, instead of a LocalCluster")
-    progress: bool = setting(True, "show a progress bar")
-    overwrite: bool = setting(False, "write into a folder that holds other files (what a recording writes there is "
-                                     "replaced: recording.json, camera.json, models/ and the split folder)")
-
-    def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)
-        set_("objects", str(self.objects))
-        if self.labels is not None: set_("labels", tuple(self.labels) if not isinstance(self.labels, str) else (self.labels,))
-        if isinstance(self.rgb_ext, str) and not self.rgb_ext.startswith("."): set_("rgb_ext", "." + self.rgb_ext)
-        if isinstance(self.depth_scale, (int, np.integer)): set_("depth_scale", float(self.depth_scale))
-        super().__post_init__()
-
-    def check(self) -> None:
-        super().check()
-        self.need_int("n_scenes", 1, MAX_SCENES)
-        self.need_int("seed", 0, 2 ** 63 - 1)
-        if self.labels is not None and not self.labels: self.fail("labels", "the list of objects to record is empty")
-        if not self.split or "/" in self.split or self.split.startswith("."): self.fail("split", "not a folder name")
-        if self.split in ("models", RECORDING_JSON, "camera.json"): self.fail("split", "is a file or folder of the recording itself")
-        self.need_choice("rgb_ext", (".jpg", ".png"))
-        self.need_float("depth_scale", 0, lo_open=True)
-        self.need_choice("backend", BACKENDS)
-        self.need_int("workers", 0, _MAX_WORKERS_PER_CORE * (os.cpu_count() or 1))
-        if self.scheduler is not None: _check_scheduler(str(self.scheduler))
 
 # %% ../../nbs/synthetic/27_recording.ipynb #31570c87
 def resolve_config(config: RecordingConfig, objects=None) -> tuple[RecordingConfig, object, str]:
@@ -354,70 +300,3 @@ def record(out_dir, config: RecordingConfig | None = None, objects=None, **setti
     return dict(out=str(out), recorded=len(recorded), skipped=config.n_scenes - len(recorded),
                 images=sum(r["n_images"] for r in recorded), seconds=time.time() - t0,
                 done_at=sorted(r["done_at"] for r in recorded))
-
-# %% ../../nbs/synthetic/27_recording.ipynb #474ccf73
-def _parse_pair(flag: str):
-    def parse(s: str) -> tuple[int, int]:
-        try:
-            lo, hi = (int(v) for v in s.split(","))
-        except ValueError:
-            raise InputError(f"{flag}: expected MIN,MAX, got {s!r}") from None
-        return lo, hi
-    return parse
-
-def _parse_K(s: str):
-    try:
-        fx, fy, cx, cy = (float(v) for v in s.split(","))
-    except ValueError:
-        raise InputError(f"--K: expected fx,fy,cx,cy, got {s!r}") from None
-    return ((fx, 0.0, cx), (0.0, fy, cy), (0.0, 0.0, 1.0))
-
-def _parse_int(flag: str):
-    def parse(s: str) -> int:
-        try: return int(s)
-        except ValueError: raise InputError(f"{flag}: expected an integer, got {s!r}") from None
-    return parse
-
-# field: (option, metavar, text -> value, value -> text of the default)
-_TEXT_OPTIONS = {
-    "n_scenes": ("--scenes", "N", _parse_int("--scenes"), str),
-    "n_views": ("--views", "V", _parse_int("--views"), str),
-    "resolution": ("--resolution", "HxW", lambda s: check_resolution(s, "--resolution"), lambda r: f"{r[0]}x{r[1]}"),
-    "objects_per_scene": ("--objects-per-scene", "MIN,MAX", _parse_pair("--objects-per-scene"), lambda p: f"{p[0]},{p[1]}"),
-    "K": ("--K", "fx,fy,cx,cy", _parse_K, str),
-    "labels": ("--labels", "LABEL,...", lambda s: tuple(l for l in s.split(",") if l), str),
-    "rgb_ext": ("--rgb-ext", "{jpg,png}", lambda s: s, lambda e: e.lstrip(".")),
-}
-
-# %% ../../nbs/synthetic/27_recording.ipynb #c768901a
-def record_parser() -> argparse.ArgumentParser:
-    "The options of `cosypose-nb record`: `--out` and the fields of `RecordingConfig`, in two groups."
-    p = argparse.ArgumentParser(prog="cosypose-nb record", description="Record a domain-randomised synthetic BOP dataset "
-                                "(resumable: re-run the same command to complete an interrupted recording).")
-    p.add_argument("--out", required=True, help="output folder (a BOP dataset)")
-    groups = {SceneConfig: p.add_argument_group("the scenes"), RecordingConfig: p.add_argument_group("the recording")}
-    names = [f.name for f in dataclasses.fields(RecordingConfig)]
-    for f in dataclasses.fields(RecordingConfig):
-        g = groups[SceneConfig if f.name in {s.name for s in dataclasses.fields(SceneConfig)} else RecordingConfig]
-        if f.name not in _TEXT_OPTIONS:
-            add_config_arguments(g, RecordingConfig, skip=tuple(n for n in names if n != f.name))
-            continue
-        flag, metavar, _, show = _TEXT_OPTIONS[f.name]
-        g.add_argument(flag, dest=f.name, metavar=metavar, default=f.default, help=f"{f.metadata['help']} (default: {show(f.default)})")
-    return p
-
-def record_cli(argv: list[str] | None = None) -> int:
-    "`cosypose-nb record`: record a domain-randomised synthetic BOP dataset (see `record`)."
-    a = record_parser().parse_args(argv)
-    kw = {f.name: getattr(a, f.name) for f in dataclasses.fields(RecordingConfig)}
-    for name, (flag, _, parse, _) in _TEXT_OPTIONS.items():
-        if isinstance(kw[name], str): kw[name] = parse(kw[name])
-    flags = {name: opt[0] for name, opt in _TEXT_OPTIONS.items()}
-    try:
-        config = RecordingConfig(**kw)
-    except ConfigError as e:
-        raise InputError(f"{flags.get(e.field, '--' + e.field.replace('_', '-'))}: {str(e).split(': ', 1)[1]}") from None
-    res = record(a.out, config)
-    print(f"{res['out']}: recorded {res['recorded']} scenes ({res['images']} images) in {res['seconds']:.1f} s; "
-          f"{res['skipped']} already complete")
-    return 0

@@ -8,30 +8,25 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/synthetic/scenes.html.md"""
 # %% ../../nbs/synthetic/26_scenes.ipynb #eb8a2ac4
 from __future__ import annotations
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..core import Config, InputError, setting
-from ..geometry.transforms import as_tensor
-from ..geometry.cameras import look_at, check_intrinsics
+from ..geometry.cameras import look_at
 from ..geometry.rotations import pose_from_pybullet, pose_to_pybullet
 from ..rendering.bullet import BulletClient, check_resolution
+from .config import MODES, SceneConfig, default_intrinsics
 
 # %% auto #0
-__all__ = ['N_TEXTURES', 'TEXTURE_SIZE', 'MODES', 'ROOM_SIZE', 'FLOAT_CENTER', 'CAMERA_MARGIN', 'default_intrinsics',
-           'sample_intrinsics', 'random_texture', 'texture_image', 'drop_objects', 'float_objects', 'sample_camera',
-           'sample_light', 'SceneConfig', 'sample_scene', 'scene_rng']
+__all__ = ['N_TEXTURES', 'TEXTURE_SIZE', 'ROOM_SIZE', 'FLOAT_CENTER', 'CAMERA_MARGIN', 'sample_intrinsics', 'random_texture',
+           'texture_image', 'drop_objects', 'float_objects', 'sample_camera', 'sample_light', 'sample_scene',
+           'scene_rng', 'MODES', 'SceneConfig', 'default_intrinsics']
+
+# %% ../../nbs/synthetic/26_scenes.ipynb #c69aac7e
+_all_ = ['MODES', 'SceneConfig', 'default_intrinsics']
 
 # %% ../../nbs/synthetic/26_scenes.ipynb #b6fdc3b6
-def default_intrinsics(resolution) -> np.ndarray:
-    "Base intrinsics (3, 3) float64 for images `resolution` (H, W): f = 0.9375 W (600 px at 640 wide), principal point at the centre."
-    H, W = check_resolution(resolution)
-    f = 0.9375 * W
-    return np.array([[f, 0.0, (W - 1) / 2], [0.0, f, (H - 1) / 2], [0.0, 0.0, 1.0]])
-
 def sample_intrinsics(rng: np.random.Generator, K, resolution, f_jitter: float = 0.1, pp_jitter: float = 0.03) -> np.ndarray:
     "Random intrinsics (3, 3) around `K` (3, 3) for images `resolution` (H, W): focal length x U(1 -/+ f_jitter), principal point + U(-/+ pp_jitter) x size."
     H, W = check_resolution(resolution)
@@ -169,43 +164,6 @@ def sample_light(rng: np.random.Generator) -> dict:
     return dict(lightDirection=(d / np.linalg.norm(d)).tolist(), lightColor=rng.uniform(0.6, 1.0, 3).tolist(),
                 lightDistance=3.0, lightAmbientCoeff=float(rng.uniform(0.3, 0.7)),
                 lightDiffuseCoeff=float(rng.uniform(0.3, 0.7)), lightSpecularCoeff=float(rng.uniform(0.0, 0.3)), shadow=0)
-
-# %% ../../nbs/synthetic/26_scenes.ipynb #0b944457
-MODES = ("drop", "float", "mixed")
-
-def _as_K(K) -> tuple:
-    "Intrinsics (3, 3) as a tuple of three tuples of floats (checked by `cameras.check_intrinsics`)."
-    K = check_intrinsics(as_tensor(K, torch.float64), "K").numpy()
-    if K.shape != (3, 3): raise InputError(f"K: expected shape (3, 3), got {K.shape}")
-    return tuple(tuple(float(v) for v in row) for row in K)
-
-@dataclass(frozen=True)
-class SceneConfig(Config):
-    "What a synthetic scene looks like (see `sample_scene`)."
-    n_views: int = setting(1, "views per scene: V cameras seeing one static scene")
-    resolution: tuple[int, int] = setting((480, 640), "image size H, W in pixels")
-    K: tuple | None = setting(None, "base intrinsics at the output resolution, jittered per image (None: f = 0.9375 W, principal point at the centre)")
-    mode: str = setting("mixed", "objects dropped on a plane, floating, or either (drawn per scene)", choices=MODES)
-    objects_per_scene: tuple[int, int] = setting((3, 6), "MIN, MAX objects per scene (a random subset, no repeats)")
-
-    def __post_init__(self):
-        "Normalise the fields (resolution from 'HxW', K as a 3x3 tuple of floats, pairs as tuples of ints), then check them."
-        set_ = lambda k, v: object.__setattr__(self, k, v)
-        set_("resolution", check_resolution(self.resolution, "resolution"))
-        if self.K is not None: set_("K", _as_K(self.K))
-        try: set_("objects_per_scene", tuple(int(v) for v in self.objects_per_scene))
-        except (TypeError, ValueError): self.fail("objects_per_scene", "expected MIN, MAX")
-        super().__post_init__()
-
-    def check(self) -> None:
-        self.need_int("n_views", 1)
-        self.need_choice("mode", MODES)
-        ops = self.objects_per_scene
-        if len(ops) != 2 or not 1 <= ops[0] <= ops[1]: self.fail("objects_per_scene", "need two numbers 1 <= MIN <= MAX")
-
-    def intrinsics(self) -> np.ndarray:
-        "The base intrinsics (3, 3) float64 (`K`, or the default for `resolution`)."
-        return default_intrinsics(self.resolution) if self.K is None else np.array(self.K, dtype=np.float64)
 
 # %% ../../nbs/synthetic/26_scenes.ipynb #ee409370
 ROOM_SIZE = 2.0            # half-size (m) of the room around the scenes
