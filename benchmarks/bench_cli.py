@@ -26,7 +26,8 @@ def run(code: str, args: list[str], pythonpath: str, importtime: bool = False) -
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run([sys.executable, *(["-X", "importtime"] if importtime else []), "-c", code, *args],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env,
+                       cwd=tempfile.gettempdir())      # (`-c` puts the working folder first on the path: not a checkout)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode: raise RuntimeError(f"{args}: {r.stderr[-2000:]}")
@@ -46,7 +47,7 @@ def heavy_imports(stderr: str) -> str:
 def subcommands(pythonpath: str) -> list[str]:
     code = "from cosypose_nb.cli import SUBCOMMANDS; print(' '.join(SUBCOMMANDS))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": pythonpath}).stdout.split()
+                          env={**os.environ, "PYTHONPATH": pythonpath}, cwd=tempfile.gettempdir()).stdout.split()
 
 
 def modules(root: Path) -> list[str]:
@@ -68,12 +69,14 @@ def scenario(folder: Path) -> Path | None:
     return write_example_scenario(folder, make_problem(4, 6, seed=2, objects=load_default_objects(n_points=500)))
 
 
-def table(title: str, cases: dict[str, tuple[str, list[str]]], codes: dict[str, str], repeats: int) -> None:
+def table(title: str, cases: dict[str, tuple[str, list[str]]], codes: dict[str, str], repeats: int,
+          missing: set = frozenset()) -> None:
+    "Time each case with each checkout of `codes` (but the (case, checkout) pairs in `missing`: shown as '-')."
     times = {(c, k): [] for c in cases for k in codes}
     for _ in range(repeats):                               # alternating: both checkouts see the same state of the machine
         for c, (code, args) in cases.items():
             for k, path in codes.items():
-                times[(c, k)].append(run(code, args, path)[:2])
+                if (c, k) not in missing: times[(c, k)].append(run(code, args, path)[:2])
     heavy = {c: heavy_imports(run(code, args, codes["new"], importtime=True)[2]) for c, (code, args) in cases.items()}
     print(f"\n{title}: load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}, {repeats} runs each; "
           "median wall s (median CPU s)")
@@ -81,9 +84,10 @@ def table(title: str, cases: dict[str, tuple[str, list[str]]], codes: dict[str, 
     print("| run | " + " | ".join(head) + " |")
     print("|---|" + "---|" * len(head))
     for c in cases:
-        med = {k: (statistics.median(w for w, _ in times[(c, k)]), statistics.median(u for _, u in times[(c, k)])) for k in codes}
-        cells = [f"{med[k][0]:.2f} ({med[k][1]:.2f})" for k in codes]
-        if "old" in codes: cells.append(f"{med['new'][0] / med['old'][0]:.2f}")
+        med = {k: (statistics.median(w for w, _ in times[(c, k)]), statistics.median(u for _, u in times[(c, k)]))
+               for k in codes if times[(c, k)]}
+        cells = [f"{med[k][0]:.2f} ({med[k][1]:.2f})" if k in med else "-" for k in codes]
+        if "old" in codes: cells.append(f"{med['new'][0] / med['old'][0]:.2f}" if "old" in med else "-")
         print(f"| {c} | " + " | ".join(cells) + f" | {heavy[c]} |")
 
 
@@ -102,9 +106,10 @@ def main(argv=None) -> int:
         cases["multiview 4 x 6 scenario"] = (CLI, ["multiview", str(folder)])
     table("Commands", cases, codes, a.repeats)
     if not a.no_modules:
-        mods = [m for m in modules(HERE.parent) if not a.old or m in modules(Path(a.old))]
+        mods = modules(HERE.parent)                        # a module the old checkout lacks: timed with this one only
+        new_only = {(m.removeprefix("cosypose_nb."), "old") for m in mods if a.old and m not in modules(Path(a.old))}
         table("import cosypose_nb.<module>", {m.removeprefix("cosypose_nb."): (f"import {m}", []) for m in mods},
-              codes, max(1, a.repeats // 2))
+              codes, max(1, a.repeats // 2), new_only)
     return 0
 
 
