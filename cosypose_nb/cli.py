@@ -13,13 +13,13 @@ __all__ = ['SUBCOMMANDS', 'main']
 
 # %% ../nbs/90_cli.ipynb #30383e35
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "objects": ("cosypose_nb.datasets.objects", "objects_cli", "write the default object set or a models/mesh folder as a BOP models folder"),
+    "objects": ("cosypose_nb.datasets.objects_command", "objects_cli", "write the default object set or a models/mesh folder as a BOP models folder"),
     "download": ("cosypose_nb.datasets.download", "download_cli", "download and unpack BOP datasets (resumable)"),
-    "record": ("cosypose_nb.synthetic.recording", "record_cli", "record a domain-randomised synthetic BOP dataset"),
+    "record": ("cosypose_nb.synthetic.record_command", "record_cli", "record a domain-randomised synthetic BOP dataset"),
     "train": ("cosypose_nb.singleview.training", "train_cli", "train the coarse or refiner pose network (resumable; torchrun for several processes)"),
     "convert-checkpoint": ("cosypose_nb.singleview.pose_model", "convert_checkpoint_cli", "convert an original CosyPose coarse/refiner checkpoint into a pose model folder"),
     "multiview": ("cosypose_nb.multiview.scenario", "multiview_cli", "multi-view scene reconstruction of a custom scenario folder"),
-    "evaluate": ("cosypose_nb.evaluation.evaluate", "evaluate_cli", "evaluate a BOP results file against a BOP dataset (BOP19, YCB-Video, multi-view mAP)"),
+    "evaluate": ("cosypose_nb.evaluation.evaluate_command", "evaluate_cli", "evaluate a BOP results file against a BOP dataset (BOP19, YCB-Video, multi-view mAP)"),
     "experiment": ("cosypose_nb.experiments.runner", "experiment_cli", "execute experiment notebooks into run folders (papermill)"),
     "demo": ("cosypose_nb.demo", "demo_cli", "run the end-to-end demo on the embedded default objects"),
 }

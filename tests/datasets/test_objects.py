@@ -13,6 +13,7 @@ from cosypose_nb.geometry.rotations import random_rotations
 from cosypose_nb.geometry.symmetries import symmetric_distance
 from cosypose_nb.datasets import objects as O
 from cosypose_nb.datasets import models as M
+from cosypose_nb.datasets.objects_command import objects_cli
 
 
 def _render(model, size: int = 128, azimuth: float = 40.0, elevation: float = 30.0, fov: float = 40.0) -> dict:
@@ -45,7 +46,7 @@ def db(cache):
 def test_default_build_is_deterministic(tmp_path, cache, db):
     a = O.build_default_objects(tmp_path / "a")
     ref = O.default_objects_dir(cache)
-    for n in O._default_files():
+    for n in O.default_object_files():
         assert (a / n).read_bytes() == (ref / n).read_bytes(), n
     assert set(read_models_info(a)) == set(range(1, 11))
 
@@ -254,18 +255,18 @@ def test_face_index_out_of_range(tmp_path, bad):
 
 
 def test_cli(tmp_path, capsys, cache):
-    assert O.objects_cli(["default", "--out", str(tmp_path / "d"), "--cache-dir", str(cache), "--urdf"]) == 0
+    assert objects_cli(["default", "--out", str(tmp_path / "d"), "--cache-dir", str(cache), "--urdf"]) == 0
     out = capsys.readouterr().out
     assert "soccerball" in out and "obj_000010" in out and "wrote 10 objects" in out and ".urdf" in out
     folder = tmp_path / "m"; folder.mkdir()
     trimesh.creation.box(extents=(100, 50, 30)).export(folder / "brick.stl")
-    assert O.objects_cli([str(folder), "--out", str(tmp_path / "bop"), "--units", "mm", "--cache-dir", str(cache)]) == 0
+    assert objects_cli([str(folder), "--out", str(tmp_path / "bop"), "--units", "mm", "--cache-dir", str(cache)]) == 0
     info = read_models_info(tmp_path / "bop")
     assert abs(info[1]["diameter"] - math.sqrt(0.1 ** 2 + 0.05 ** 2 + 0.03 ** 2)) < 1e-6
     with pytest.raises(InputError):
-        O.objects_cli([str(folder), "--out", str(folder)])
+        objects_cli([str(folder), "--out", str(folder)])
     with pytest.raises(SystemExit):
-        O.objects_cli([str(folder), "--units", "cm"])
+        objects_cli([str(folder), "--units", "cm"])
 
 
 def _tex_ply(folder, png: bytes | None):
@@ -292,7 +293,7 @@ def test_textures_models_and_sizes_checked(tmp_path, capsys):
     buf = io.BytesIO(); Image.new("RGB", (4, 4), (200, 10, 10)).save(buf, "PNG")
     db = O.MeshDatabase.from_folder(_tex_ply(tmp_path / "good", buf.getvalue()), n_points=20)
     assert len(db) == 1                                       # a flat model (size_x 0) is a valid model
-    assert O.objects_cli([str(tmp_path / "good"), "--out", str(tmp_path / "good_out")]) == 0
+    assert objects_cli([str(tmp_path / "good"), "--out", str(tmp_path / "good_out")]) == 0
     assert read_models_info(tmp_path / "good_out")[1]["size_x"] == 0.0
     O.MeshDatabase.from_folder(tmp_path / "good_out", n_points=20)    # what it writes, it reads back
     huge = tmp_path / "huge"; huge.mkdir()
@@ -304,7 +305,7 @@ def test_textures_models_and_sizes_checked(tmp_path, capsys):
     # --out given as the source folder through its models_info.json: refused, the source untouched
     before = {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()}
     with pytest.raises(InputError, match="another folder than the source"):
-        O.objects_cli([str(tmp_path / "good" / "models_info.json"), "--out", str(tmp_path / "good")])
+        objects_cli([str(tmp_path / "good" / "models_info.json"), "--out", str(tmp_path / "good")])
     assert {p.name: p.read_bytes() for p in (tmp_path / "good").iterdir()} == before
 
 
@@ -323,24 +324,24 @@ def test_objects_out_is_all_or_nothing(tmp_path, monkeypatch):
         return real(path, mesh)
     monkeypatch.setattr(M, "write_model_mesh", failing)
     with pytest.raises(InputError, match="mine.txt; choose another folder, or give --overwrite"):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m"])      # the user's file: refused
+        objects_cli([str(src), "--out", str(out), "--units", "m"])      # the user's file: refused
     with pytest.raises(OSError):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
+        objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.staging")]
     monkeypatch.setattr(M, "write_model_mesh", real)
     (out / "obj_000002.ply").mkdir()                # a folder where a model file goes
     with pytest.raises(InputError, match="obj_000002.ply: is a folder"):
-        O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
+        objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "obj_000002.ply"]
     (out / "obj_000002.ply").rmdir()
-    assert O.objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"]) == 0
+    assert objects_cli([str(src), "--out", str(out), "--units", "m", "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [".cosypose-nb.json", "mine.txt", "models_info.json", "obj_000001.ply", "obj_000002.ply"]
     with pytest.raises(InputError, match="mine.txt"):                      # the user's file is still there: refused again
-        O.objects_cli([str(src), "--out", str(out), "--units", "m"])
+        objects_cli([str(src), "--out", str(out), "--units", "m"])
     (out / "mine.txt").unlink()                                            # only its own files: redone
-    assert O.objects_cli([str(src), "--out", str(out), "--units", "m"]) == 0
-    assert O.objects_cli(["default", "--out", str(tmp_path / "d")]) == 0 and (tmp_path / "d" / "models_info.json").exists()
+    assert objects_cli([str(src), "--out", str(out), "--units", "m"]) == 0
+    assert objects_cli(["default", "--out", str(tmp_path / "d")]) == 0 and (tmp_path / "d" / "models_info.json").exists()
 
 
 def test_zero_area_mesh_names_its_file(tmp_path):
@@ -354,9 +355,9 @@ def test_object_sizes_checked_with_their_units(tmp_path, capsys):
     (tmp_path / "m").mkdir()
     trimesh.creation.cylinder(radius=50, height=120).export(tmp_path / "m" / "mug.stl")     # a mug in mm: 160 mm across
     with pytest.raises(InputError, match=r"mug.stl: the object is 1\d\d(\.\d+)? m across when read in m"):
-        O.objects_cli([str(tmp_path / "m"), "--units", "m", "--out", str(tmp_path / "out")])
+        objects_cli([str(tmp_path / "m"), "--units", "m", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()                                   # refused before anything was written
-    assert O.objects_cli([str(tmp_path / "m"), "--units", "mm"]) == 0 and "mug" in capsys.readouterr().out
+    assert objects_cli([str(tmp_path / "m"), "--units", "mm"]) == 0 and "mug" in capsys.readouterr().out
     (tmp_path / "s").mkdir()
     trimesh.creation.icosphere(radius=0.00005).export(tmp_path / "s" / "dust.ply")
     with pytest.raises(InputError, match=r"dust.ply: the object is 0.0001 m across when read in m"):

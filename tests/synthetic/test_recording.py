@@ -14,6 +14,8 @@ from cosypose_nb.datasets.bop import BOPDataset, read_rgb, read_mask, read_depth
 from cosypose_nb.geometry.cameras import project_points
 from cosypose_nb.datasets.objects import load_default_objects
 from cosypose_nb.synthetic import recording as rec
+from cosypose_nb.synthetic.config import RecordingConfig
+from cosypose_nb.synthetic.record_command import record_cli, record_parser
 
 SMALL = ["--scenes", "14", "--views", "2", "--resolution", "120x160", "--seed", "3", "--objects-per-scene", "2,4", "--no-progress"]
 
@@ -28,7 +30,7 @@ def complete_scenes(out: Path) -> list[str]:
 
 
 def run_cli(args, **kw):
-    code = f"import sys; from cosypose_nb.synthetic.recording import record_cli; sys.exit(record_cli({args!r}))"
+    code = f"import sys; from cosypose_nb.synthetic.record_command import record_cli; sys.exit(record_cli({args!r}))"
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -181,9 +183,9 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(tmp_path, reference):
     assert res["recorded"] == 0 and res["skipped"] == 14
     assert tree(reference) == before
     with pytest.raises(InputError):
-        rec.record_cli(["--out", str(tmp_path / "z"), "--resolution", "0x10", "--scenes", "1"])
+        record_cli(["--out", str(tmp_path / "z"), "--resolution", "0x10", "--scenes", "1"])
     with pytest.raises(InputError):
-        rec.record_cli(["--out", str(tmp_path / "z"), "--K", "0,0,1,1", "--scenes", "1"])
+        record_cli(["--out", str(tmp_path / "z"), "--K", "0,0,1,1", "--scenes", "1"])
 
 
 @pytest.mark.parametrize("kw", [dict(seed=-1), dict(seed=2 ** 70), dict(split="models"), dict(split="recording.json"),
@@ -216,8 +218,8 @@ def test_mesh_folder_objects(tmp_path):
     trimesh.creation.cylinder(radius=0.03, height=0.08).export(src / "can.ply")
     trimesh.creation.icosphere(radius=0.035).export(src / "ball.ply")
     out = tmp_path / "out"
-    assert rec.record_cli(["--objects", str(src), "--out", str(out), "--scenes", "2", "--views", "1", "--resolution", "60x80",
-                           "--workers", "0", "--no-progress", "--split", "val"]) == 0
+    assert record_cli(["--objects", str(src), "--out", str(out), "--scenes", "2", "--views", "1", "--resolution", "60x80",
+                       "--workers", "0", "--no-progress", "--split", "val"]) == 0
     ds = BOPDataset(out, split="val", load_masks=True)
     assert len(ds) == 2 and ds.models_info is not None and len(ds.models_info) == 3
     assert all(1 <= len(r.objects) <= 3 for r in ds)
@@ -264,9 +266,9 @@ def test_recording_json_format(reference, tmp_path):
 def test_command_options_from_the_config():
     "Every option of `record` has a help text with its default, taken from RecordingConfig; --workers says what 1 and 0 mean."
     import dataclasses
-    p = rec.record_parser()
+    p = record_parser()
     actions = {a.dest: a for a in p._actions if a.dest != "help"}
-    fields = {f.name: f for f in dataclasses.fields(rec.RecordingConfig)}
+    fields = {f.name: f for f in dataclasses.fields(RecordingConfig)}
     assert set(actions) == set(fields) | {"out"}
     for name, a in actions.items():
         assert a.help and (name == "out" or "default" in a.help), name

@@ -7,7 +7,8 @@ import pytest
 
 from cosypose_nb.core import InputError
 from cosypose_nb.datasets.objects import load_default_objects
-from cosypose_nb.synthetic.scenes import SceneConfig, sample_scene, scene_rng, ROOM_SIZE
+from cosypose_nb.synthetic.config import SceneConfig
+from cosypose_nb.synthetic.scenes import sample_scene, scene_rng, ROOM_SIZE
 
 
 def test_scene_sampler_statistics():
