@@ -398,6 +398,7 @@ class DetectorTrainConfig(Config):
     data: tuple[str, ...] = setting((), "BOP data folders (split folders, or dataset roots with one split)")
     objects: str = setting("default", "object models: 'default' or a BOP models / mesh folder (their labels are the classes)")
     model_preset: str = setting("cpu", "the network: a preset of DETECTOR_PRESETS", choices=("cpu", "paper"))
+    backbone: str | None = setting(None, "the network's backbone (None: the preset's)", choices=DETECTOR_BACKBONES)
     min_size: int | None = setting(None, "shorter image side, pixels (None: the preset's)")
     max_size: int | None = setting(None, "longer image side at most, pixels (None: the preset's)")
     min_area: float = setting(50.0, "objects whose visible box covers this many pixels or fewer are not annotated")
@@ -422,6 +423,7 @@ class DetectorTrainConfig(Config):
 
     def check(self):
         self.need_choice("kind", ("detector",)); self.need_choice("model_preset", tuple(DETECTOR_PRESETS))
+        self.need_choice("backbone", (None, *DETECTOR_BACKBONES))
         for f in ("min_size", "max_size"):
             if getattr(self, f) is not None: self.need_int(f, 16)
         self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
@@ -450,8 +452,8 @@ def detector_train_config(preset: str = "cpu", **overrides) -> DetectorTrainConf
     return DetectorTrainConfig(**{**DETECTOR_TRAIN_PRESETS[preset], **overrides})
 
 def detector_model_config(cfg: DetectorTrainConfig) -> DetectorConfig:
-    "The `DetectorConfig` a `DetectorTrainConfig` trains: its preset with the input size it gives."
-    over = {k: getattr(cfg, k) for k in ("min_size", "max_size") if getattr(cfg, k) is not None}
+    "The `DetectorConfig` a `DetectorTrainConfig` trains: its preset with the backbone and input size it gives."
+    over = {k: getattr(cfg, k) for k in ("backbone", "min_size", "max_size") if getattr(cfg, k) is not None}
     return dataclasses.replace(DETECTOR_PRESETS[cfg.model_preset], **over)
 
 # %% ../../nbs/singleview/36_detector.ipynb #863cc12f
