@@ -472,7 +472,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
 # %% ../../nbs/singleview/34_training.ipynb #f9713784
 def train_parser() -> argparse.ArgumentParser:
     "The argument parser of `cosypose-nb train`."
-    ap = argparse.ArgumentParser(prog="cosypose-nb train", description="Train CosyPose's coarse or refiner pose network "
+    ap = argparse.ArgumentParser(prog="cosypose-nb train", description="Train CosyPose's coarse or refiner pose network (the detector: cosypose-nb train detector --help) "
                                  "(resumable; under torchrun, one process per GPU). The preset (--config) sets the defaults of the options.")
     ap.add_argument("kind", choices=TRAIN_KINDS, help="which network")
     ap.add_argument("--config", choices=sorted(TRAIN_PRESETS), default="cpu", help="preset: cpu (small, minutes) or paper (the original's)")
