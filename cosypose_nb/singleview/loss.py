@@ -13,7 +13,7 @@ from ..core import InputError, check_shape
 from ..geometry.transforms import make_T, transform_points
 
 # %% auto #0
-__all__ = ['symmetric_l1', 'disentangled_poses', 'pose_loss']
+__all__ = ['symmetric_l1', 'disentangled_poses', 'pose_loss', 'nearest_symmetric_pose', 'render_flow', 'pool_flow', 'flow_loss']
 
 # %% ../../nbs/singleview/33_loss.ipynb #fdf5d4ca
 def symmetric_l1(T_pred: torch.Tensor, T_gt: torch.Tensor, points: torch.Tensor, symmetries: torch.Tensor) -> torch.Tensor:
@@ -48,3 +48,50 @@ def pose_loss(T_pred: torch.Tensor, T_gt: torch.Tensor, points: torch.Tensor, sy
     terms = [symmetric_l1(T, T_gt, points, symmetries) for T in disentangled_poses(T_pred, T_gt)]
     out = dict(rot=terms[0], xy=terms[1], depth=terms[2], total=terms[0] + terms[1] + terms[2])
     return {k: v.mean() for k, v in out.items()} if reduction == "mean" else out
+
+# %% ../../nbs/singleview/33_loss.ipynb #6391367a
+def nearest_symmetric_pose(T_ref: torch.Tensor, T_gt: torch.Tensor, points: torch.Tensor, symmetries: torch.Tensor) -> torch.Tensor:
+    """Among the symmetric copies `T_gt S` (S in `symmetries` (B, S, 4, 4)) of the ground truths `T_gt` (B, 4, 4),
+    the one nearest to `T_ref` (B, 4, 4) in mean distance of the model `points` (B, N, 3): (B, 4, 4)."""
+    T_all = T_gt[:, None] @ symmetries.to(T_gt)                                       # (B, S, 4, 4)
+    d = (transform_points(T_all, points[:, None].to(T_gt)) - transform_points(T_ref.to(T_gt), points.to(T_gt))[:, None]).norm(dim=-1).mean(-1)
+    return T_all[torch.arange(len(T_gt), device=T_gt.device), d.argmin(1)]
+
+def render_flow(depth: torch.Tensor, K_crop: torch.Tensor, T_in: torch.Tensor, T_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flow (B, 2, h, w) crop pixels from a rendering at `T_in` (its depth (B, 1, h, w) m, 0 where empty, seen with
+    `K_crop` (B, 3, 3)) to the object at `T_target` (B, 4, 4); and where it is defined, (B, 1, h, w) bool."""
+    check_shape(depth, (None, 1, None, None), "depth"); B, _, h, w = depth.shape
+    check_shape(K_crop, (B, 3, 3), "K_crop"); check_shape(T_in, (B, 4, 4), "T_in"); check_shape(T_target, (B, 4, 4), "T_target")
+    dt, dev = torch.float64, depth.device
+    K, z = K_crop.to(dt), depth.to(dt)[:, 0]
+    v, u = torch.meshgrid(torch.arange(h, dtype=dt, device=dev), torch.arange(w, dtype=dt, device=dev), indexing="ij")
+    f, c = K[:, [0, 1], [0, 1]][:, :, None, None], K[:, :2, 2][:, :, None, None]    # (B, 2, 1, 1)
+    uv = torch.stack([u, v])[None]                                                    # (1, 2, h, w)
+    X = torch.cat([(uv - c) / f * z[:, None], z[:, None]], 1).flatten(2).transpose(1, 2)    # (B, h*w, 3)
+    X = transform_points(T_target.to(dt) @ torch.linalg.inv(T_in.to(dt)), X)
+    uv2 = (f.flatten(1)[:, None] * X[..., :2] / X[..., 2:].clamp(min=1e-6) + c.flatten(1)[:, None]).transpose(1, 2).reshape(B, 2, h, w)
+    valid = depth > 0
+    return ((uv2 - uv) * valid).to(depth.dtype), valid
+
+# %% ../../nbs/singleview/33_loss.ipynb #c3a2ad2f
+def pool_flow(flow: torch.Tensor, valid: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+    "Mean `flow` (B, 2, h, w) over the `valid` (B, 1, h, w) pixels of each cell of a (h', w') grid, and each cell's valid share (B, 1, h', w')."
+    v = valid.to(flow.dtype)
+    share = torch.nn.functional.adaptive_avg_pool2d(v, size)
+    return torch.nn.functional.adaptive_avg_pool2d(flow * v, size) / share.clamp(min=1e-6), share
+
+def flow_loss(flows: list[torch.Tensor], flow: torch.Tensor, valid: torch.Tensor, min_share: float = 0.25) -> dict[str, torch.Tensor]:
+    """Auxiliary loss of predicted `flows` (each (B, 2, h', w') crop px) against the target `flow` (B, 2, h, w) on
+    `valid` (B, 1, h, w): {'flow': summed mean L1 (px), 'epe': EPE of the first head, 'epe_zero': EPE of no motion}."""
+    check_shape(flow, (None, 2, None, None), "flow"); check_shape(valid, (len(flow), 1, *flow.shape[-2:]), "valid")
+    if not flows: raise InputError("flow_loss: no predicted flow")
+    total, out = 0.0, {}
+    for k, f in enumerate(flows):
+        target, share = pool_flow(flow.to(f), valid, f.shape[-2:])
+        m = (share >= min_share).to(f)
+        n = m.sum().clamp(min=1)
+        total = total + ((f - target).abs().sum(1, keepdim=True) * m).sum() / n
+        if k == 0:
+            out["epe"] = ((f - target).norm(dim=1, keepdim=True) * m).sum().detach() / n
+            out["epe_zero"] = (target.norm(dim=1, keepdim=True) * m).sum().detach() / n
+    return {"flow": total, **out}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..core import (Config, InputError, setting, check_shape, where, config_to_dict, atomic_write,
                               write_json, safe_torch_load)
@@ -23,11 +24,11 @@ from ..geometry.cameras import (check_intrinsics, check_boxes, crop_images, crop
 from .backbones import BACKBONES, make_backbone, convert_efficientnet_state_dict
 
 # %% auto #0
-__all__ = ['ROT6D_IDENTITY', 'INIT_MODES', 'R_ZUP', 'POSE_MODEL_PRESETS', 'decode_outputs', 'apply_update', 'update_outputs',
-           'crop_inputs', 'poses_from_boxes', 'PoseModelConfig', 'IterationOutput', 'check_pose_inputs',
-           'render_and_compare', 'PoseModel', 'original_outputs', 'head_from_original', 'save_pose_model',
-           'pose_model_from_original', 'is_original_state_dict', 'convert_cosypose_checkpoint',
-           'convert_checkpoint_cli']
+__all__ = ['ROT6D_IDENTITY', 'INIT_MODES', 'R_ZUP', 'HEADS', 'SOBEL', 'POSE_MODEL_PRESETS', 'decode_outputs', 'apply_update',
+           'update_outputs', 'crop_inputs', 'poses_from_boxes', 'edge_maps', 'stage_ends', 'FlowHeads', 'flatten_head',
+           'PoseModelConfig', 'IterationOutput', 'RenderedCrops', 'check_pose_inputs', 'render_and_compare',
+           'PoseModel', 'original_outputs', 'head_from_original', 'save_pose_model', 'pose_model_from_original',
+           'is_original_state_dict', 'convert_cosypose_checkpoint', 'convert_checkpoint_cli']
 
 # %% ../../nbs/singleview/32_pose_model.ipynb #8c667eb0
 ROT6D_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -104,6 +105,56 @@ def poses_from_boxes(boxes: torch.Tensor, K: torch.Tensor, points: torch.Tensor 
         z = (f * extent / (boxes[:, 2:] - boxes[:, :2])).mean(-1)
     return make_T(R, torch.cat([(centre - c) * z[:, None] / f, z[:, None]], -1))
 
+# %% ../../nbs/singleview/32_pose_model.ipynb #4efda4ff
+HEADS = ("mean", "flatten")
+SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+def edge_maps(rgb: torch.Tensor) -> torch.Tensor:
+    """Edge strength (B, 1, h, w) of images `rgb` (B, 3, h, w) in [0, 1]: the Sobel gradient magnitude of the grey
+    level divided by its mean over the image, minus 1."""
+    check_shape(rgb, (None, 3, None, None), "rgb")
+    g = rgb.mean(1, keepdim=True)
+    k = g.new_tensor(SOBEL) / 8
+    d = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), torch.stack([k, k.T])[:, None])
+    m = d.square().sum(1, keepdim=True).add(1e-6).sqrt()
+    return m / (m.mean((-2, -1), keepdim=True) + 1e-3) - 1
+
+# %% ../../nbs/singleview/32_pose_model.ipynb #722094d7
+def stage_ends(backbone) -> tuple[list[nn.Module], list[int]]:
+    """The modules whose outputs end the stages of a backbone whose `body` is one `nn.Sequential` of
+    convolutions (the 'small' backbone; stage s at 1/2^(s+1) of the input), and each stage's channels."""
+    mods = list(backbone.body) if isinstance(backbone.body, nn.Sequential) else []
+    strided = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+    if not strided: raise InputError(f"flow heads: backbone {backbone.name!r} is not a plain sequence of convolutions")
+    return [mods[i - 1] for i in strided[1:]] + [mods[-1]], [mods[i].out_channels for i in strided]
+
+class FlowHeads(nn.Module):
+    "Flow heads on stages `stages` of `backbone`: after the backbone's forward (training mode), `self()` gives their flows (B, 2, h', w') crop px."
+    def __init__(self, backbone, stages, hidden: int = 64, unit: float = 4.0):
+        super().__init__()
+        ends, widths = stage_ends(backbone)
+        if max(stages) >= len(ends): raise InputError(f"flow_stages: backbone {backbone.name!r} has stages 0-{len(ends) - 1}")
+        self.stages, self.unit, self._maps = tuple(stages), float(unit), {}
+        self.heads = nn.ModuleList(nn.Sequential(nn.Conv2d(widths[s], hidden, 3, padding=1), nn.ReLU(inplace=True),
+                                                 nn.Conv2d(hidden, 2, 1)) for s in self.stages)
+        for s in self.stages: ends[s].register_forward_hook(self._keeper(s))
+
+    def _keeper(self, s: int):
+        def hook(module, args, out):
+            if self.training: self._maps[s] = out
+        return hook
+
+    def forward(self) -> list[torch.Tensor]:
+        return [self.unit * h(self._maps.pop(s)) for h, s in zip(self.heads, self.stages)]
+
+def flatten_head(backbone, config) -> nn.Sequential:
+    "The hidden layer of the 'flatten' head: the last feature map at `config.render_size`, flattened, to `config.head_hidden` (ReLU)."
+    with torch.no_grad():
+        was = backbone.training
+        n = backbone.eval().feature_map(torch.zeros(1, backbone.in_channels, *config.render_size)).numel()
+        backbone.train(was)
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, config.head_hidden), nn.ReLU(inplace=True))
+
 # %% ../../nbs/singleview/32_pose_model.ipynb #e425f47f
 @dataclass(frozen=True)
 class PoseModelConfig(Config):
@@ -119,6 +170,11 @@ class PoseModelConfig(Config):
     z_scale: float = setting(1.0, "depth-ratio change per unit of output")
     head_init: str = setting("identity", "pose_fc start: 'identity' (zeros) or 'pytorch' (the original's)", choices=("identity", "pytorch"))
     init_mode: str = setting("paper", "coarse model's pose from a box", choices=INIT_MODES)
+    edge_channels: bool = setting(False, "append the edge maps of the crop and the rendering as 2 input channels (cpu)")
+    head: str = setting("mean", "'mean': pose_fc on the average of the last feature map (the paper); 'flatten': on a "
+                        "hidden layer of the whole map (cpu)", choices=HEADS)
+    head_hidden: int = setting(256, "width of the hidden layer of the 'flatten' head")
+    flow_stages: tuple[int, ...] = setting((), "backbone stages with an auxiliary flow head, used in training (cpu)")
 
     def check(self):
         if not (isinstance(self.backbone, str) and (self.backbone in BACKBONES or self.backbone.startswith("timm:"))):
@@ -131,11 +187,18 @@ class PoseModelConfig(Config):
         self.need_float("input_std", 0, lo_open=True); self.need_float("xy_scale", 0, lo_open=True)
         self.need_float("z_scale", 0, lo_open=True)
         self.need_choice("head_init", ("identity", "pytorch")); self.need_choice("init_mode", INIT_MODES)
+        if not isinstance(self.edge_channels, bool): self.fail("edge_channels", "must be true or false")
+        self.need_choice("head", HEADS); self.need_int("head_hidden", 1)
+        if not (isinstance(self.flow_stages, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 8 for v in self.flow_stages)
+                and len(set(self.flow_stages)) == len(self.flow_stages)):
+            self.fail("flow_stages", "must be distinct stage numbers 0-7")
+        if self.flow_stages and self.backbone != "small": self.fail("flow_stages", "flow heads need the 'small' backbone")
 
 POSE_MODEL_PRESETS = {
     "paper": PoseModelConfig(),
-    "cpu": PoseModelConfig(backbone="small", render_size=(96, 128), crop_sampling_ratio=2, input_mean=0.5,
-                           input_std=0.25, xy_scale=12.8, z_scale=0.1, init_mode="zup-autodepth"),
+    "cpu": PoseModelConfig(backbone="small", render_size=(64, 85), crop_sampling_ratio=2, input_mean=0.5,
+                           input_std=0.25, xy_scale=8.5, z_scale=0.1, init_mode="zup-autodepth", edge_channels=True,
+                           head="flatten", flow_stages=(1, 2)),
 }
 
 # %% ../../nbs/singleview/32_pose_model.ipynb #9d7562f5
@@ -143,7 +206,8 @@ POSE_MODEL_PRESETS = {
 class IterationOutput:
     """One iteration of a pose network on B objects: `T_CO_input` (B, 4, 4) detached, `T_CO_output` (B, 4, 4),
     `K_crop` (B, 3, 3), `boxes_crop` (B, 4) pixels, `model_outputs` (B, 9) raw, `images_crop` and `renders`
-    (B, 3, h, w) in [0, 1] when kept, `timings` seconds {'crop', 'render', 'network'}."""
+    (B, 3, h, w) in [0, 1] when kept, `timings` seconds {'crop', 'render', 'network'}; in training, with flow
+    heads: `flows` (one (B, 2, h', w') per head, crop pixels) and the rendering's `depth` (B, 1, h, w) m."""
     T_CO_input: torch.Tensor
     T_CO_output: torch.Tensor
     K_crop: torch.Tensor
@@ -152,6 +216,20 @@ class IterationOutput:
     images_crop: torch.Tensor | None = None
     renders: torch.Tensor | None = None
     timings: dict = field(default_factory=dict)
+    flows: list | None = None
+    depth: torch.Tensor | None = None
+
+@dataclass
+class RenderedCrops:
+    """The inputs of one iteration made outside the model (the training loader does): `crops` (B, 3, h, w) uint8 or
+    in [0, 1], `renders` (B, 3, h, w) in [0, 1] at `T_in` (B, 4, 4), `K_crop` (B, 3, 3), `boxes` (B, 4) pixels,
+    the rendering's `depth` (B, 1, h, w) m or None."""
+    crops: torch.Tensor
+    renders: torch.Tensor
+    K_crop: torch.Tensor
+    boxes: torch.Tensor
+    T_in: torch.Tensor
+    depth: torch.Tensor | None = None
 
 # %% ../../nbs/singleview/32_pose_model.ipynb #7dbe0ed1
 def check_pose_inputs(images, K, T_CO, labels, image_ids=None):
@@ -175,32 +253,34 @@ def check_pose_inputs(images, K, T_CO, labels, image_ids=None):
     return K, T_CO
 
 # %% ../../nbs/singleview/32_pose_model.ipynb #3ecbc5c3
-def render_and_compare(net, config: PoseModelConfig, images: torch.Tensor, K: torch.Tensor, T_in: torch.Tensor,
+def render_and_compare(model: "PoseModel", images: torch.Tensor, K: torch.Tensor, T_in: torch.Tensor,
                        labels: list[str], points: torch.Tensor, renderer, image_ids=None,
                        keep_inputs: bool = False) -> IterationOutput:
-    """One iteration from poses `T_in` (B, 4, 4) (detached here): crop, render, `net` (B, 6, h, w) -> (B, 9),
-    update. Arguments as `PoseModel.forward` (checked there); `points` (B, N, 3) the objects' model points."""
-    c = config
+    """One iteration of `model` from poses `T_in` (B, 4, 4) (detached here): crop, render, compare (`PoseModel.compare`).
+    Arguments as `PoseModel.forward` (checked there); `points` (B, N, 3) the objects' model points."""
+    c = model.config
     T_in = T_in.detach()
     t0 = time.perf_counter()
     crops, boxes, K_crop = crop_inputs(images, K, T_in, points, c.render_size, c.lamb, c.crop_sampling_ratio, image_ids)
     t1 = time.perf_counter()
-    renders = renderer.render(labels, T_in, K_crop, c.render_size, device=crops.device).rgb
+    r = renderer.render(labels, T_in, K_crop, c.render_size, render_depth=model.needs_depth, device=crops.device)
     t2 = time.perf_counter()
-    o = net(torch.cat([crops, renders], 1))
-    T_out = apply_update(T_in, K_crop, *decode_outputs(o, c.xy_scale, c.z_scale))
-    t3 = time.perf_counter()
-    return IterationOutput(T_in, T_out, K_crop, boxes, o, crops if keep_inputs else None, renders if keep_inputs else None,
-                           dict(crop=t1 - t0, render=t2 - t1, network=t3 - t2))
+    out = model.compare(RenderedCrops(crops, r.rgb, K_crop, boxes, T_in, r.depth), keep_inputs)
+    out.timings.update(crop=t1 - t0, render=t2 - t1)
+    return out
 
 # %% ../../nbs/singleview/32_pose_model.ipynb #c427b761
 class PoseModel(nn.Module):
-    "CosyPose's pose network (coarse or refiner): `backbone` on 6 channels (crop, rendering) and a linear head `pose_fc` (9 outputs)."
+    """CosyPose's pose network (coarse or refiner): `backbone` on 6 channels (crop, rendering; 8 with the edge
+    maps), a linear head `pose_fc` (9 outputs) on its averaged last map (or on `hidden`, the 'flatten' head),
+    and the auxiliary `flow_heads` when the config has flow stages."""
     def __init__(self, config: PoseModelConfig = PoseModelConfig()):
         super().__init__()
         self.config = config
-        self.backbone = make_backbone(config.backbone, in_channels=6)
-        self.pose_fc = nn.Linear(self.backbone.n_features, 9)
+        self.backbone = make_backbone(config.backbone, in_channels=8 if config.edge_channels else 6)
+        self.hidden = flatten_head(self.backbone, config) if config.head == "flatten" else None
+        self.pose_fc = nn.Linear(self.backbone.n_features if self.hidden is None else config.head_hidden, 9)
+        self.flow_heads = FlowHeads(self.backbone, config.flow_stages) if config.flow_stages else None
         if config.head_init == "identity":
             nn.init.zeros_(self.pose_fc.weight); nn.init.zeros_(self.pose_fc.bias)
         else:                                    # PyTorch's default init of the original's raw outputs
@@ -211,19 +291,42 @@ class PoseModel(nn.Module):
     @property
     def device(self) -> torch.device: return self.pose_fc.weight.device
 
+    @property
+    def needs_depth(self) -> bool: return self.flow_heads is not None and self.training
+
     def net(self, x: torch.Tensor) -> torch.Tensor:
         "Outputs (B, 9) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
-        return self.pose_fc(self.backbone((x - self.config.input_mean) / self.config.input_std))
+        c = self.config
+        z = (x - c.input_mean) / c.input_std
+        if c.edge_channels: z = torch.cat([z, edge_maps(x[:, :3]), edge_maps(x[:, 3:6])], 1)
+        if self.hidden is None: return self.pose_fc(self.backbone(z))
+        return self.pose_fc(self.hidden(self.backbone.feature_map(z)))
+
+    def compare(self, inputs: RenderedCrops, keep_inputs: bool = False) -> IterationOutput:
+        "Compare and update (steps 3 and 4 of an iteration) on crops and renderings made already."
+        t0 = time.perf_counter()
+        crops = inputs.crops.float().div_(255.0) if inputs.crops.dtype == torch.uint8 else inputs.crops
+        T_in = inputs.T_in.detach()
+        o = self.net(torch.cat([crops, inputs.renders.to(crops)], 1))
+        flows = self.flow_heads() if self.needs_depth else None
+        T_out = apply_update(T_in, inputs.K_crop, *decode_outputs(o, self.config.xy_scale, self.config.z_scale))
+        return IterationOutput(T_in, T_out, inputs.K_crop, inputs.boxes, o, crops if keep_inputs else None,
+                               inputs.renders if keep_inputs else None, dict(network=time.perf_counter() - t0),
+                               flows, inputs.depth if flows is not None else None)
 
     def forward(self, images: torch.Tensor, K: torch.Tensor, T_CO_init: torch.Tensor, labels: list[str],
                 n_iterations: int | None = None, renderer=None, objects=None, image_ids: torch.Tensor | None = None,
-                keep_inputs: bool = False) -> list[IterationOutput]:
+                keep_inputs: bool = False, inputs: RenderedCrops | None = None) -> list[IterationOutput]:
         """Run `n_iterations` (default `config.n_iterations`) of render and compare on B objects `labels` seen in
         `images` (I, 3, H, W) (uint8, or float in [0, 1]) with intrinsics `K` (B, 3, 3), from poses `T_CO_init`
         (B, 4, 4) m; object b is in image `image_ids[b]` (default: b). `renderer`: a `BatchRenderer`; `objects`:
-        the object set (model points). `keep_inputs` keeps the crops and renderings in the outputs."""
+        the object set (model points). `keep_inputs` keeps the crops and renderings in the outputs. With `inputs`
+        (crops and renderings made by the caller, e.g. the training loader) the one iteration compares those."""
         n = self.config.n_iterations if n_iterations is None else n_iterations
         if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise InputError(f"n_iterations: must be an integer >= 1, got {n!r}")
+        if inputs is not None:
+            if n != 1: raise InputError(f"n_iterations: precomputed inputs serve one iteration, got {n}")
+            return [self.compare(inputs, keep_inputs)]
         if renderer is None or objects is None: raise InputError("PoseModel.forward needs a renderer and an object set")
         labels = list(labels)
         K, T = check_pose_inputs(images, K, T_CO_init, labels, image_ids)
@@ -238,7 +341,7 @@ class PoseModel(nn.Module):
         image_ids = None if image_ids is None else image_ids.to(dev)
         outputs = []
         for _ in range(n):
-            outputs.append(render_and_compare(self.net, self.config, images, K, T, labels, points, renderer, image_ids, keep_inputs))
+            outputs.append(render_and_compare(self, images, K, T, labels, points, renderer, image_ids, keep_inputs))
             T = outputs[-1].T_CO_output
         return outputs
 
