@@ -6,44 +6,24 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/experiments/multiview.html.md"""
 
 # %% ../../nbs/experiments/62_multiview.ipynb #02794305
 from __future__ import annotations
-import dataclasses, inspect, time, typing
+import time
 from dataclasses import dataclass
 
 import torch
 
 from ..core import Config, InputError, setting
+from ..multiview.config import multiview_config
 from ..multiview.predictor import predict_scene
 from ..synthetic.mvproblems import evaluate_scene, make_problem
 
 # %% auto #0
-__all__ = ['METHODS', 'predictor_config_class', 'predictor_defaults', 'run_predictor', 'MultiviewBenchmark',
-           'benchmark_multiview', 'summarise_benchmark']
+__all__ = ['METHODS', 'run_predictor', 'MultiviewBenchmark', 'benchmark_multiview', 'summarise_benchmark']
 
 # %% ../../nbs/experiments/62_multiview.ipynb #df130c22
-def predictor_config_class():
-    "The settings class of `predict_scene` when it takes one (`predict_scene(candidates, K, objects, config)`), else None."
-    fn = inspect.unwrap(predict_scene)
-    if "config" not in inspect.signature(fn).parameters: return None
-    hint = typing.get_type_hints(fn).get("config")
-    for h in (hint, *typing.get_args(hint)):
-        if isinstance(h, type) and dataclasses.is_dataclass(h): return h
-    raise TypeError(f"predict_scene: cannot tell the class of its `config` ({hint!r})")
-
-def predictor_defaults() -> dict:
-    "The predictor's settings with their defaults (the fields of its settings class, or its keyword arguments)."
-    cls = predictor_config_class()
-    if cls is not None: return {f.name: f.default for f in dataclasses.fields(cls)}
-    ps = inspect.signature(inspect.unwrap(predict_scene)).parameters
-    return {n: p.default for n, p in ps.items()
-            if p.default is not inspect.Parameter.empty and n not in ("T_WC", "device", "generator")}
-
-def run_predictor(candidates, K, objects, **settings):
-    "`predict_scene(candidates, K, objects)` with `settings` by name (`device`, `generator`, `T_WC` and the predictor's settings)."
-    cls = predictor_config_class()
-    if cls is None: return predict_scene(candidates, K, objects, **settings)
-    names = {f.name for f in dataclasses.fields(cls)}
-    cfg = cls(**{k: v for k, v in settings.items() if k in names})
-    return predict_scene(candidates, K, objects, cfg, **{k: v for k, v in settings.items() if k not in names})
+def run_predictor(candidates, K, objects, T_WC=None, device=None, generator=None, **settings):
+    """`predict_scene(candidates, K, objects, config)` with the settings by their own names
+    (`multiview_config(**settings)`: `ransac_threshold=0.03, rematch=False`, ...)."""
+    return predict_scene(candidates, K, objects, multiview_config(**settings), T_WC=T_WC, device=device, generator=generator)
 
 # %% ../../nbs/experiments/62_multiview.ipynb #0c32eae0
 METHODS = {"cosypose-nb": {}, "pixel reprojection BA only": {"pose_refine": False, "rematch": False}}

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ..core import Config, setting
 
 # %% auto #0
-__all__ = ['MAX_CONTINUOUS', 'ROBUST_KERNELS', 'MatchingConfig', 'BundleAdjustConfig', 'PoseRefineConfig', 'MultiviewConfig']
+__all__ = ['MAX_CONTINUOUS', 'ROBUST_KERNELS', 'STAGES', 'MatchingConfig', 'BundleAdjustConfig', 'PoseRefineConfig',
+           'MultiviewConfig', 'multiview_config']
 
 # %% ../../nbs/multiview/40_config.ipynb #9f4e9356
 MAX_CONTINUOUS = 1024      # most steps discretising a continuous symmetry (memory grows with it)
@@ -106,3 +107,20 @@ class MultiviewConfig(Config):
         if self.threads is not None: self.need_int("threads", lo=1)
         for name, cls in (("matching", MatchingConfig), ("ba", BundleAdjustConfig), ("refine", PoseRefineConfig)):
             if not isinstance(getattr(self, name), cls): self.fail(name, f"must be a {cls.__name__}")
+
+# %% ../../nbs/multiview/40_config.ipynb #5b686a5c
+STAGES = {"matching": MatchingConfig, "ba": BundleAdjustConfig, "refine": PoseRefineConfig}
+
+def multiview_config(base: MultiviewConfig | None = None, **settings) -> MultiviewConfig:
+    """`base` (default: the defaults) with `settings` given by their own names, wherever they belong
+    (`ransac_threshold=0.03, ba_iters=5, rematch=False`). InputError naming an unknown setting."""
+    from dataclasses import fields, replace
+    from cosypose_nb.core import InputError
+    base = MultiviewConfig() if base is None else base
+    top = {f.name for f in fields(MultiviewConfig)} - set(STAGES)
+    stage = {n: {f.name for f in fields(cls)} for n, cls in STAGES.items()}
+    unknown = sorted(set(settings) - top - set().union(*stage.values()))
+    if unknown: raise InputError(f"{unknown[0]}: not a multi-view setting (see MultiviewConfig and its stages)")
+    subs = {n: replace(getattr(base, n), **{k: v for k, v in settings.items() if k in names})
+            for n, names in stage.items() if names & set(settings)}
+    return replace(base, **{k: v for k, v in settings.items() if k in top}, **subs)

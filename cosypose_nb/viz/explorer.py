@@ -15,7 +15,8 @@ from fastcore.basics import patch
 
 from ..core import InputError, import_extra
 from ..geometry.transforms import as_tensor, invert_T
-from ..experiments.multiview import predictor_defaults, run_predictor
+from ..experiments.multiview import run_predictor
+from ..multiview.config import MatchingConfig
 from ..experiments.runner import plotly_bundle
 from .figures import draw_reprojections, label_color, scene_figure, to_numpy
 
@@ -94,10 +95,10 @@ def reconstruct_group(scene: ExplorerScene, objects, views, threshold: float | N
                       **settings) -> GroupResult:
     """Stages 2 and 3 on the candidates of `views` (scene view numbers) with the stage-2 threshold `threshold` (m;
     default the predictor's; the size-relative threshold scales with it); `settings`: more predictor settings."""
-    d = predictor_defaults()
-    t = float(d["ransac_threshold"] if threshold is None else threshold)
+    d = MatchingConfig()
+    t = float(d.ransac_threshold if threshold is None else threshold)
     if not t > 0: raise InputError(f"threshold: must be > 0 m, got {t}")
-    if "ransac_threshold_rel" in d: settings.setdefault("ransac_threshold_rel", d["ransac_threshold_rel"] * t / d["ransac_threshold"])
+    settings.setdefault("ransac_threshold_rel", d.ransac_threshold_rel * t / d.ransac_threshold)
     c = scene.candidates
     vid = to_numpy(c.view_ids)
     local = {v: i for i, v in enumerate(views)}
@@ -202,7 +203,7 @@ class SceneExplorer:
         scene = ExplorerScene(candidates, prediction.K, images, truth, image_size)
         V = scene.n_views
         if len(prediction.view_ok) != V: raise InputError(f"prediction: view_ok must have one entry per camera ({V})")
-        first = GroupResult(list(range(V)), np.arange(len(candidates)), prediction, float(predictor_defaults()["ransac_threshold"]))
+        first = GroupResult(list(range(V)), np.arange(len(candidates)), prediction, MatchingConfig().ransac_threshold)
         self._setup({"scene": scene}, objects, n_points, first)
 
     @classmethod
@@ -231,7 +232,7 @@ def _setup(self: SceneExplorer, scenes: dict, objects, n_points: int, first: Gro
         self.points[l] = P[np.round(np.linspace(0, len(P) - 1, min(n_points, len(P)))).astype(int)]
     self.scene_name = next(iter(scenes))
     V = scenes[self.scene_name].n_views
-    self.first_view, self.n_views, self.threshold = 0, V, float(predictor_defaults()["ransac_threshold"])
+    self.first_view, self.n_views, self.threshold = 0, V, MatchingConfig().ransac_threshold
     self._cache = {} if first is None else {(self.scene_name, tuple(first.views), round(self.threshold, 6)): first}
     self.object, self.show_candidates, self.show_matched, self.show_scene, self.show_truth = -1, True, False, True, False
     self.fig_view = self.fig_3d = None
