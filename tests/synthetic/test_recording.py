@@ -94,7 +94,10 @@ def test_ctrl_c_with_dask_workers_prints_one_line_and_resumes(tmp_path, referenc
     "Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a two-worker run: one line, exit 130; the rerun completes it byte for byte."
     out = tmp_path / "interrupted"
     args = [*SMALL, "--out", str(out), "--workers", "2"]
-    code = f"import sys; from cosypose_nb.cli import main; sys.exit(main(['record', *{args!r}]))"
+    # as launched from a terminal: Ctrl-C raises KeyboardInterrupt (a shell's background job, e.g. `make test &`,
+    # starts with SIGINT ignored and its children inherit that; the test must not depend on how it was launched)
+    code = (f"import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"from cosypose_nb.cli import main; sys.exit(main(['record', *{args!r}]))")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
     try:
