@@ -95,10 +95,10 @@ def test_known_cameras(objects):
 
 def test_symmetric_objects_only(objects):
     "Scenes of symmetric objects only (a box, a square block, a can, a bowl): symmetry-aware seeds still match them."
-    from cosypose_nb.synthetic.mvproblems import PointObjectSet
+    from cosypose_nb.datasets.models import MeshDatabase
     sym = ["obj_000002", "obj_000003", "obj_000005", "obj_000007"]
-    objs = PointObjectSet({l: objects.points([l])[0].numpy() for l in sym}, {l: objects.object_symmetries(l) for l in sym},
-                          {l: objects._specs[l] for l in sym})
+    objs = MeshDatabase.from_points({l: objects[l].points for l in sym}, {l: objects.object_symmetries(l) for l in sym},
+                                    {l: objects[l].info for l in sym})
     n_bad = 0
     for s in range(10):
         p = make_problem(8, 6, seed=400 + s, objects=objs)
