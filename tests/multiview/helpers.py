@@ -71,13 +71,10 @@ def scene_of(view_ids, cand_obj, T_CO, K, points, syms, T_WC=None, T_WO=None, ce
     return SceneProblem(view_ids, cand_obj, T_CO, K, points, syms, centres, T_WC, T_WO)
 
 
-_BA_NAMES = {"n_iters": "ba_iters", "ftol": "ba_ftol", "xtol": "ba_xtol", "lambda0": "ba_lambda0"}
-
-
 def ba_run(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres=None, fixed_view=0, view_ok=None,
            hold_views=None, dtype=torch.float64, **settings):
-    "`bundle_adjust` of the eight tensors; `settings` are `BundleAdjustConfig` fields (or n_iters, ftol, xtol, lambda0)."
-    config = BundleAdjustConfig(**{_BA_NAMES.get(k, k): v for k, v in settings.items()})
+    "`bundle_adjust` of the eight tensors; `settings` are `BundleAdjustConfig` fields."
+    config = BundleAdjustConfig(**settings)
     return bundle_adjust(scene_of(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres), config, fixed_view,
                          view_ok, hold_views, dtype)
 
