@@ -16,7 +16,7 @@ from ..core import InputError, check_shape, where
 from ..geometry.transforms import invert_T
 from ..geometry.symmetries import continuous_symmetry_transforms, symmetric_distance
 from ..geometry.cameras import project_camera_points
-from ..datasets.meshes import subsample_points
+from ..datasets.meshes import even_indices, subsample_points
 
 # %% auto #0
 __all__ = ['KD_TREE_MIN_POINTS', 'get_symmetry_transformations', 'symmetries_tensor', 'transform_pts_Rt', 'project_pts', 'add',
@@ -222,7 +222,7 @@ def _min_max(dist, B: int, nS: int, N: int, sub: torch.Tensor, max_elems: int, d
 
 def _bound_points(pts: torch.Tensor, n: int) -> torch.Tensor:
     if pts.ndim == 2: return farthest_point_indices(pts, n)
-    return torch.linspace(0, pts.shape[1] - 1, min(n, pts.shape[1]), device=pts.device).round().long()
+    return torch.as_tensor(even_indices(pts.shape[1], n), device=pts.device)
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #6851fffe
 def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 22, n_bound: int = 32) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..core import InputError, import_extra
 from ..geometry.transforms import as_tensor, invert_T
 from ..experiments.multiview import run_predictor
 from ..multiview.config import MatchingConfig
+from ..datasets.meshes import subsample_points
 from ..experiments.runner import plotly_bundle
 from .figures import draw_reprojections, label_color, scene_figure, to_numpy
 
@@ -229,7 +230,7 @@ def _setup(self: SceneExplorer, scenes: dict, objects, n_points: int, first: Gro
     self.points = {}
     for l in self.labels_all:                                   # at most `n_points` points per model, evenly spread
         P = objects.points([l])[0].double().cpu()
-        self.points[l] = P[np.round(np.linspace(0, len(P) - 1, min(n_points, len(P)))).astype(int)]
+        self.points[l] = subsample_points(P[None], n_points)[0]
     self.scene_name = next(iter(scenes))
     V = scenes[self.scene_name].n_views
     self.first_view, self.n_views, self.threshold = 0, V, MatchingConfig().ransac_threshold

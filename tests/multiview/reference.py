@@ -18,7 +18,8 @@ from cosypose_nb.geometry.rotations import pose_to_9d, pose_from_9d
 from cosypose_nb.geometry.cameras import project_points
 from cosypose_nb.structures import BAResult
 from cosypose_nb.multiview import bundle_adjustment as ba
-from cosypose_nb.multiview.bundle_adjustment import SceneProblem, subsample_points
+from cosypose_nb.multiview.bundle_adjustment import SceneProblem
+from cosypose_nb.datasets.meshes import subsample_points
 from cosypose_nb.multiview.solver import robust_kernel
 
 

@@ -9,6 +9,7 @@ from cosypose_nb.core import InputError
 from cosypose_nb.geometry.transforms import invert_T
 from cosypose_nb.geometry.rotations import perturb_poses, rotation_angle
 from cosypose_nb.geometry.symmetries import symmetric_distance
+from cosypose_nb.datasets.meshes import subsample_points
 from cosypose_nb.geometry.liegroup import se3_exp, se3_log, skew, se3_exp_batch, se3_generators
 from cosypose_nb.synthetic.mvproblems import make_problem
 from cosypose_nb.multiview import bundle_adjustment as ba
@@ -58,7 +59,7 @@ def test_normal_equations_match_finite_difference_jacobian(seed):
     V, O = pb.n_views, pb.n_objects
     T_WC0, T_WO0 = perturbed_start(pb, seed)
     keep = cand_obj >= 0
-    pts = ba.subsample_points(pts, 8)
+    pts = subsample_points(pts, 8)
     fixed = np.arange(V) == seed % V
     vi, co, h = ba._check_ba_inputs(scene_of(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0))
     pr = ba._prepare(vi, co, h, co >= 0, fixed, dtype=torch.float64)
@@ -240,7 +241,7 @@ def test_other_input_types_and_no_aliasing():
     args = inputs(pb)
     T_WC0, T_WO0 = perturbed_start(pb, 1)
     ref = ba_run(*args, T_WC0, T_WO0)
-    cen = symmetric_centres(ba.subsample_points(args[4], 32), args[5])
+    cen = symmetric_centres(subsample_points(args[4], 32), args[5])
     assert torch.equal(ba_run(*args, T_WC0, T_WO0, centres=cen.tolist()).T_WO,
                        ba_run(*args, T_WC0, T_WO0, centres=cen).T_WO)
     assert torch.equal(ba_run(*args[:4], args[4].numpy(), args[5], T_WC0, T_WO0).T_WO, ref.T_WO)
