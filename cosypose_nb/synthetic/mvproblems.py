@@ -209,6 +209,52 @@ def simulate_candidates(objects, K: torch.Tensor, T_WC: torch.Tensor, T_WO: torc
     return cands, gt[order]
 
 # %% ../../nbs/synthetic/28_mvproblems.ipynb #02af6880
+def _draw_labels(g, objects, n_objects: int, repeated_labels: bool) -> list[str]:
+    "The labels of `n_objects` objects: at random, one symmetric object among them, one label twice with `repeated_labels`."
+    set_labels = list(objects.labels)
+    idx = torch.randint(len(set_labels), (n_objects,), generator=g).tolist()
+    eye = torch.eye(4, dtype=torch.float64)
+    sym_labels = [i for i, l in enumerate(set_labels) if (objects.symmetries([l], device='cpu')[0] - eye).abs().amax() > 1e-6]
+    if sym_labels and not any(i in sym_labels for i in idx):
+        idx[0] = sym_labels[int(torch.randint(len(sym_labels), (1,), generator=g))]
+    if repeated_labels and n_objects >= 2 and len(set(idx)) == n_objects:
+        idx[-1] = idx[-2] if idx[-2] != idx[0] or n_objects == 2 else idx[1]
+    return [set_labels[i] for i in idx]
+
+def _draw_cameras(g, T_WO: torch.Tensor, n_views: int, image_size) -> tuple:
+    "Intrinsics (V, 3, 3) and cameras `T_WC` (V, 4, 4) around the table, 0.5 to 1.5 m away, 25 to 70 degrees above it."
+    dt, (H, W) = torch.float64, image_size
+    f = _uniform(g, (550., 650.), n_views)
+    K = torch.zeros(n_views, 3, 3, dtype=dt)
+    K[:, 0, 0], K[:, 1, 1] = f, f * _uniform(g, (0.99, 1.01), n_views)
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2 + _uniform(g, (-8, 8), n_views), H / 2 + _uniform(g, (-8, 8), n_views), 1
+    az = 2 * math.pi * (torch.rand(1, generator=g, dtype=dt) + (torch.arange(n_views, dtype=dt) + 0.35 * (torch.rand(n_views, generator=g, dtype=dt) - 0.5)) / n_views)
+    el = torch.deg2rad(_uniform(g, (25., 70.), n_views))
+    dist = _uniform(g, (0.5, 1.5), n_views)
+    centre = torch.cat([T_WO[:, :2, 3].mean(0), torch.zeros(1, dtype=dt)])
+    eye = centre + dist[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
+    target = centre + 0.05 * torch.randn(n_views, 3, generator=g, dtype=dt)
+    # world -z up in the image: cameras upside down, then rolled by +-15 degrees (any roll is a valid capture)
+    return K, look_at(eye, target, up=(0.0, 0.0, -1.0), roll=torch.deg2rad(_uniform(g, (-15., 15.), n_views)))
+
+def _draw_visibility(g, K, T_WC, T_WO, visibility: float, min_per_view: int, image_size) -> torch.Tensor:
+    "(V, O) bool: the centre projects inside the image and a random draw detects it; each view topped up to `min_per_view`."
+    (H, W), (n_views, n_objects) = image_size, (len(T_WC), len(T_WO))
+    T_CO = invert_T(T_WC)[:, None] @ T_WO[None]                      # (V, O, 4, 4)
+    pc = T_CO[..., :3, 3]
+    uv = torch.einsum("vij,voj->voi", K, pc)
+    uv = uv[..., :2] / uv[..., 2:].clamp(min=1e-6)
+    in_img = (pc[..., 2] > 0.1) & (uv[..., 0] > 10) & (uv[..., 0] < W - 10) & (uv[..., 1] > 10) & (uv[..., 1] < H - 10)
+    draw = torch.rand(n_views, n_objects, generator=g, dtype=torch.float64)
+    visible = in_img & (draw < visibility)
+    need = min(min_per_view, n_objects)
+    for v in range(n_views):          # top up views that detect too few objects with their most likely detections
+        if visible[v].sum() < need:
+            order = torch.argsort(draw[v] + 10 * (~in_img[v]).to(torch.float64))
+            visible[v, order[:need]] = True
+    return visible
+
+# %% ../../nbs/synthetic/28_mvproblems.ipynb #e998d5bb
 def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_noise_deg=(2, 5), trans_noise_m=(0.005, 0.015),
                  depth_noise_m=(0.01, 0.03), outlier_frac: float = 0.2, repeated_labels: bool = True,
                  visibility: float = 0.7, min_per_view: int = 3) -> MVProblem:
@@ -222,50 +268,15 @@ def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_nois
     symmetric object is always among the objects when the set has one. Ranges are (lo, hi) or scalars."""
     if n_views < 1 or n_objects < 1: raise InputError(f"make_problem: need n_views >= 1 and n_objects >= 1, got {n_views}, {n_objects}")
     objects = objects if objects is not None else make_object_set()
-    g = torch.Generator().manual_seed(int(seed))
-    dt = torch.float64
-    set_labels = list(objects.labels)
-    # -- labels: one symmetric object, one repeated label, the rest at random
-    idx = torch.randint(len(set_labels), (n_objects,), generator=g).tolist()
-    eye = torch.eye(4, dtype=dt)
-    sym_labels = [i for i, l in enumerate(set_labels) if (objects.symmetries([l], device='cpu')[0] - eye).abs().amax() > 1e-6]
-    if sym_labels and not any(i in sym_labels for i in idx):
-        idx[0] = sym_labels[int(torch.randint(len(sym_labels), (1,), generator=g))]
-    if repeated_labels and n_objects >= 2 and len(set(idx)) == n_objects:
-        idx[-1] = idx[-2] if idx[-2] != idx[0] or n_objects == 2 else idx[1]
-    obj_labels = [set_labels[i] for i in idx]
+    g, dt, size = torch.Generator().manual_seed(int(seed)), torch.float64, (480, 640)
+    obj_labels = _draw_labels(g, objects, n_objects, repeated_labels)
     diam = objects.diameters(obj_labels, device='cpu').to(dt)
     # -- the scene: objects on a table (z = 0), random orientations
     xy = _place_objects(g, diam)
     z = diam * 0.3 * torch.rand(n_objects, generator=g, dtype=dt)
     T_WO = make_T(random_rotations(n_objects, g, dt), torch.cat([xy, z[:, None]], -1))
-    # -- cameras around the table, 0.5 to 1.5 m away, 25 to 70 degrees above it
-    H, W = 480, 640
-    f = _uniform(g, (550., 650.), n_views)
-    K = torch.zeros(n_views, 3, 3, dtype=dt)
-    K[:, 0, 0], K[:, 1, 1] = f, f * _uniform(g, (0.99, 1.01), n_views)
-    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2 + _uniform(g, (-8, 8), n_views), H / 2 + _uniform(g, (-8, 8), n_views), 1
-    az = 2 * math.pi * (torch.rand(1, generator=g, dtype=dt) + (torch.arange(n_views, dtype=dt) + 0.35 * (torch.rand(n_views, generator=g, dtype=dt) - 0.5)) / n_views)
-    el = torch.deg2rad(_uniform(g, (25., 70.), n_views))
-    dist = _uniform(g, (0.5, 1.5), n_views)
-    centre = torch.cat([T_WO[:, :2, 3].mean(0), torch.zeros(1, dtype=dt)])
-    eye = centre + dist[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
-    target = centre + 0.05 * torch.randn(n_views, 3, generator=g, dtype=dt)
-    # world -z up in the image: cameras upside down, then rolled by +-15 degrees (any roll is a valid capture)
-    T_WC = look_at(eye, target, up=(0.0, 0.0, -1.0), roll=torch.deg2rad(_uniform(g, (-15., 15.), n_views)))
-    # -- visibility: the centre projects inside the image, and a random detection draw
-    T_CO = invert_T(T_WC)[:, None] @ T_WO[None]                      # (V, O, 4, 4)
-    pc = T_CO[..., :3, 3]
-    uv = torch.einsum("vij,voj->voi", K, pc)
-    uv = uv[..., :2] / uv[..., 2:].clamp(min=1e-6)
-    in_img = (pc[..., 2] > 0.1) & (uv[..., 0] > 10) & (uv[..., 0] < W - 10) & (uv[..., 1] > 10) & (uv[..., 1] < H - 10)
-    draw = torch.rand(n_views, n_objects, generator=g, dtype=dt)
-    visible = in_img & (draw < visibility)
-    need = min(min_per_view, n_objects)
-    for v in range(n_views):          # top up views that detect too few objects with their most likely detections
-        if visible[v].sum() < need:
-            order = torch.argsort(draw[v] + 10 * (~in_img[v]).to(dt))
-            visible[v, order[:need]] = True
-    cands, gt = simulate_candidates(objects, K, T_WC, T_WO, obj_labels, visible, g, (H, W), rot_noise_deg,
+    K, T_WC = _draw_cameras(g, T_WO, n_views, size)
+    visible = _draw_visibility(g, K, T_WC, T_WO, visibility, min_per_view, size)
+    cands, gt = simulate_candidates(objects, K, T_WC, T_WO, obj_labels, visible, g, size, rot_noise_deg,
                                     trans_noise_m, depth_noise_m, outlier_frac)
-    return MVProblem(objects, K, T_WC, T_WO, obj_labels, cands, gt, visible, (H, W))
+    return MVProblem(objects, K, T_WC, T_WO, obj_labels, cands, gt, visible, size)
