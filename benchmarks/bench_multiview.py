@@ -35,7 +35,7 @@ def _load() -> str:
 def _api():
     "The functions of whichever layout is on the path (the subpackages, or the flat modules before the restructure)."
     try:
-        from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
+        from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
         from cosypose_nb.multiview.matching import match_candidates
         from cosypose_nb.geometry.symmetries import symmetric_centres
         from cosypose_nb.multiview.bundle_adjustment import SceneProblem, bundle_adjust
@@ -48,7 +48,7 @@ def _api():
             T_WC, T_WO, ok = initialize_scene(scene, m)
             return bundle_adjust(scene.moved(T_WC, T_WO), fixed_view=int(ok.nonzero()[0, 0]), view_ok=ok)
     except ImportError:
-        from cosypose_nb.mvproblems import make_problem, make_object_set, evaluate_scene
+        from cosypose_nb.mvproblems import make_problem, make_object_set
         from cosypose_nb.matching import match_candidates, symmetric_centres
         from cosypose_nb.bundle_adjustment import bundle_adjust, initialize_scene
         from cosypose_nb.multiview import predict_scene
@@ -59,7 +59,9 @@ def _api():
                                               pb.n_views, m.n_objects, pts, syms, pb.K)
             return bundle_adjust(c.view_ids, m.cand_obj, c.T_CO, pb.K, pts, syms, T_WC, T_WO,
                                  fixed_view=int(ok.nonzero()[0, 0]), view_ok=ok, centres=cen)
-    return make_problem, make_object_set, evaluate_scene, match_candidates, symmetric_centres, stage3, predict_scene
+    from held_out import scene_metric           # (this folder is on the path when the script runs)
+    return make_problem, make_object_set, scene_metric(), match_candidates, symmetric_centres, stage3, predict_scene
+
 
 
 def _timed(fn, repeats: int):
@@ -140,7 +142,8 @@ def _status_kb(key: str) -> int:
 def scale_point(V: int, threads: int | None, seed: int = 0) -> dict:
     "The predictor on V views x 24 objects in this process: wall and CPU seconds, peak memory above the start (MB), solved."
     import torch
-    from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
+    from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
+    from cosypose_nb.evaluation.metrics import evaluate_scene
     from cosypose_nb.multiview.config import MultiviewConfig
     from cosypose_nb.multiview.predictor import predict_scene
     objects = make_object_set()

@@ -11,7 +11,8 @@ Each problem is solved with `predict_scene`'s defaults and the scene is saved (l
 The comparison prints the solved counts of both and the largest pose difference over the problems whose scenes have
 the same objects (labels in order) and cameras placed; it exits 1 when a problem differs beyond `--atol` (1e-9)
 or in its objects. It works with the flat layout of the code before the restructure (`cosypose_nb.multiview`,
-`cosypose_nb.mvproblems`) and with the subpackages (`cosypose_nb.multiview.predictor`, `cosypose_nb.synthetic`)."""
+`cosypose_nb.mvproblems`) and with the subpackages (`cosypose_nb.multiview.predictor`, `cosypose_nb.synthetic`,
+`cosypose_nb.evaluation.metrics.evaluate_scene`)."""
 from __future__ import annotations
 import argparse, sys, time
 
@@ -25,11 +26,23 @@ def _api():
     "predict_scene, make_problem, make_object_set, evaluate_scene of whichever layout is on the path."
     try:
         from cosypose_nb.multiview.predictor import predict_scene
-        from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
+        from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
     except ImportError:
         from cosypose_nb.multiview import predict_scene
-        from cosypose_nb.mvproblems import make_problem, make_object_set, evaluate_scene
-    return predict_scene, make_problem, make_object_set, evaluate_scene
+        from cosypose_nb.mvproblems import make_problem, make_object_set
+    return predict_scene, make_problem, make_object_set, scene_metric()
+
+
+def scene_metric():
+    "`evaluate_scene` of whichever layout is on the path (evaluation.metrics; synthetic.mvproblems or mvproblems before)."
+    try:
+        from cosypose_nb.evaluation.metrics import evaluate_scene
+    except ImportError:
+        try:
+            from cosypose_nb.synthetic.mvproblems import evaluate_scene
+        except ImportError:
+            from cosypose_nb.mvproblems import evaluate_scene
+    return evaluate_scene
 
 
 def solve_all(seeds, threads: int = 1, evaluate: bool = True) -> dict:

@@ -97,7 +97,7 @@ def run_demo(out="demo_out", n_scenes: int = 3, n_views: int = 4, resolution=(24
     from cosypose_nb.datasets.bop import BOPDataset
     from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
     from cosypose_nb.synthetic.recording import record
-    from cosypose_nb.synthetic.mvproblems import evaluate_scene
+    from cosypose_nb.evaluation.metrics import evaluate_scene
     from cosypose_nb.multiview.scenario import write_example_scenario, multiview_cli
     from cosypose_nb.viz.figures import plot_objects, plot_records, scene_figure
     out = claim_output_dir(out, "demo", overwrite); figs = out / "figures"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cosypose_nb.core import InputError
-from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set, evaluate_scene
+from cosypose_nb.synthetic.mvproblems import make_problem, make_object_set
+from cosypose_nb.evaluation.metrics import evaluate_scene
 from cosypose_nb.multiview.matching import match_candidates
 from cosypose_nb.multiview.predictor import predict_scene
 from cosypose_nb.multiview.scenario import write_example_scenario, multiview_cli

@@ -13,14 +13,17 @@ import numpy as np
 import torch
 
 from ..core import InputError, check_shape, where
-from ..geometry.symmetries import continuous_symmetry_transforms, pad_symmetries
+from ..geometry.transforms import invert_T
+from ..geometry.symmetries import continuous_symmetry_transforms, symmetric_distance
 from ..geometry.cameras import project_camera_points
+from ..datasets.meshes import even_indices, subsample_points
 
 # %% auto #0
-__all__ = ['get_symmetry_transformations', 'symmetries_tensor', 'transform_pts_Rt', 'project_pts', 'add', 'adi', 'mssd', 'mspd',
-           're', 'te', 'proj', 'add_batch', 'adi_batch', 're_batch', 'te_batch', 'farthest_point_indices', 'mssd_batch',
-           'mspd_batch', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
-           'overlapping_sphere_projections', 'overlapping_sphere_projections_batch', 'projected_boxes', 'DepthRenderer']
+__all__ = ['KD_TREE_MIN_POINTS', 'get_symmetry_transformations', 'symmetries_tensor', 'transform_pts_Rt', 'project_pts', 'add',
+           'adi', 'mssd', 'mspd', 're', 'te', 'proj', 'add_batch', 'adi_batch', 're_batch', 'te_batch',
+           'farthest_point_indices', 'mssd_batch', 'mspd_batch', 'depth_im_to_dist_im', 'vsd_depths', 'vsd',
+           'depth_to_dist_batch', 'vsd_batch', 'overlapping_sphere_projections', 'overlapping_sphere_projections_batch',
+           'projected_boxes', 'DepthRenderer', 'adds_aligned', 'evaluate_scene']
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #8e0e5086
 def _sym_matrix(s, field: str) -> np.ndarray:
@@ -151,16 +154,21 @@ def add_batch(R_est, t_est, R_gt, t_gt, pts) -> torch.Tensor:
     pg = pts @ R_gt.transpose(-1, -2) + _bt(t_gt)[:, None]
     return (pe - pg).norm(dim=-1).mean(-1)
 
+KD_TREE_MIN_POINTS = 512      # points of a pair above which, on the CPU, ADD-S uses a k-d tree a pair (cdist: N^2 a pair)
+
 def adi_batch(R_est, t_est, R_gt, t_gt, pts, max_elems: int = 2 ** 22) -> torch.Tensor:
-    """ADD-S of B pose pairs: (B,). Exact nearest neighbours: on the CPU with shared points, one k-d tree of the model
-    (scipy's, as the toolkit); otherwise `torch.cdist` in chunks."""
+    """ADD-S of B pose pairs, points `pts` (N, 3) shared or (B, N, 3) a pair: (B,). Exact nearest neighbours: on the CPU,
+    k-d trees of the model (scipy's, as the toolkit: one for shared points, one a pair for more than `KD_TREE_MIN_POINTS`
+    points a pair); otherwise `torch.cdist` in chunks."""
     B = _check_batch(R_est, t_est, R_gt, t_gt, pts)
-    if B and pts.ndim == 2 and pts.device.type == "cpu":
-        # the nearest estimate-posed point of g is the nearest model point of R_est^T (g - t_est): one tree of the model
+    if B and pts.device.type == "cpu" and (pts.ndim == 2 or pts.shape[1] > KD_TREE_MIN_POINTS):
+        # the nearest estimate-posed point of g is the nearest model point of R_est^T (g - t_est): trees of the model
         from scipy.spatial import cKDTree
-        q = ((pts @ R_gt.transpose(-1, -2) + _bt(t_gt)[:, None]) - _bt(t_est)[:, None]) @ R_est        # (B, N, 3)
-        d, _ = cKDTree(pts.detach().numpy()).query(q.detach().reshape(-1, 3).numpy(), k=1)
-        return torch.as_tensor(d.reshape(B, -1).mean(-1), dtype=R_est.dtype)
+        q = (((pts @ R_gt.transpose(-1, -2) + _bt(t_gt)[:, None]) - _bt(t_est)[:, None]) @ R_est).detach().numpy()  # (B, N, 3)
+        P = pts.detach().numpy()
+        d = cKDTree(P).query(q.reshape(-1, 3), k=1)[0].reshape(B, -1) if pts.ndim == 2 else \
+            np.stack([cKDTree(p).query(x, k=1)[0] for p, x in zip(P, q)])
+        return torch.as_tensor(d.mean(-1), dtype=R_est.dtype)
     out = []
     for sl in _chunks(B, pts.shape[-2] ** 2, max_elems):
         p = _batch_pts(pts, sl)
@@ -214,7 +222,7 @@ def _min_max(dist, B: int, nS: int, N: int, sub: torch.Tensor, max_elems: int, d
 
 def _bound_points(pts: torch.Tensor, n: int) -> torch.Tensor:
     if pts.ndim == 2: return farthest_point_indices(pts, n)
-    return torch.linspace(0, pts.shape[1] - 1, min(n, pts.shape[1]), device=pts.device).round().long()
+    return torch.as_tensor(even_indices(pts.shape[1], n), device=pts.device)
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #6851fffe
 def mssd_batch(R_est, t_est, R_gt, t_gt, pts, syms, max_elems: int = 2 ** 22, n_bound: int = 32) -> torch.Tensor:
@@ -400,3 +408,98 @@ class DepthRenderer:
     def close(self) -> None: self.renderer.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+# %% ../../nbs/evaluation/51_metrics.ipynb #7d2f0469
+def adds_aligned(objects, labels: Sequence[str], T_est: torch.Tensor, T_gt: torch.Tensor, n_points: int | None = None,
+                 n_continuous: int = 64, n_align: int = 64) -> torch.Tensor:
+    """ADD-S (B,) (metres) between poses `T_est`, `T_gt` (B, 4, 4) of the objects `labels` (B) of the object set
+    `objects`, over `n_points` of their surface points (None: all of them, as the toolkit's ADD-S uses the full
+    model), the smaller of the plain one and that of `T_est` moved by the symmetry (continuous ones in
+    `n_continuous` steps) closest to `T_gt` (ADD on `n_align` points)."""
+    if len(labels) == 0: return torch.zeros(0, dtype=torch.float64)
+    surface = getattr(objects, "surface_points", objects.points)                    # the dense sampling when there is one
+    pts_all = surface(labels, device='cpu', dtype=torch.float64)
+    pts, pa = subsample_points(pts_all, n_points), subsample_points(pts_all, n_align)
+    T_est, T_gt = T_est.double().cpu(), T_gt.double().cpu()
+    syms = objects.symmetries(labels, n_continuous=n_continuous, device='cpu', dtype=torch.float64)   # (B, S, 4, 4)
+    adds = lambda T1, T2, p: adi_batch(T1[:, :3, :3], T1[:, :3, 3], T2[:, :3, :3], T2[:, :3, 3], p)
+    out = []
+    for i in range(0, len(T_est), 256):                                                               # bounded memory
+        sl = slice(i, i + 256)
+        _, best = symmetric_distance(T_est[sl], T_gt[sl], pa[sl], syms[sl], return_index=True)
+        T_al = (T_est[sl, None] @ syms[sl])[torch.arange(len(best)), best]
+        out.append(torch.minimum(adds(T_est[sl], T_gt[sl], pts[sl]), adds(T_al, T_gt[sl], pts[sl])))
+    return torch.cat(out)
+
+# %% ../../nbs/evaluation/51_metrics.ipynb #c52da6b1
+def _scene_pairs(problem, labels: list[str], pred_CO: torch.Tensor, ok: torch.Tensor, diam: torch.Tensor) -> tuple:
+    """Pair the scene objects `labels` (reprojected `pred_CO` (V, S, 4, 4)) with the ground-truth objects of `problem`
+    over the placed views `ok` (V,): the cost (S, O) (median ADD-S / diameter, inf across labels) and the pairs {s: o}."""
+    from scipy.optimize import linear_sum_assignment
+    Sn, O, gt_CO = len(labels), problem.n_objects, problem.gt_T_CO()
+    cost = np.full((Sn, O), np.inf)
+    vv = ok.nonzero().flatten()
+    same = [(s_, o) for s_ in range(Sn) for o in range(O) if labels[s_] == problem.obj_labels[o]] if len(vv) else []
+    if same:
+        sa, oa = torch.tensor([a for a, _ in same]), torch.tensor([b for _, b in same])
+        d = adds_aligned(problem.objects, [labels[a] for a, _ in same for _ in vv], pred_CO[vv][:, sa].transpose(0, 1).reshape(-1, 4, 4),
+                         gt_CO[vv][:, oa].transpose(0, 1).reshape(-1, 4, 4), n_points=64).reshape(len(same), len(vv)) / diam[oa][:, None]
+        cost[sa.numpy(), oa.numpy()] = d.median(1).values.numpy()
+    pairs = {}
+    if Sn and O:
+        r, c = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+        pairs = {int(a): int(b) for a, b in zip(r, c) if cost[a, b] < 0.5}
+    return cost, pairs
+
+def _candidate_errors(problem, n_points) -> dict:
+    "ADD-S {(view, ground-truth object): m} of the single-view inlier candidates of `problem`."
+    c, gt = problem.candidates, problem.cand_gt_obj
+    inl = (gt >= 0).nonzero().flatten().tolist()
+    if not inl: return {}
+    d = adds_aligned(problem.objects, [c.labels[i] for i in inl], c.T_CO[inl], problem.gt_T_CO()[c.view_ids[inl], gt[inl]], n_points=n_points)
+    return {(int(c.view_ids[i]), int(gt[i])): float(x) for i, x in zip(inl, d)}
+
+# %% ../../nbs/evaluation/51_metrics.ipynb #0631b6a6
+def _view_errors(problem, labels, pred_CO, ok, pairs, required, views: str, n_points) -> list[tuple]:
+    """(view, ground-truth object, ADD-S m) of each found required object in each view that detected it (with
+    `views='all'`, in every placed view too); inf in views not placed."""
+    todo = [(s_, o, v) for s_, o in pairs.items() if required[o] for v in range(problem.n_views)
+            if problem.visible[v, o] or (views == "all" and ok[v])]
+    placed = [k for k, (s_, o, v) in enumerate(todo) if ok[v]]
+    e_all = np.full(len(todo), np.inf)
+    if placed:
+        sv, ov, vv = (torch.tensor([todo[k][j] for k in placed]) for j in range(3))
+        e_all[placed] = adds_aligned(problem.objects, [labels[todo[k][0]] for k in placed], pred_CO[vv, sv],
+                                     problem.gt_T_CO()[vv, ov], n_points=n_points).numpy()
+    return [(v, o, float(e)) for (s_, o, v), e in zip(todo, e_all)]
+
+def evaluate_scene(problem, labels: list[str], T_WO: torch.Tensor, T_WC: torch.Tensor, view_ok: torch.Tensor | None = None,
+                   adds_th: float = 0.1, frac_required: float = 0.95, views: str = "detected", n_points: int | None = None) -> dict:
+    """Compare a reconstruction (scene objects `labels`, `T_WO` (S, 4, 4); cameras `T_WC` (V, 4, 4), `view_ok` (V,)
+    placed) with the ground truth of `problem` (a `synthetic.mvproblems.MVProblem`). Returns a dict with `solved` and
+    the numbers behind it: `n_required`, `missing`, `duplicate`, `spurious`, `frac_ok`, `median_scene`, `median_cand`
+    (ADD-S, metres), `pairs` (scene object -> ground-truth object) and `errors` (per-view ADD-S / diameter of the
+    found objects). ADD-S uses `n_points` surface points (None: all); the pairing uses 64."""
+    V, O = problem.n_views, problem.n_objects
+    T_WO = torch.as_tensor(T_WO, dtype=torch.float64).reshape(-1, 4, 4)
+    T_WC = torch.as_tensor(T_WC, dtype=torch.float64).reshape(V, 4, 4)
+    ok = torch.ones(V, dtype=torch.bool) if view_ok is None else torch.as_tensor(view_ok).bool().cpu()
+    diam = problem.objects.diameters(problem.obj_labels, device='cpu')
+    pred_CO = invert_T(T_WC)[:, None] @ T_WO[None]                                  # (V, S, 4, 4)
+    cost, pairs = _scene_pairs(problem, labels, pred_CO, ok, diam)
+    required, found = problem.visible.sum(0) >= 2, set(pairs.values())
+    missing = int(sum(1 for o in range(O) if required[o] and o not in found))
+    unpaired = [s_ for s_ in range(len(labels)) if s_ not in pairs]
+    duplicate = sum(1 for s_ in unpaired if np.isfinite(cost[s_]).any() and cost[s_].min() < 0.5)
+    spurious = len(unpaired) - duplicate
+    view_err = _view_errors(problem, labels, pred_CO, ok, pairs, required, views, n_points)
+    cand_err = _candidate_errors(problem, n_points)
+    at_cand = [(v, o, e) for v, o, e in view_err if problem.visible[v, o] and (v, o) in cand_err]
+    sc, cd = [e for _, _, e in at_cand], [cand_err[(v, o)] for v, o, _ in at_cand]
+    errs = np.array([e / float(diam[o]) for v, o, e in view_err])
+    frac_ok = float((errs < adds_th).mean()) if len(errs) else (1.0 if int(required.sum()) == 0 else 0.0)
+    med_s = float(np.median(sc)) if sc else float("nan")
+    med_c = float(np.median(cd)) if cd else float("nan")
+    solved = missing == 0 and duplicate == 0 and spurious == 0 and frac_ok >= frac_required and (not sc or med_s < med_c)
+    return dict(solved=bool(solved), n_required=int(required.sum()), n_scene=len(labels), missing=missing, duplicate=int(duplicate),
+                spurious=int(spurious), frac_ok=frac_ok, median_scene=med_s, median_cand=med_c, pairs=pairs, errors=errs)

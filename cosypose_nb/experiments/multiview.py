@@ -14,7 +14,8 @@ import torch
 from ..core import Config, InputError, setting
 from ..multiview.config import multiview_config
 from ..multiview.predictor import predict_scene
-from ..synthetic.mvproblems import evaluate_scene, make_problem
+from ..synthetic.mvproblems import make_problem
+from ..evaluation.metrics import evaluate_scene
 
 # %% auto #0
 __all__ = ['METHODS', 'run_predictor', 'MultiviewBenchmark', 'benchmark_multiview', 'summarise_benchmark']

@@ -186,6 +186,7 @@ def crop_intrinsics(K: torch.Tensor, boxes: torch.Tensor, out_hw) -> torch.Tenso
     check_shape(K, (..., 3, 3), "K")
     return crop_transform(boxes.to(K.dtype), out_hw) @ K
 
+# %% ../../nbs/geometry/05_cameras.ipynb #6ed54121
 def _crop_nearest(images: torch.Tensor, boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
     B, C, H, W = images.shape
     bx = boxes.to(torch.float64 if images.dtype == torch.float64 or not images.is_floating_point() else torch.float32)

@@ -18,8 +18,7 @@ from .cameras import project_points
 
 # %% auto #0
 __all__ = ['continuous_symmetry_transforms', 'make_symmetries', 'unique_transforms', 'pad_symmetries', 'symmetry_counts',
-           'symmetric_centres', 'symmetric_distance', 'symmetric_reprojection_distance', 'add_distance',
-           'adds_distance']
+           'symmetric_centres', 'symmetric_distance', 'symmetric_reprojection_distance']
 
 # %% ../../nbs/geometry/06_symmetries.ipynb #875b729d
 def continuous_symmetry_transforms(axis, offset, n: int, dtype=torch.float64) -> torch.Tensor:
@@ -116,12 +115,3 @@ def symmetric_reprojection_distance(T1: torch.Tensor, T2: torch.Tensor, K: torch
     d = (u1 - u2).norm(dim=-1).mean(-1)
     dmin, idx = d.min(dim=1)
     return (dmin, idx) if return_index else dmin
-
-def add_distance(T1: torch.Tensor, T2: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    "ADD: mean distance of model `points` (B, N, 3) moved by `T1` and by `T2` (B, 4, 4): (B,)."
-    return (transform_points(T1, points) - transform_points(T2, points)).norm(dim=-1).mean(-1)
-
-def adds_distance(T1: torch.Tensor, T2: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    "ADD-S (closest-point mean distance, YCB-Video metric) between poses (B, 4, 4) of `points` (B, N, 3): (B,)."
-    p1, p2 = transform_points(T1, points), transform_points(T2, points)
-    return torch.cdist(p2, p1).min(dim=-1).values.mean(-1)

@@ -18,11 +18,12 @@ from ..geometry.liegroup import se3_exp_batch
 from ..structures import BAResult
 from .config import BundleAdjustConfig
 from ..geometry.symmetries import symmetric_centres
+from ..datasets.meshes import subsample_points
 from .matching import best_symmetry
 from .solver import robust_kernel, LMRules, levenberg_marquardt
 
 # %% auto #0
-__all__ = ['BA_LAMBDA_RANGE', 'SceneProblem', 'subsample_points', 'project_with', 'held_views', 'bundle_adjust']
+__all__ = ['BA_LAMBDA_RANGE', 'SceneProblem', 'project_with', 'held_views', 'bundle_adjust']
 
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #819d4445
 @dataclass
@@ -51,17 +52,6 @@ class SceneProblem:
         return replace(self, T_WC=T_WC, T_WO=T_WO)
 
 # %% ../../nbs/multiview/43_bundle_adjustment.ipynb #47faebb1
-def subsample_points(points: torch.Tensor, n_points: int | None) -> torch.Tensor:
-    "At most `n_points` of the model points (B, N, 3), evenly spaced in the given order (all of them if `None`)."
-    if n_points is None or points.shape[1] <= n_points:
-        return points
-    return points[:, torch.as_tensor(_even_index(points.shape[1], n_points), device=points.device)]
-
-@functools.lru_cache(maxsize=64)
-def _even_index(n: int, k: int) -> np.ndarray:
-    "`k` evenly spaced indices in `range(n)` (both ends included)."
-    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)
-
 def project_with(P: torch.Tensor, X: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     "Pixels (C, M, 2) of points `X` (C, M, 3) through projection matrices `P` = K [R | t] (C, 3, 4)."
     uvw = torch.baddbmm(P[:, None, :, 3], X, P[:, :, :3].transpose(1, 2))
@@ -316,8 +306,7 @@ def bundle_adjust(scene: SceneProblem, config: BundleAdjustConfig = BundleAdjust
     n_points = config.n_points
     if np.ndim(scene.points) == 3 and np.shape(scene.points)[1] > n_points:   # (the points not used need no check)
         pts = scene.points
-        scene = replace(scene, points=subsample_points(pts, n_points) if isinstance(pts, torch.Tensor) and not pts.is_cpu
-                        else _host(pts)[:, _even_index(np.shape(pts)[1], n_points)])
+        scene = replace(scene, points=subsample_points(pts if isinstance(pts, torch.Tensor) and not pts.is_cpu else _host(pts), n_points))
     vi, co, h = _check_ba_inputs(scene)
     V, O = scene.T_WC.shape[0], scene.T_WO.shape[0]
     if not 0 <= fixed_view < V:

@@ -14,7 +14,8 @@ from ..geometry.transforms import invert_T
 from ..structures import MatchingResult
 from .config import BundleAdjustConfig
 from .matching import components
-from .bundle_adjustment import SceneProblem, subsample_points, project_with
+from .bundle_adjustment import SceneProblem, project_with
+from ..datasets.meshes import subsample_points
 
 # %% auto #0
 __all__ = ['view_components', 'scene_reprojection_errors', 'initialize_scene']

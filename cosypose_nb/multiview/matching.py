@@ -6,13 +6,12 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/matching.html.md"""
 
 # %% ../../nbs/multiview/41_matching.ipynb #fcf6c824
 from __future__ import annotations
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..core import InputError, fast_inference, ordinary_tensors
+from ..core import InputError, fast_inference
 from ..geometry.transforms import invert_T, make_T
 from ..geometry.symmetries import symmetric_centres
 from ..structures import Candidates, MatchingResult
@@ -138,37 +137,15 @@ class LabelModels:
     rotations: torch.Tensor
     sets: SymmetrySets
 
-_LABEL_CACHE = weakref.WeakKeyDictionary()
-
 def label_models(objects, labels: tuple, n_continuous: int, device, dtype) -> LabelModels:
-    "`LabelModels` of the sorted `labels` from the object set `objects`, cached per object set (a constant of it)."
-    try:
-        cache = _LABEL_CACHE.setdefault(objects, {})
-    except TypeError:                          # an object set that cannot be weakly referenced: no cache
-        cache = {}
-    key = (tuple(labels), n_continuous, str(device), dtype)
-    if key not in cache:
-        if len(cache) > 64: cache.clear()
-        with ordinary_tensors():                   # (kept across calls: ordinary tensors)
-            cache[key] = _label_models(objects, list(labels), n_continuous, device, dtype)
-    return cache[key]
-
-def _label_models(objects, labels: list, n_continuous: int, dev, dt) -> LabelModels:
-    pts = objects.points(labels, device=dev, dtype=dt)                               # (U, N, 3)
-    syms = objects.symmetries(labels, n_continuous=n_continuous, device=dev, dtype=dt)    # (U, S, 4, 4), identity-padded
-    cen = symmetric_centres(pts, syms)
-    pc = pts - cen[:, None]
-    Sig = pc.transpose(-1, -2) @ pc / pts.shape[1]                                   # (U, 3, 3) second moment
-    eye = torch.eye(4, dtype=dt, device=dev)
-    SR = []
-    for u in range(len(labels)):               # the identity and the non-identity transforms (the padding goes)
-        keep = (syms[u] - eye).abs().amax((-1, -2)) > 1e-9
-        keep[0] = True
-        SR.append(syms[u, keep, :3, :3].reshape(-1, 9))
-    n = torch.tensor([len(x) for x in SR], device=dev)
-    rot = torch.stack([torch.cat([s, s[:1].expand(int(n.max()) - len(s), 9)]) for s in SR])   # padded with the identity
-    return LabelModels(objects.diameters(labels).to(device=dev, dtype=dt), cen, Sig,
-                       Sig.diagonal(dim1=-2, dim2=-1).sum(-1), n, rot, SymmetrySets.from_lists(SR))
+    "`LabelModels` of the distinct sorted `labels`, from the object set's `ObjectBatch` (`objects.batched`, cached there)."
+    b = objects.batched(labels, n_continuous, device, dtype)
+    pc = b.points - b.centres[:, None]
+    Sig = pc.transpose(-1, -2) @ pc / b.points.shape[1]                              # (U, 3, 3) second moment
+    rot = b.symmetries[..., :3, :3].reshape(len(b), -1, 9)                           # (U, S, 9), padded with the identity
+    SR = [rot[u, :n] for u, n in enumerate(b.n_symmetries.tolist())]                 # each label's own set
+    return LabelModels(b.diameters, b.centres, Sig, Sig.diagonal(dim1=-2, dim2=-1).sum(-1), b.n_symmetries, rot,
+                       SymmetrySets.from_lists(SR))
 
 # %% ../../nbs/multiview/41_matching.ipynb #2c6aaa95
 def count_pairs(lab: torch.Tensor, vi: torch.Tensor, n_labels: int, n_views: int) -> tuple[int, int, int]:

@@ -14,9 +14,8 @@ import torch
 from ..core import InputError, get_device, check_shape, fast_inference
 from ..geometry.transforms import invert_T, check_poses
 from ..geometry.cameras import check_intrinsics
-from ..structures import Candidates, MatchingResult, BAResult, ScenePrediction
+from ..structures import Candidates, MatchingResult, BAResult, ScenePrediction, ObjectSet
 from .config import MultiviewConfig, MatchingConfig
-from ..geometry.symmetries import symmetric_centres
 from .matching import match_candidates
 from .bundle_adjustment import SceneProblem, bundle_adjust
 from .initialisation import initialize_scene
@@ -47,8 +46,8 @@ def threads_for(n_candidates: int) -> int:
 # %% ../../nbs/multiview/47_predictor.ipynb #118eb6df
 def _check_inputs(candidates: Candidates, K, objects, T_WC, dev) -> tuple:
     "The candidates (float64 on `dev`, validated), `K` (V, 3, 3) and the known cameras, or `InputError` naming the field."
-    if objects is None or not hasattr(objects, "points"):
-        raise InputError(f"objects: an object set (MeshDatabase or PointObjectSet) is required, got {type(objects).__name__}")
+    if objects is None or not hasattr(objects, "batched"):
+        raise InputError(f"objects: an object set (a MeshDatabase) is required, got {type(objects).__name__}")
     vid = getattr(candidates, "view_ids", None)
     if not isinstance(vid, torch.Tensor) or vid.is_floating_point() or vid.is_complex() or vid.dtype == torch.bool:
         raise InputError(f"candidates.view_ids: expected an integer tensor, got {getattr(vid, 'dtype', type(vid).__name__)}")
@@ -65,38 +64,13 @@ def _check_inputs(candidates: Candidates, K, objects, T_WC, dev) -> tuple:
     if missing: raise InputError(f"candidates: no object model for label(s) {missing}")
     return cands, K, T_WC
 
-class _ObjectModels:
-    """Points, symmetries (identity-padded), symmetric centres and diameters of a set of labels, read from the
-    object set once per label and steps of continuous symmetries; `get(labels, n_continuous)` gathers them."""
-    def __init__(self, objects, labels, dev, dt):
-        self.objects, self.dev, self.dt = objects, dev, dt
-        self.lab = sorted(set(labels))
-        self.ix = {l: i for i, l in enumerate(self.lab)}
-        self.pts = objects.points(self.lab, device=dev, dtype=dt)
-        self.diam = objects.diameters(self.lab, device=dev, dtype=dt)
-        self.cache, self.gathered = {}, {}
-
-    def get(self, labels, n_continuous, cached: bool = False):
-        """Points (B, N, 3), symmetries (B, S, 4, 4), symmetric centres (B, 3) and diameters (B,) of `labels` (with
-        `cached`, the same tensors for the same labels again: the steps ask for the scene's objects many times)."""
-        key = (tuple(labels), n_continuous)
-        if cached and key in self.gathered: return self.gathered[key]
-        out = self._get(labels, n_continuous)
-        if cached: self.gathered[key] = out
-        return out
-
-    def _get(self, labels, n_continuous):
-        if n_continuous not in self.cache:
-            syms = self.objects.symmetries(self.lab, n_continuous=n_continuous, device=self.dev, dtype=self.dt)
-            eye = torch.eye(4, dtype=self.dt, device=self.dev)
-            nonid = (syms - eye).abs().flatten(-2).amax(-1) > 1e-12                           # (L, S) padding is identity
-            last = torch.where(nonid, torch.arange(syms.shape[1], device=self.dev), torch.zeros_like(nonid, dtype=torch.long))
-            cen = symmetric_centres(self.pts, syms) if len(self.lab) else self.pts.new_zeros(0, 3)
-            self.cache[n_continuous] = (syms, last.amax(1) + 1, cen)
-        syms, n_sym, cen = self.cache[n_continuous]
-        ii = torch.tensor([self.ix[l] for l in labels], dtype=torch.long, device=self.dev)
-        S = int(n_sym[ii].max()) if len(ii) else 1
-        return self.pts[ii], syms[ii, :S], cen[ii], self.diam[ii]
+def _gather(objects, run_labels: tuple, labels, n_continuous: int, dev) -> tuple:
+    """Points (B, N, 3), symmetries (B, S, 4, 4) (identity-padded to the largest set among `labels`), symmetric centres
+    (B, 3) and diameters (B,) of `labels` (B), from the `ObjectBatch` of the distinct `run_labels` (float64 on `dev`)."""
+    b = objects.batched(run_labels, n_continuous, dev, torch.float64)
+    ii = b.index(labels)
+    S = int(b.n_symmetries[ii].max()) if len(ii) else 1
+    return b.points[ii], b.symmetries[ii, :S], b.centres[ii], b.diameters[ii]
 
 # %% ../../nbs/multiview/47_predictor.ipynb #41e9d433
 @dataclass
@@ -105,12 +79,21 @@ class _Run:
     sub: Candidates
     keep: torch.Tensor
     K: torch.Tensor
-    objects: object
-    models: _ObjectModels
+    objects: ObjectSet
     config: MultiviewConfig
     T_WC: torch.Tensor | None                   # known cameras (held as given)
     generator: torch.Generator | None
     timings: dict = field(default_factory=dict)
+    gathered: dict = field(default_factory=dict)
+
+    def models(self, labels, n_continuous: int, cached: bool = False) -> tuple:
+        """Points, symmetries, symmetric centres and diameters of `labels` (`_gather`); with `cached`, the same tensors
+        for the same labels again (the steps ask for the scene's objects many times)."""
+        key = (tuple(labels), n_continuous)
+        if cached and key in self.gathered: return self.gathered[key]
+        out = _gather(self.objects, tuple(sorted(set(self.sub.labels))), labels, n_continuous, self.K.device)
+        if cached: self.gathered[key] = out
+        return out
 
     @property
     def hold(self):
@@ -119,7 +102,7 @@ class _Run:
 
     def scene(self, st: "_State", n_continuous: int) -> SceneProblem:
         "The scene of stage 3 at state `st`, with its objects' models at `n_continuous` steps."
-        pts, syms, cen, _ = self.models.get(st.obj_labels, n_continuous, cached=True)
+        pts, syms, cen, _ = self.models(st.obj_labels, n_continuous, cached=True)
         return SceneProblem(self.sub.view_ids, st.cand_obj, self.sub.T_CO, self.K, pts, syms, cen, st.T_WC, st.T_WO)
 
     def timed(self, key: str, t: float):
@@ -212,7 +195,7 @@ def _references(run: _Run, st: _State) -> References:
     placed_c = st.view_ok[vid] & (st.cand_obj < 0)
     labels = st.obj_labels + [sub.labels[i] for i in placed_c.nonzero().flatten().tolist()]
     T_WR = torch.cat([st.T_WO, st.T_WC[vid[placed_c]] @ sub.T_CO[placed_c]])
-    _, syms, cen, diam = run.models.get(labels, cfg.n_continuous)
+    _, syms, cen, diam = run.models(labels, cfg.n_continuous)
     th = torch.clamp(cfg.ransac_threshold_rel * diam, min=cfg.ransac_threshold) * 1.5
     refs = References(labels, T_WR, syms, cen, th)
     cw = refs.world_centres()            # viewing rays of the placed candidates (the scene objects have none)
@@ -226,7 +209,7 @@ def _register_and_rematch(run: _Run, st: _State) -> _State | None:
     t, sub, cfg = time.perf_counter(), run.sub, run.config.matching
     view_ok, T_WC = st.view_ok, st.T_WC
     if not view_ok.all() and view_ok.any():
-        c_cen = run.models.get(sub.labels, cfg.n_continuous)[2]
+        c_cen = run.models(sub.labels, cfg.n_continuous)[2]
         T_WC, view_ok = register_views(sub, c_cen, _references(run, st), T_WC, view_ok, cfg)
     run.timed("register", t)
     t = time.perf_counter()
@@ -419,7 +402,7 @@ def predict_scene(candidates: Candidates, K: torch.Tensor, objects, config: Mult
     cands, K, T_WC = _check_inputs(candidates, K, objects, T_WC, dev)
     keep = (cands.scores >= config.score_threshold).nonzero().flatten()
     sub = cands[keep]
-    run = _Run(sub, keep, K, objects, _ObjectModels(objects, sub.labels, dev, torch.float64), config, T_WC, generator)
+    run = _Run(sub, keep, K, objects, config, T_WC, generator)
     with torch_threads(config.threads if config.threads is not None else threads_for(len(sub))):
         m, st = _stages(run)
         C = len(cands)

@@ -6,11 +6,11 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/multiview/scenario.html.md"""
 
 # %% ../../nbs/multiview/48_scenario.ipynb #6f5432e3
 from __future__ import annotations
-import argparse, os, shutil, sys, tempfile, time
+import argparse, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import InputError, write_json, add_config_arguments, config_from_args
+from ..core import InputError, write_json, add_config_arguments, config_from_args, staged_folder
 from .config import MatchingConfig, BundleAdjustConfig, PoseRefineConfig, MultiviewConfig
 
 # %% auto #0
@@ -120,15 +120,9 @@ def write_scenario_results(scenario: Scenario, pred, out_dir=None, reason: str |
                        "label": rep.labels, "score": rep.scores.detach().cpu().double().numpy(),
                        "T_CO": list(rep.T_CO.detach().cpu().double().numpy())})
     p_json, p_csv = out / "predicted_scene.json", out / "scene_reprojected.csv"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".results."))              # both written here, then renamed
-    try:
+    with staged_folder(out, last=(p_json.name,)) as tmp:                    # both written there, then moved in, the scene last
         write_json(tmp / p_json.name, {"objects": objects, "cameras": cameras, **({"reason": reason} if reason else {})})
         write_results_csv(tmp / p_csv.name, df)
-        os.replace(tmp / p_csv.name, p_csv)
-        os.replace(tmp / p_json.name, p_json)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return p_json, p_csv
 
 # %% ../../nbs/multiview/48_scenario.ipynb #01aba667

@@ -13,104 +13,14 @@ import numpy as np
 import torch
 
 from ..core import InputError
-from ..structures import Candidates
-from ..geometry.transforms import make_T, invert_T, transform_points, as_tensor
+from ..structures import Candidates, ObjectSet
+from ..geometry.transforms import make_T, invert_T
 from ..geometry.rotations import random_rotations, rotation_noise, axis_angle_to_matrix
 from ..geometry.cameras import look_at
-from ..geometry.symmetries import make_symmetries, pad_symmetries, adds_distance
+from ..datasets.models import MeshDatabase
 
 # %% auto #0
-__all__ = ['PointObjectSet', 'make_object_set', 'MVProblem', 'simulate_candidates', 'make_problem', 'evaluate_scene']
-
-# %% ../../nbs/synthetic/28_mvproblems.ipynb #4aa981c7
-class PointObjectSet:
-    """Objects as point clouds: `points` {label: (N, 3) metres}, `symmetries` {label: (S, 4, 4)}.
-
-    `symmetry_specs` {label: {'discrete': (D,4,4), 'continuous': [{'axis','offset'}]}} (optional) lets
-    `symmetries(..., n_continuous=n)` rediscretise continuous symmetries; otherwise the given sets are used."""
-    def __init__(self, points: dict, symmetries: dict | None = None, symmetry_specs: dict | None = None,
-                 surface_points: dict | None = None):
-        if not points: raise InputError("PointObjectSet: no objects given")
-        pts = {k: np.asarray(v, dtype=np.float64) for k, v in points.items()}
-        for k, p in pts.items():
-            if p.ndim != 2 or p.shape[1] != 3 or len(p) < 1:
-                raise InputError(f"PointObjectSet: points[{k!r}]: expected shape (N, 3), got {p.shape}")
-            if not np.isfinite(p).all():
-                raise InputError(f"PointObjectSet: points[{k!r}] holds NaN or infinite values")
-        n = min(len(p) for p in pts.values())   # one common N so that batches stack
-        self._points = {k: torch.as_tensor(p[np.linspace(0, len(p) - 1, n).round().astype(int)]) for k, p in pts.items()}
-        self._specs = dict(symmetry_specs or {})
-        self._syms = {}
-        for k in self._points:
-            s = (symmetries or {}).get(k)
-            if s is None:
-                sp = self._specs.get(k, {})
-                s = make_symmetries(sp.get("discrete"), sp.get("continuous"))
-            self._syms[k] = as_tensor(s, torch.float64)
-        self._diam = {k: float(torch.cdist(p, p).max()) for k, p in self._points.items()}
-        self._cache = {}
-        self._surface = None
-        if surface_points is not None:                  # a denser sampling of the same surfaces (for ADD-S)
-            surf = {k: np.asarray(v, dtype=np.float64) for k, v in surface_points.items()}
-            if set(surf) != set(pts) or any(p.ndim != 2 or p.shape[1] != 3 or not np.isfinite(p).all() for p in surf.values()):
-                raise InputError("PointObjectSet: surface_points must hold finite (M, 3) arrays for the same labels as points")
-            m = min(len(p) for p in surf.values())
-            self._surface = {k: torch.as_tensor(p[np.linspace(0, len(p) - 1, m).round().astype(int)]) for k, p in surf.items()}
-
-    @property
-    def labels(self) -> list[str]:
-        return sorted(self._points)
-
-    def __contains__(self, label) -> bool:
-        return label in self._points
-
-    def __len__(self) -> int:
-        return len(self._points)
-
-    def _check(self, labels):
-        missing = sorted({l for l in labels if l not in self._points})
-        if missing: raise InputError(f"no object model for label(s) {missing} (known: {self.labels})")
-
-    def points(self, labels, device=None, dtype=torch.float64) -> torch.Tensor:
-        "Model points of each label: (B, N, 3)."
-        labels = list(labels); self._check(labels)
-        if not labels: return torch.zeros(0, self.n_points, 3, dtype=dtype, device=device)
-        return torch.stack([self._points[l] for l in labels]).to(device=device, dtype=dtype)
-
-    @property
-    def n_points(self) -> int:
-        return len(next(iter(self._points.values())))
-
-    def surface_points(self, labels, device=None, dtype=torch.float64) -> torch.Tensor:
-        """A dense sampling of each label's surface (B, M, 3), for metrics (ADD-S): the `surface_points` given,
-        else the model points."""
-        if self._surface is None: return self.points(labels, device, dtype)
-        labels = list(labels); self._check(labels)
-        m = len(next(iter(self._surface.values())))
-        if not labels: return torch.zeros(0, m, 3, dtype=dtype, device=device)
-        return torch.stack([self._surface[l] for l in labels]).to(device=device, dtype=dtype)
-
-    def object_symmetries(self, label, n_continuous=None) -> torch.Tensor:
-        "Symmetries (S, 4, 4) of one label, continuous ones discretised into `n_continuous` steps when given."
-        self._check([label])
-        sp = self._specs.get(label)
-        if n_continuous is None or not sp or not sp.get("continuous"):
-            return self._syms[label]
-        key = (label, int(n_continuous))
-        if key not in self._cache:
-            self._cache[key] = make_symmetries(sp.get("discrete"), sp.get("continuous"), n_continuous=int(n_continuous))
-        return self._cache[key]
-
-    def symmetries(self, labels, n_continuous=None, device=None, dtype=torch.float64) -> torch.Tensor:
-        "Symmetries of each label, identity-padded: (B, S_max, 4, 4)."
-        labels = list(labels); self._check(labels)
-        if not labels: return torch.zeros(0, 1, 4, 4, dtype=dtype, device=device)
-        return pad_symmetries([self.object_symmetries(l, n_continuous) for l in labels]).to(device=device, dtype=dtype)
-
-    def diameters(self, labels, device=None, dtype=torch.float64) -> torch.Tensor:
-        "Diameters (B,) in metres."
-        labels = list(labels); self._check(labels)
-        return torch.tensor([self._diam[l] for l in labels], dtype=dtype, device=device)
+__all__ = ['make_object_set', 'MVProblem', 'simulate_candidates', 'make_problem']
 
 # %% ../../nbs/synthetic/28_mvproblems.ipynb #032bff1e
 def _sample_box(rng, size, n, center=(0, 0, 0), faces=True):
@@ -144,7 +54,8 @@ def _sample_bowl(rng, r, n):
 def _rot(axis, angle):
     return make_T(axis_angle_to_matrix(torch.tensor(axis, dtype=torch.float64) * angle), torch.zeros(3, dtype=torch.float64)).numpy()
 
-def make_object_set(seed: int = 0, n_points: int = 256, n_surface_points: int | None = 2048) -> PointObjectSet:
+# %% ../../nbs/synthetic/28_mvproblems.ipynb #e011250d
+def make_object_set(seed: int = 0, n_points: int = 256, n_surface_points: int | None = 2048) -> MeshDatabase:
     """Seven synthetic table-top objects, 10 to 25 cm across: asymmetric ones (an L-shaped block, a mug, a
     drill-like shape), a box with 180-degree symmetries, a square block with 8 symmetries, a can (continuous
     about z plus a flip) and a bowl (continuous about z). Labels `obj_000001`..`obj_000007`.
@@ -152,7 +63,7 @@ def make_object_set(seed: int = 0, n_points: int = 256, n_surface_points: int | 
     The estimators see `n_points` points per object; ADD-S is measured on `n_surface_points` points of the
     same surfaces (`surface_points`; None: the model points), dense enough that closest-point distances are
     those to the surface, not to the next sample (256 points on the small block lie ~1.5 cm apart, the
-    size of its 0.1-diameter threshold)."""
+    size of its 0.1-diameter threshold). A `MeshDatabase` of point clouds, continuous symmetries in 64 steps."""
     def build(rng, n_points, shifts):
         P, specs = {}, {}
         def share(n, parts):  # split n points over parts proportional to weights
@@ -194,14 +105,13 @@ def make_object_set(seed: int = 0, n_points: int = 256, n_surface_points: int | 
     shifts = {}
     P, specs = build(np.random.default_rng(seed), n_points, shifts)
     S = build(np.random.default_rng(seed + 7919), n_surface_points, shifts)[0] if n_surface_points else None
-    syms = {k: make_symmetries(s.get("discrete"), s.get("continuous"), n_continuous=64) for k, s in specs.items()}
-    return PointObjectSet(P, syms, specs, surface_points=S)
+    return MeshDatabase.from_points(P, symmetry_specs=specs, surface_points=S, n_continuous=64)
 
 # %% ../../nbs/synthetic/28_mvproblems.ipynb #375f6aba
 @dataclass
 class MVProblem:
     "A multi-view problem with its ground truth (see `make_problem`)."
-    objects: object            # object set (PointObjectSet or MeshDatabase)
+    objects: ObjectSet         # the object set (a `MeshDatabase`)
     K: torch.Tensor            # (V, 3, 3)
     T_WC: torch.Tensor         # (V, 4, 4) ground truth
     T_WO: torch.Tensor         # (O, 4, 4) ground truth
@@ -245,6 +155,7 @@ def _place_objects(g, diam, max_tries=200):
         radius *= 1.15
     raise RuntimeError("could not place the objects")
 
+# %% ../../nbs/synthetic/28_mvproblems.ipynb #6d6cfaf2
 def simulate_candidates(objects, K: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, obj_labels: list[str],
                         visible: torch.Tensor, g: torch.Generator, image_size=(480, 640), rot_noise_deg=(2, 5),
                         trans_noise_m=(0.005, 0.015), depth_noise_m=(0.01, 0.03), outlier_frac: float = 0.2):
@@ -297,6 +208,53 @@ def simulate_candidates(objects, K: torch.Tensor, T_WC: torch.Tensor, T_WO: torc
     cands = Candidates(view_ids[order].long(), [labels[i] for i in order.tolist()], scores[order], Tall[order])
     return cands, gt[order]
 
+# %% ../../nbs/synthetic/28_mvproblems.ipynb #02af6880
+def _draw_labels(g, objects, n_objects: int, repeated_labels: bool) -> list[str]:
+    "The labels of `n_objects` objects: at random, one symmetric object among them, one label twice with `repeated_labels`."
+    set_labels = list(objects.labels)
+    idx = torch.randint(len(set_labels), (n_objects,), generator=g).tolist()
+    eye = torch.eye(4, dtype=torch.float64)
+    sym_labels = [i for i, l in enumerate(set_labels) if (objects.symmetries([l], device='cpu')[0] - eye).abs().amax() > 1e-6]
+    if sym_labels and not any(i in sym_labels for i in idx):
+        idx[0] = sym_labels[int(torch.randint(len(sym_labels), (1,), generator=g))]
+    if repeated_labels and n_objects >= 2 and len(set(idx)) == n_objects:
+        idx[-1] = idx[-2] if idx[-2] != idx[0] or n_objects == 2 else idx[1]
+    return [set_labels[i] for i in idx]
+
+def _draw_cameras(g, T_WO: torch.Tensor, n_views: int, image_size) -> tuple:
+    "Intrinsics (V, 3, 3) and cameras `T_WC` (V, 4, 4) around the table, 0.5 to 1.5 m away, 25 to 70 degrees above it."
+    dt, (H, W) = torch.float64, image_size
+    f = _uniform(g, (550., 650.), n_views)
+    K = torch.zeros(n_views, 3, 3, dtype=dt)
+    K[:, 0, 0], K[:, 1, 1] = f, f * _uniform(g, (0.99, 1.01), n_views)
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2 + _uniform(g, (-8, 8), n_views), H / 2 + _uniform(g, (-8, 8), n_views), 1
+    az = 2 * math.pi * (torch.rand(1, generator=g, dtype=dt) + (torch.arange(n_views, dtype=dt) + 0.35 * (torch.rand(n_views, generator=g, dtype=dt) - 0.5)) / n_views)
+    el = torch.deg2rad(_uniform(g, (25., 70.), n_views))
+    dist = _uniform(g, (0.5, 1.5), n_views)
+    centre = torch.cat([T_WO[:, :2, 3].mean(0), torch.zeros(1, dtype=dt)])
+    eye = centre + dist[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
+    target = centre + 0.05 * torch.randn(n_views, 3, generator=g, dtype=dt)
+    # world -z up in the image: cameras upside down, then rolled by +-15 degrees (any roll is a valid capture)
+    return K, look_at(eye, target, up=(0.0, 0.0, -1.0), roll=torch.deg2rad(_uniform(g, (-15., 15.), n_views)))
+
+def _draw_visibility(g, K, T_WC, T_WO, visibility: float, min_per_view: int, image_size) -> torch.Tensor:
+    "(V, O) bool: the centre projects inside the image and a random draw detects it; each view topped up to `min_per_view`."
+    (H, W), (n_views, n_objects) = image_size, (len(T_WC), len(T_WO))
+    T_CO = invert_T(T_WC)[:, None] @ T_WO[None]                      # (V, O, 4, 4)
+    pc = T_CO[..., :3, 3]
+    uv = torch.einsum("vij,voj->voi", K, pc)
+    uv = uv[..., :2] / uv[..., 2:].clamp(min=1e-6)
+    in_img = (pc[..., 2] > 0.1) & (uv[..., 0] > 10) & (uv[..., 0] < W - 10) & (uv[..., 1] > 10) & (uv[..., 1] < H - 10)
+    draw = torch.rand(n_views, n_objects, generator=g, dtype=torch.float64)
+    visible = in_img & (draw < visibility)
+    need = min(min_per_view, n_objects)
+    for v in range(n_views):          # top up views that detect too few objects with their most likely detections
+        if visible[v].sum() < need:
+            order = torch.argsort(draw[v] + 10 * (~in_img[v]).to(torch.float64))
+            visible[v, order[:need]] = True
+    return visible
+
+# %% ../../nbs/synthetic/28_mvproblems.ipynb #e998d5bb
 def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_noise_deg=(2, 5), trans_noise_m=(0.005, 0.015),
                  depth_noise_m=(0.01, 0.03), outlier_frac: float = 0.2, repeated_labels: bool = True,
                  visibility: float = 0.7, min_per_view: int = 3) -> MVProblem:
@@ -310,151 +268,15 @@ def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_nois
     symmetric object is always among the objects when the set has one. Ranges are (lo, hi) or scalars."""
     if n_views < 1 or n_objects < 1: raise InputError(f"make_problem: need n_views >= 1 and n_objects >= 1, got {n_views}, {n_objects}")
     objects = objects if objects is not None else make_object_set()
-    g = torch.Generator().manual_seed(int(seed))
-    dt = torch.float64
-    set_labels = list(objects.labels)
-    # -- labels: one symmetric object, one repeated label, the rest at random
-    idx = torch.randint(len(set_labels), (n_objects,), generator=g).tolist()
-    eye = torch.eye(4, dtype=dt)
-    sym_labels = [i for i, l in enumerate(set_labels) if (objects.symmetries([l], device='cpu')[0] - eye).abs().amax() > 1e-6]
-    if sym_labels and not any(i in sym_labels for i in idx):
-        idx[0] = sym_labels[int(torch.randint(len(sym_labels), (1,), generator=g))]
-    if repeated_labels and n_objects >= 2 and len(set(idx)) == n_objects:
-        idx[-1] = idx[-2] if idx[-2] != idx[0] or n_objects == 2 else idx[1]
-    obj_labels = [set_labels[i] for i in idx]
+    g, dt, size = torch.Generator().manual_seed(int(seed)), torch.float64, (480, 640)
+    obj_labels = _draw_labels(g, objects, n_objects, repeated_labels)
     diam = objects.diameters(obj_labels, device='cpu').to(dt)
     # -- the scene: objects on a table (z = 0), random orientations
     xy = _place_objects(g, diam)
     z = diam * 0.3 * torch.rand(n_objects, generator=g, dtype=dt)
     T_WO = make_T(random_rotations(n_objects, g, dt), torch.cat([xy, z[:, None]], -1))
-    # -- cameras around the table, 0.5 to 1.5 m away, 25 to 70 degrees above it
-    H, W = 480, 640
-    f = _uniform(g, (550., 650.), n_views)
-    K = torch.zeros(n_views, 3, 3, dtype=dt)
-    K[:, 0, 0], K[:, 1, 1] = f, f * _uniform(g, (0.99, 1.01), n_views)
-    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = W / 2 + _uniform(g, (-8, 8), n_views), H / 2 + _uniform(g, (-8, 8), n_views), 1
-    az = 2 * math.pi * (torch.rand(1, generator=g, dtype=dt) + (torch.arange(n_views, dtype=dt) + 0.35 * (torch.rand(n_views, generator=g, dtype=dt) - 0.5)) / n_views)
-    el = torch.deg2rad(_uniform(g, (25., 70.), n_views))
-    dist = _uniform(g, (0.5, 1.5), n_views)
-    centre = torch.cat([T_WO[:, :2, 3].mean(0), torch.zeros(1, dtype=dt)])
-    eye = centre + dist[:, None] * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)
-    target = centre + 0.05 * torch.randn(n_views, 3, generator=g, dtype=dt)
-    # world -z up in the image: cameras upside down, then rolled by +-15 degrees (any roll is a valid capture)
-    T_WC = look_at(eye, target, up=(0.0, 0.0, -1.0), roll=torch.deg2rad(_uniform(g, (-15., 15.), n_views)))
-    # -- visibility: the centre projects inside the image, and a random detection draw
-    T_CO = invert_T(T_WC)[:, None] @ T_WO[None]                      # (V, O, 4, 4)
-    pc = T_CO[..., :3, 3]
-    uv = torch.einsum("vij,voj->voi", K, pc)
-    uv = uv[..., :2] / uv[..., 2:].clamp(min=1e-6)
-    in_img = (pc[..., 2] > 0.1) & (uv[..., 0] > 10) & (uv[..., 0] < W - 10) & (uv[..., 1] > 10) & (uv[..., 1] < H - 10)
-    draw = torch.rand(n_views, n_objects, generator=g, dtype=dt)
-    visible = in_img & (draw < visibility)
-    need = min(min_per_view, n_objects)
-    for v in range(n_views):          # top up views that detect too few objects with their most likely detections
-        if visible[v].sum() < need:
-            order = torch.argsort(draw[v] + 10 * (~in_img[v]).to(dt))
-            visible[v, order[:need]] = True
-    cands, gt = simulate_candidates(objects, K, T_WC, T_WO, obj_labels, visible, g, (H, W), rot_noise_deg,
+    K, T_WC = _draw_cameras(g, T_WO, n_views, size)
+    visible = _draw_visibility(g, K, T_WC, T_WO, visibility, min_per_view, size)
+    cands, gt = simulate_candidates(objects, K, T_WC, T_WO, obj_labels, visible, g, size, rot_noise_deg,
                                     trans_noise_m, depth_noise_m, outlier_frac)
-    return MVProblem(objects, K, T_WC, T_WO, obj_labels, cands, gt, visible, (H, W))
-
-# %% ../../nbs/synthetic/28_mvproblems.ipynb #7611a4e1
-def _adds(T1: torch.Tensor, T2: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """ADD-S (B,) of poses T1, T2 (B, 4, 4) over `points` (B, N, 3) (`symmetries.adds_distance`; for many points,
-    closest points by a k-d tree: memory O(N), not O(N^2))."""
-    if points.shape[1] <= 512:
-        return adds_distance(T1, T2, points)
-    from scipy.spatial import cKDTree
-    p1, p2 = transform_points(T1, points).numpy(), transform_points(T2, points).numpy()
-    return torch.tensor([cKDTree(a).query(b)[0].mean() for a, b in zip(p1, p2)], dtype=torch.float64)   # from each T2 point
-
-def _adds_pairs(objects, labels, T1, T2, n_points=None, n_continuous=64, n_align=64) -> torch.Tensor:
-    """ADD-S (B,) between poses T1, T2 (B, 4, 4) of objects `labels` (B), over `n_points` model points (None: all of
-    them, as the BOP toolkit's ADD-S does with the full model; a sparse subsample overstates closest-point distances),
-    after moving T1 by the symmetry of the object (continuous ones in `n_continuous` steps) closest to T2, chosen on
-    `n_align` of the points."""
-    if len(labels) == 0: return torch.zeros(0, dtype=torch.float64)
-    surface = getattr(objects, "surface_points", objects.points)                    # the dense sampling when there is one
-    pts_all = surface(labels, device='cpu', dtype=torch.float64)
-    sub = lambda n: pts_all[:, torch.linspace(0, pts_all.shape[1] - 1, min(n, pts_all.shape[1])).round().long()]
-    pts = pts_all if n_points is None else sub(n_points)
-    pa = sub(n_align)
-    T1, T2 = T1.double().cpu(), T2.double().cpu()
-    syms = objects.symmetries(labels, n_continuous=n_continuous, device='cpu', dtype=torch.float64)   # (B, S, 4, 4)
-    out = []
-    for i in range(0, len(T1), 256):                                                                  # bounded memory
-        sl = slice(i, i + 256)
-        T1S = T1[sl, None] @ syms[sl]
-        p1 = torch.einsum('bsij,bnj->bsni', T1S[..., :3, :3], pa[sl]) + T1S[:, :, None, :3, 3]        # (b, S, n_align, 3)
-        p2 = transform_points(T2[sl], pa[sl])                                                         # (b, n_align, 3)
-        best = (p1 - p2[:, None]).norm(dim=-1).mean(-1).argmin(1)                                     # ADD-closest symmetry
-        T1b = T1S[torch.arange(len(T1S)), best]
-        out.append(torch.minimum(_adds(T1[sl], T2[sl], pts[sl]), _adds(T1b, T2[sl], pts[sl])))
-    return torch.cat(out)
-
-def evaluate_scene(problem: MVProblem, labels: list[str], T_WO: torch.Tensor, T_WC: torch.Tensor,
-                   view_ok: torch.Tensor | None = None, adds_th: float = 0.1, frac_required: float = 0.95,
-                   views: str = "detected", n_points: int | None = None) -> dict:
-    """Compare a reconstruction (scene objects `labels`, `T_WO` (S, 4, 4); cameras `T_WC` (V, 4, 4), `view_ok` (V,)
-    placed) with the ground truth of `problem`. The per-view reprojections checked are those into the views that
-    detected the object (`views='detected'`) or into every placed view too (`views='all'`). Returns a dict with `solved` and the numbers behind it:
-    `n_required`, `missing`, `duplicate`, `spurious`, `frac_ok`, `median_scene`, `median_cand` (ADD-S, metres),
-    `pairs` (scene object -> ground-truth object) and `errors` (per-view ADD-S / diameter of the found objects).
-    ADD-S uses `n_points` model points (None: all of the object set's points, the metric's definition); the
-    assignment of scene objects to ground-truth objects uses 64."""
-    from scipy.optimize import linear_sum_assignment
-    objects, V, O = problem.objects, problem.n_views, problem.n_objects
-    T_WO = torch.as_tensor(T_WO, dtype=torch.float64).reshape(-1, 4, 4)
-    T_WC = torch.as_tensor(T_WC, dtype=torch.float64).reshape(V, 4, 4)
-    ok = torch.ones(V, dtype=torch.bool) if view_ok is None else torch.as_tensor(view_ok).bool().cpu()
-    Sn = len(labels)
-    diam = objects.diameters(problem.obj_labels, device='cpu')
-    gt_CO = problem.gt_T_CO()                                                   # (V, O, 4, 4)
-    pred_CO = invert_T(T_WC)[:, None] @ T_WO[None]                              # (V, S, 4, 4)
-    # cost: median over placed views of ADD-S / diameter, same label only
-    cost = np.full((Sn, O), np.inf)
-    vv = ok.nonzero().flatten()
-    same = [(s_, o) for s_ in range(Sn) for o in range(O) if labels[s_] == problem.obj_labels[o]] if len(vv) else []
-    if same:
-        sa, oa = torch.tensor([a for a, _ in same]), torch.tensor([b for _, b in same])
-        d = _adds_pairs(objects, [labels[a] for a, _ in same for _ in vv], pred_CO[vv][:, sa].transpose(0, 1).reshape(-1, 4, 4),
-                        gt_CO[vv][:, oa].transpose(0, 1).reshape(-1, 4, 4), n_points=64).reshape(len(same), len(vv)) / diam[oa][:, None]
-        cost[sa.numpy(), oa.numpy()] = d.median(1).values.numpy()
-    pairs = {}
-    if Sn and O:
-        r, c = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
-        pairs = {int(a): int(b) for a, b in zip(r, c) if cost[a, b] < 0.5}
-    required = (problem.visible.sum(0) >= 2)
-    found = set(pairs.values())
-    missing = int(sum(1 for o in range(O) if required[o] and o not in found))
-    unpaired = [s_ for s_ in range(Sn) if s_ not in pairs]
-    duplicate = sum(1 for s_ in unpaired if np.isfinite(cost[s_]).any() and cost[s_].min() < 0.5)
-    spurious = len(unpaired) - duplicate
-    # per-view reprojection errors of the found required objects
-    todo = [(s_, o, v) for s_, o in pairs.items() if required[o] for v in range(V)
-            if problem.visible[v, o] or (views == "all" and ok[v])]
-    placed = [k for k, (s_, o, v) in enumerate(todo) if ok[v]]
-    e_all = np.full(len(todo), np.inf)
-    if placed:
-        sv = torch.tensor([todo[k][0] for k in placed]); ov = torch.tensor([todo[k][1] for k in placed])
-        vv_ = torch.tensor([todo[k][2] for k in placed])
-        e_all[placed] = _adds_pairs(objects, [labels[todo[k][0]] for k in placed], pred_CO[vv_, sv], gt_CO[vv_, ov], n_points=n_points).numpy()
-    errs = [float(e) / float(diam[o]) for (s_, o, v), e in zip(todo, e_all)]
-    scene_at_cand = [(v, o, float(e)) for (s_, o, v), e in zip(todo, e_all) if problem.visible[v, o]]
-    # the single-view inlier candidates of the same (view, object) pairs
-    c, gt = problem.candidates, problem.cand_gt_obj
-    inl = (gt >= 0).nonzero().flatten().tolist()
-    cand_err = {}
-    if inl:
-        d = _adds_pairs(objects, [c.labels[i] for i in inl], c.T_CO[inl], gt_CO[c.view_ids[inl], gt[inl]], n_points=n_points)
-        cand_err = {(int(c.view_ids[i]), int(gt[i])): float(x) for i, x in zip(inl, d)}
-    sc = [e for v, o, e in scene_at_cand if (v, o) in cand_err]
-    cd = [cand_err[(v, o)] for v, o, e in scene_at_cand if (v, o) in cand_err]
-    errs = np.array(errs)
-    frac_ok = float((errs < adds_th).mean()) if len(errs) else (1.0 if int(required.sum()) == 0 else 0.0)
-    med_s = float(np.median(sc)) if sc else float("nan")
-    med_c = float(np.median(cd)) if cd else float("nan")
-    solved = missing == 0 and duplicate == 0 and spurious == 0 and frac_ok >= frac_required and \
-             (not sc or med_s < med_c)
-    return dict(solved=bool(solved), n_required=int(required.sum()), n_scene=Sn, missing=missing, duplicate=int(duplicate),
-                spurious=int(spurious), frac_ok=frac_ok, median_scene=med_s, median_cand=med_c, pairs=pairs, errors=errs)
+    return MVProblem(objects, K, T_WC, T_WO, obj_labels, cands, gt, visible, size)

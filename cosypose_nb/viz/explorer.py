@@ -17,6 +17,7 @@ from ..core import InputError, import_extra
 from ..geometry.transforms import as_tensor, invert_T
 from ..experiments.multiview import run_predictor
 from ..multiview.config import MatchingConfig
+from ..datasets.meshes import subsample_points
 from ..experiments.runner import plotly_bundle
 from .figures import draw_reprojections, label_color, scene_figure, to_numpy
 
@@ -89,15 +90,15 @@ class GroupResult:
     views: list
     cand: np.ndarray
     prediction: object
-    threshold: float
+    ransac_threshold: float
 
-def reconstruct_group(scene: ExplorerScene, objects, views, threshold: float | None = None, seed: int = 0,
+def reconstruct_group(scene: ExplorerScene, objects, views, ransac_threshold: float | None = None, seed: int = 0,
                       **settings) -> GroupResult:
-    """Stages 2 and 3 on the candidates of `views` (scene view numbers) with the stage-2 threshold `threshold` (m;
+    """Stages 2 and 3 on the candidates of `views` (scene view numbers) with the stage-2 threshold `ransac_threshold` (m;
     default the predictor's; the size-relative threshold scales with it); `settings`: more predictor settings."""
     d = MatchingConfig()
-    t = float(d.ransac_threshold if threshold is None else threshold)
-    if not t > 0: raise InputError(f"threshold: must be > 0 m, got {t}")
+    t = float(d.ransac_threshold if ransac_threshold is None else ransac_threshold)
+    if not t > 0: raise InputError(f"ransac_threshold: must be > 0 m, got {t}")
     settings.setdefault("ransac_threshold_rel", d.ransac_threshold_rel * t / d.ransac_threshold)
     c = scene.candidates
     vid = to_numpy(c.view_ids)
@@ -229,11 +230,11 @@ def _setup(self: SceneExplorer, scenes: dict, objects, n_points: int, first: Gro
     self.points = {}
     for l in self.labels_all:                                   # at most `n_points` points per model, evenly spread
         P = objects.points([l])[0].double().cpu()
-        self.points[l] = P[np.round(np.linspace(0, len(P) - 1, min(n_points, len(P)))).astype(int)]
+        self.points[l] = subsample_points(P[None], n_points)[0]
     self.scene_name = next(iter(scenes))
     V = scenes[self.scene_name].n_views
-    self.first_view, self.n_views, self.threshold = 0, V, MatchingConfig().ransac_threshold
-    self._cache = {} if first is None else {(self.scene_name, tuple(first.views), round(self.threshold, 6)): first}
+    self.first_view, self.n_views, self.ransac_threshold = 0, V, MatchingConfig().ransac_threshold
+    self._cache = {} if first is None else {(self.scene_name, tuple(first.views), round(self.ransac_threshold, 6)): first}
     self.object, self.show_candidates, self.show_matched, self.show_scene, self.show_truth = -1, True, False, True, False
     self.fig_view = self.fig_3d = None
     self.group = self._reconstruct()
@@ -250,9 +251,9 @@ def image_size(self: SceneExplorer) -> tuple: return self.scene.image_size
 def _reconstruct(self: SceneExplorer) -> GroupResult:
     "Stages 2 and 3 on the current group and threshold (kept per state)."
     views = group_views(self.scene.n_views, self.first_view, self.n_views)
-    key = (self.scene_name, tuple(views), round(self.threshold, 6))
+    key = (self.scene_name, tuple(views), round(self.ransac_threshold, 6))
     if key not in self._cache:
-        self._cache[key] = reconstruct_group(self.scene, self.objects, views, self.threshold)
+        self._cache[key] = reconstruct_group(self.scene, self.objects, views, self.ransac_threshold)
     return self._cache[key]
 
 @patch
@@ -278,7 +279,7 @@ def summary_html(self: SceneExplorer) -> str:
     "The state in words and the scene objects as an HTML table."
     p, g = self.group.prediction, self.group
     m = p.matching
-    head = (f"<p><b>{self.scene_name}</b>, views {g.views}, stage-2 threshold {100 * g.threshold:.1f} cm: "
+    head = (f"<p><b>{self.scene_name}</b>, views {g.views}, stage-2 threshold {100 * g.ransac_threshold:.1f} cm: "
             f"stage 2 matched {int((m.cand_obj >= 0).sum()) if m is not None else 0} of {len(g.cand)} candidates into "
             f"{m.n_objects if m is not None else 0} objects; the scene has {p.n_objects} objects and "
             f"{int(p.view_ok.sum())}/{len(g.views)} cameras placed.</p>")
@@ -296,7 +297,7 @@ def _build(self: SceneExplorer):
     self.w_scene = w.Dropdown(description="scene", options=list(self.scenes), value=self.scene_name, disabled=len(self.scenes) < 2, **lay)
     self.w_first = w.IntSlider(description="first view", min=0, max=V - 1, value=self.first_view, continuous_update=False, **lay)
     self.w_nviews = w.IntSlider(description="views", min=1, max=V, value=self.n_views, continuous_update=False, **lay)
-    self.w_threshold = w.FloatSlider(description="stage-2 threshold (cm)", min=0.2, max=20.0, step=0.2, value=round(100 * self.threshold, 1),
+    self.w_ransac_threshold = w.FloatSlider(description="stage-2 threshold (cm)", min=0.2, max=20.0, step=0.2, value=round(100 * self.ransac_threshold, 1),
                                      continuous_update=False, **lay)
     self.w_view, self.w_object = w.Dropdown(description="view", **lay), w.Dropdown(description="object", **lay)
     self.w_cand = w.Checkbox(description="single-view candidates", value=self.show_candidates, **lay)
@@ -306,10 +307,10 @@ def _build(self: SceneExplorer):
     self.out_view, self.out_3d, self.w_summary = w.Output(), w.Output(), w.HTML()
     self._quiet = False
     self._sync_choices()
-    for ctl in (self.w_scene, self.w_first, self.w_nviews, self.w_threshold, self.w_view, self.w_object,
+    for ctl in (self.w_scene, self.w_first, self.w_nviews, self.w_ransac_threshold, self.w_view, self.w_object,
                 self.w_cand, self.w_matched, self.w_scene_objects, self.w_truth):
         ctl.observe(self._changed, names="value")
-    box = ExplorerBox([w.HBox([self.w_scene, self.w_first, self.w_nviews, self.w_threshold]),
+    box = ExplorerBox([w.HBox([self.w_scene, self.w_first, self.w_nviews, self.w_ransac_threshold]),
                        w.HBox([self.w_view, self.w_object, self.w_cand, self.w_matched, self.w_scene_objects, self.w_truth]),
                        w.HBox([self.out_view, self.out_3d]), self.w_summary])
     box.explorer = self
@@ -343,7 +344,7 @@ def _changed(self: SceneExplorer, change=None):
         self.w_nviews.max = self.scene.n_views; self.w_nviews.value = self.scene.n_views
         self._quiet = False
     self.first_view, self.n_views = int(self.w_first.value), int(self.w_nviews.value)
-    self.threshold = float(self.w_threshold.value) / 100
+    self.ransac_threshold = float(self.w_ransac_threshold.value) / 100
     self.group = self._reconstruct()
     self.view = int(self.w_view.value) if self.w_view.value in self.group.views else self._first_placed()
     self.object = int(self.w_object.value) if self.w_object.value is not None else -1

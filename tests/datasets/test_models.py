@@ -1,4 +1,4 @@
-"""The object set: `MeshDatabase.from_points` behaves as `synthetic.mvproblems.PointObjectSet` did, and
+"""The object set: `MeshDatabase.from_points` (the point-cloud objects of the synthetic problems), and
 `batched` gives the same `ObjectBatch` for the same points whichever way the database was built."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from cosypose_nb.core import InputError
 from cosypose_nb.structures import ObjectBatch, ObjectSet
-from cosypose_nb.geometry.symmetries import symmetric_centres, symmetry_counts
+from cosypose_nb.geometry.symmetries import make_symmetries, symmetric_centres, symmetry_counts
 from cosypose_nb.datasets.objects import MeshDatabase, load_default_objects, subsample_points, even_indices
 
 
@@ -16,26 +16,29 @@ def problem_objects():
     return make_object_set(seed=3, n_points=200, n_surface_points=500)
 
 
-def _as_db(objs):
-    "The `MeshDatabase` made of what a `PointObjectSet` was given."
-    specs = {l: objs._specs.get(l, {}) for l in objs.labels}
-    return MeshDatabase.from_points({l: objs._points[l].numpy() for l in objs.labels},
-                                    {l: objs._syms[l] for l in objs.labels}, specs,
-                                    surface_points={l: objs._surface[l].numpy() for l in objs.labels})
+def _as_db(objs, **kw):
+    "The `MeshDatabase` made again of the clouds and symmetry specs of `objs` (a database of point clouds)."
+    return MeshDatabase.from_points({l: objs[l].points for l in objs.labels}, symmetry_specs={l: objs[l].info for l in objs.labels},
+                                    surface_points={l: objs[l].surface for l in objs.labels}, **kw)
 
 
-def test_from_points_equals_point_object_set(problem_objects):
-    objs, db = problem_objects, _as_db(problem_objects)
-    assert isinstance(db, ObjectSet) and db.labels == objs.labels and len(db) == len(objs)
+def test_from_points_clouds_symmetries_diameters(problem_objects):
+    "Points as given, symmetries re-discretised from the specs (identity first, identity-padded), diameters the largest distance."
+    objs = problem_objects
+    assert isinstance(objs, ObjectSet) and len(objs) == 7 and objs.n_points == 200
     lab = objs.labels + objs.labels[:2]
-    assert torch.equal(db.points(lab), objs.points(lab))
-    assert torch.equal(db.surface_points(lab), objs.surface_points(lab))
+    assert objs.points(lab).shape == (9, 200, 3) and objs.surface_points(lab).shape == (9, 500, 3)
     for n in (None, 8, 64):
-        assert torch.equal(db.symmetries(lab, n_continuous=n), objs.symmetries(lab, n_continuous=n)), n
-        for l in objs.labels:
-            assert torch.equal(db.object_symmetries(l, n), objs.object_symmetries(l, n))
-    # diameters: the same maximum distance (exact here, through cdist there)
-    assert torch.allclose(db.diameters(lab), objs.diameters(lab), rtol=1e-9, atol=0)
+        S = objs.symmetries(lab, n_continuous=n)
+        for l, s in zip(lab, S):
+            info = objs[l].info
+            want = make_symmetries(info["symmetries_discrete"], info["symmetries_continuous"], n_continuous=n or 64)
+            assert torch.equal(s[:len(want)], want) and torch.equal(s[len(want):], torch.eye(4, dtype=s.dtype).expand(len(s) - len(want), 4, 4))
+            assert torch.equal(objs.object_symmetries(l, n), want)
+    P = objs.points(objs.labels)
+    assert torch.allclose(objs.diameters(objs.labels), torch.cdist(P, P).amax((1, 2)), rtol=1e-12, atol=0)
+    db = _as_db(objs, n_continuous=64)                                   # the same clouds and specs: the same database
+    assert all(torch.equal(getattr(db, f)(lab), getattr(objs, f)(lab)) for f in ("points", "surface_points", "symmetries", "diameters"))
 
 
 def test_uneven_clouds_cut_to_common_size():

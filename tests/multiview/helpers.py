@@ -5,7 +5,8 @@ from cosypose_nb.geometry.transforms import invert_T
 from cosypose_nb.geometry.rotations import perturb_poses
 from cosypose_nb.geometry.symmetries import symmetric_distance, symmetric_reprojection_distance
 from cosypose_nb.structures import MatchingResult
-from cosypose_nb.synthetic.mvproblems import make_object_set, PointObjectSet
+from cosypose_nb.synthetic.mvproblems import make_object_set
+from cosypose_nb.datasets.models import MeshDatabase
 from cosypose_nb.multiview.config import BundleAdjustConfig
 from cosypose_nb.multiview.bundle_adjustment import SceneProblem, bundle_adjust
 from cosypose_nb.multiview.initialisation import initialize_scene
@@ -62,7 +63,7 @@ def discrete_object_set():
     "The synthetic objects without a continuous symmetry (those have an exact optimum on any grid)."
     full = make_object_set()
     keep = [l for l in full.labels if len(full.object_symmetries(l)) <= 8]
-    return PointObjectSet({l: full.points([l])[0].numpy() for l in keep}, {l: full.object_symmetries(l) for l in keep})
+    return MeshDatabase.from_points({l: full[l].points for l in keep}, {l: full.object_symmetries(l) for l in keep})
 
 
 def scene_of(view_ids, cand_obj, T_CO, K, points, syms, T_WC=None, T_WO=None, centres=None) -> SceneProblem:
@@ -70,13 +71,10 @@ def scene_of(view_ids, cand_obj, T_CO, K, points, syms, T_WC=None, T_WO=None, ce
     return SceneProblem(view_ids, cand_obj, T_CO, K, points, syms, centres, T_WC, T_WO)
 
 
-_BA_NAMES = {"n_iters": "ba_iters", "ftol": "ba_ftol", "xtol": "ba_xtol", "lambda0": "ba_lambda0"}
-
-
 def ba_run(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres=None, fixed_view=0, view_ok=None,
            hold_views=None, dtype=torch.float64, **settings):
-    "`bundle_adjust` of the eight tensors; `settings` are `BundleAdjustConfig` fields (or n_iters, ftol, xtol, lambda0)."
-    config = BundleAdjustConfig(**{_BA_NAMES.get(k, k): v for k, v in settings.items()})
+    "`bundle_adjust` of the eight tensors; `settings` are `BundleAdjustConfig` fields."
+    config = BundleAdjustConfig(**settings)
     return bundle_adjust(scene_of(view_ids, cand_obj, T_CO, K, points, syms, T_WC, T_WO, centres), config, fixed_view,
                          view_ok, hold_views, dtype)
 

@@ -18,7 +18,8 @@ from cosypose_nb.geometry.rotations import pose_to_9d, pose_from_9d
 from cosypose_nb.geometry.cameras import project_points
 from cosypose_nb.structures import BAResult
 from cosypose_nb.multiview import bundle_adjustment as ba
-from cosypose_nb.multiview.bundle_adjustment import SceneProblem, subsample_points
+from cosypose_nb.multiview.bundle_adjustment import SceneProblem
+from cosypose_nb.datasets.meshes import subsample_points
 from cosypose_nb.multiview.solver import robust_kernel
 
 
@@ -43,9 +44,9 @@ def _layout(scene: SceneProblem, fixed_view, view_ok, n_points, dtype):
     return view_ids, keep, fixed, pr
 
 
-def bundle_adjust_dense_autograd(scene: SceneProblem, fixed_view: int = 0, n_iters: int = 100, robust: str = "huber",
+def bundle_adjust_dense_autograd(scene: SceneProblem, fixed_view: int = 0, ba_iters: int = 100, robust: str = "huber",
                                  robust_cap_px: float = 20.0, n_points: int | None = 32, view_ok=None,
-                                 lambda0: float = 1e-3, L_down: float = 9.0, L_up: float = 11.0, eps: float = 1e-5,
+                                 ba_lambda0: float = 1e-3, L_down: float = 9.0, L_up: float = 11.0, eps: float = 1e-5,
                                  dtype: torch.dtype = torch.float64) -> BAResult:
     "The reference Levenberg-Marquardt (see the module's docstring): the scene's `T_WC`, `T_WO` refined."
     V, O = scene.n_views, scene.n_objects
@@ -86,10 +87,10 @@ def bundle_adjust_dense_autograd(scene: SceneProblem, fixed_view: int = 0, n_ite
 
     free_cols = torch.cat([torch.ones(9 * O, dtype=torch.bool, device=dev), (~fixed).repeat_interleave(9)]).nonzero()[:, 0]
     idJ = torch.eye(len(free_cols), dtype=dtype, device=dev)
-    lambd, done, prev_update, costs, lambdas, it = lambda0, False, False, [], [], 0
+    lambd, done, prev_update, costs, lambdas, it = ba_lambda0, False, False, [], [], 0
     errors = loss = J = w = None
     if C:
-        for it in range(n_iters):
+        for it in range(ba_iters):
             if not prev_update:
                 errors, loss, J, w = forward_jacobian(TWO_9d, TCW_9d)
             if not costs or costs[-1] != loss.item():

@@ -9,6 +9,7 @@ from cosypose_nb.core import InputError
 from cosypose_nb.geometry.transforms import invert_T
 from cosypose_nb.geometry.rotations import perturb_poses, rotation_angle
 from cosypose_nb.geometry.symmetries import symmetric_distance
+from cosypose_nb.datasets.meshes import subsample_points
 from cosypose_nb.geometry.liegroup import se3_exp, se3_log, skew, se3_exp_batch, se3_generators
 from cosypose_nb.synthetic.mvproblems import make_problem
 from cosypose_nb.multiview import bundle_adjustment as ba
@@ -58,7 +59,7 @@ def test_normal_equations_match_finite_difference_jacobian(seed):
     V, O = pb.n_views, pb.n_objects
     T_WC0, T_WO0 = perturbed_start(pb, seed)
     keep = cand_obj >= 0
-    pts = ba.subsample_points(pts, 8)
+    pts = subsample_points(pts, 8)
     fixed = np.arange(V) == seed % V
     vi, co, h = ba._check_ba_inputs(scene_of(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0))
     pr = ba._prepare(vi, co, h, co >= 0, fixed, dtype=torch.float64)
@@ -235,21 +236,21 @@ def test_held_views_keep_their_pose_and_their_candidates_count():
 
 def test_other_input_types_and_no_aliasing():
     """Centres as a list, numpy model points (subsampled like tensors) and bfloat16 intrinsics give the same
-    scene; the outputs never share memory with the inputs, even when no step is taken (n_iters=0)."""
+    scene; the outputs never share memory with the inputs, even when no step is taken (ba_iters=0)."""
     pb = make_problem(4, 5, seed=1)
     args = inputs(pb)
     T_WC0, T_WO0 = perturbed_start(pb, 1)
     ref = ba_run(*args, T_WC0, T_WO0)
-    cen = symmetric_centres(ba.subsample_points(args[4], 32), args[5])
+    cen = symmetric_centres(subsample_points(args[4], 32), args[5])
     assert torch.equal(ba_run(*args, T_WC0, T_WO0, centres=cen.tolist()).T_WO,
                        ba_run(*args, T_WC0, T_WO0, centres=cen).T_WO)
     assert torch.equal(ba_run(*args[:4], args[4].numpy(), args[5], T_WC0, T_WO0).T_WO, ref.T_WO)
     r = ba_run(*args[:3], args[3].bfloat16(), *args[4:], T_WC0, T_WO0)
     assert r.T_WO.dtype == torch.float64 and (r.T_WO - ref.T_WO).abs().max() < 0.05     # K rounded to 8 bits
-    d = ref_run(*args, T_WC0, T_WO0, centres=cen.tolist(), n_iters=2)
+    d = ref_run(*args, T_WC0, T_WO0, centres=cen.tolist(), ba_iters=2)
     assert torch.isfinite(d.T_WO).all()
     T_WC_in, T_WO_in = T_WC0.clone(), T_WO0.clone()
-    r0 = ba_run(*args, T_WC0, T_WO0, n_iters=0)
+    r0 = ba_run(*args, T_WC0, T_WO0, ba_iters=0)
     r0.T_WO.add_(1.0); r0.T_WC.add_(1.0)
     assert torch.equal(T_WO0, T_WO_in) and torch.equal(T_WC0, T_WC_in)
 
@@ -272,7 +273,7 @@ def test_same_result_as_the_dense_reference():
         pb = make_problem(V, O, seed=seed, outlier_frac=0.0, objects=discrete_object_set())
         args = inputs(pb)
         T_WC0, T_WO0 = perturbed_start(pb, seed, 0.02, 0.01)
-        r = ba_run(*args, T_WC0, T_WO0, n_points=8, ftol=1e-10)
+        r = ba_run(*args, T_WC0, T_WO0, n_points=8, ba_ftol=1e-10)
         d = ref_run(*args, T_WC0, T_WO0, n_points=8, eps=1e-10)
         assert abs(r.costs[-1] - d.costs[-1]) < 1e-4 * d.costs[-1]
         assert (r.T_WC - d.T_WC).abs().max() < 1e-5 and (r.T_WO - d.T_WO).abs().max() < 1e-5

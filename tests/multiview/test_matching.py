@@ -95,10 +95,10 @@ def test_known_cameras(objects):
 
 def test_symmetric_objects_only(objects):
     "Scenes of symmetric objects only (a box, a square block, a can, a bowl): symmetry-aware seeds still match them."
-    from cosypose_nb.synthetic.mvproblems import PointObjectSet
+    from cosypose_nb.datasets.models import MeshDatabase
     sym = ["obj_000002", "obj_000003", "obj_000005", "obj_000007"]
-    objs = PointObjectSet({l: objects.points([l])[0].numpy() for l in sym}, {l: objects.object_symmetries(l) for l in sym},
-                          {l: objects._specs[l] for l in sym})
+    objs = MeshDatabase.from_points({l: objects[l].points for l in sym}, {l: objects.object_symmetries(l) for l in sym},
+                                    {l: objects[l].info for l in sym})
     n_bad = 0
     for s in range(10):
         p = make_problem(8, 6, seed=400 + s, objects=objs)
@@ -202,3 +202,18 @@ def test_best_symmetry_of_many_labels():
     for max_elems in (4_000_000, 500, 1):
         best, arg = best_symmetry(sets, X, rows, max_elems)
         assert arg.tolist() == [int(v.argmax()) for v in ref] and torch.allclose(best, torch.stack([v.max() for v in ref]))
+
+
+def test_label_models_read_the_object_batch(objects):
+    "Stage 2's per-label view comes from the object set's cached `ObjectBatch`: each label's own symmetry block, identity padding."
+    from cosypose_nb.multiview.matching import label_models
+    labels = tuple(objects.labels)
+    for n in (8, 32):
+        lm = label_models(objects, labels, n, torch.device("cpu"), torch.float64)
+        b = objects.batched(labels, n)
+        assert objects.batched(labels, n) is b and torch.equal(lm.n_sym, b.n_symmetries) and torch.equal(lm.centres, b.centres)
+        for u, l in enumerate(labels):
+            R = objects.object_symmetries(l, n)[:, :3, :3].reshape(-1, 9)
+            k = int(lm.n_sym[u])
+            assert k == len(R) and torch.equal(lm.sets.flat[int(lm.sets.offsets[u]):][:k], R)
+            assert torch.equal(lm.rotations[u, :k], R) and torch.equal(lm.rotations[u, k:], torch.eye(3, dtype=R.dtype).reshape(9).expand(lm.rotations.shape[1] - k, 9))

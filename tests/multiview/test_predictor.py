@@ -10,7 +10,8 @@ from cosypose_nb.core import InputError
 from cosypose_nb.geometry.transforms import invert_T, make_T, check_poses
 from cosypose_nb.geometry.rotations import random_rotations
 from cosypose_nb.structures import Candidates
-from cosypose_nb.synthetic.mvproblems import make_problem, evaluate_scene
+from cosypose_nb.synthetic.mvproblems import make_problem
+from cosypose_nb.evaluation.metrics import evaluate_scene
 from cosypose_nb.multiview.config import MultiviewConfig, MatchingConfig, BundleAdjustConfig, PoseRefineConfig
 from cosypose_nb.multiview.predictor import predict_scene, nms_3d, torch_threads
 from helpers import CONFIGS

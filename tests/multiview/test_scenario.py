@@ -8,7 +8,8 @@ import torch
 
 from cosypose_nb.core import InputError
 from cosypose_nb.geometry.transforms import invert_T, check_poses
-from cosypose_nb.synthetic.mvproblems import make_problem, evaluate_scene
+from cosypose_nb.synthetic.mvproblems import make_problem
+from cosypose_nb.evaluation.metrics import evaluate_scene
 from cosypose_nb.multiview.scenario import write_example_scenario, multiview_cli, read_scenario
 
 

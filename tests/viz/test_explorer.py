@@ -48,7 +48,7 @@ def test_callbacks_rerun_and_redraw(problems, objects, spy):
     ex = SceneExplorer.from_scenes(problems, objects, n_points=50)
     fig3d, figview = ex.fig_3d, ex.fig_view
     # the threshold slider re-runs stages 2 and 3 with the new threshold (cm on the slider, m to the predictor)
-    ex.w_threshold.value = 1.0
+    ex.w_ransac_threshold.value = 1.0
     assert len(spy) == 2 and abs(spy[-1]["ransac_threshold"] - 0.01) < 1e-12
     assert spy[-1]["ransac_threshold_rel"] < spy[0]["ransac_threshold_rel"]   # the relative part follows
     assert ex.fig_3d is not fig3d and ex.fig_view is not figview
