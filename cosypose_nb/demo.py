@@ -17,8 +17,8 @@ from .core import InputError, read_json, write_json, claim_output_dir, record_ou
 
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'TRAIN_RESOLUTION', 'DEMO_OUTPUTS', 'DEMO_TRAIN_ARGS', 'shipped_checkpoints', 'run_done',
-           'demo_networks', 'fingerprint', 'predict_demo_scene', 'view_errors', 'summary_table', 'record_demo_data',
-           'load_demo_models', 'run_demo', 'demo_cli', 'ship_checkpoint']
+           'demo_networks', 'demo_pipeline_config', 'fingerprint', 'predict_demo_scene', 'view_errors', 'summary_table',
+           'record_demo_data', 'load_demo_models', 'run_demo', 'demo_cli', 'ship_checkpoint']
 
 # %% ../nbs/80_demo.ipynb #2da61f93
 DEMO_KINDS = ("detector", "coarse", "refiner")
@@ -67,6 +67,15 @@ def demo_networks(out: Path, train: bool = False, given: dict | None = None, tra
             if train_command(args) != 0: raise RuntimeError(f"cosypose-nb train {kind} failed")
         nets[kind] = (run, "trained")
     return nets
+
+# %% ../nbs/80_demo.ipynb #24dc1f89
+def demo_pipeline_config(seed: int = 0):
+    "The `PipelineConfig` of the demo (see above)."
+    from cosypose_nb.multiview.pipeline import PipelineConfig
+    from cosypose_nb.multiview.config import MultiviewConfig
+    from cosypose_nb.singleview.config import DetectionConfig
+    return PipelineConfig(detection=DetectionConfig(score_threshold=0.1, top_k_per_label=1),
+                          multiview=MultiviewConfig(score_threshold=0.1), seed=seed)
 
 # %% ../nbs/80_demo.ipynb #d3fde831
 def fingerprint(nets: dict, config) -> str:
@@ -168,7 +177,6 @@ def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(48
     import pandas as pd
     from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
     from cosypose_nb.datasets.bop import read_results_csv
-    from cosypose_nb.multiview.pipeline import PipelineConfig
     from cosypose_nb.rendering.batch import BatchRenderer
     from cosypose_nb.viz.figures import plot_objects
     from cosypose_nb.multiview.pipeline import check_run
@@ -187,7 +195,7 @@ def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(48
     train_data = lambda: record_demo_data(out, "train", 1000, 1, TRAIN_RESOLUTION, seed + 1, workers, progress)
     nets = demo_networks(out, train, networks, train_data, seed, progress)
     for kind, (path, how) in nets.items(): print(f"      {kind}: {path} ({how})")
-    config = PipelineConfig(seed=seed)
+    config = demo_pipeline_config(seed)
     fp = fingerprint(nets, config)
     scenes = sorted(p for p in heldout.iterdir() if p.is_dir() and p.name.isdigit())[:n_scenes]
     print(f"[4/5] predicting {len(scenes)} scenes from their images -> {out / 'predict'}", flush=True)
