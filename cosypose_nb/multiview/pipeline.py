@@ -317,7 +317,7 @@ def draw_contours(ax, rgb, masks, labels, colour_of, title=None) -> None:
     ax.axis("off")
 
 # %% ../../nbs/multiview/49_pipeline.ipynb #922cfc14
-def overlay_figure(result: PipelineResult, v: int, images, K, renderer, labels_all, size: float = 3.2):
+def overlay_figure(result: PipelineResult, v: int, images, K, renderer, labels_all, size: float = 4.0):
     "The figure of view `v`: its detections, its single-view estimates and its group's scene, reprojected, as contours."
     import matplotlib.pyplot as plt
     from cosypose_nb.singleview.detector import draw_detections
