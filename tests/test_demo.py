@@ -50,3 +50,19 @@ def test_a_network_of_another_kind_is_refused(tmp_path, capsys, nets):
     swapped[3] = nets[1]                                  # --coarse DETECTOR_RUN
     assert main(["demo", "--out", str(tmp_path / "d"), *SMALL, *swapped]) == 2
     assert "not a coarse one" in capsys.readouterr().err
+
+
+def test_networks_trained_when_not_shipped(tmp_path, monkeypatch, recorded_dataset):
+    "Without shipped checkpoints the demo trains each network into OUT/runs/KIND (here 2 steps), then keeps it."
+    from cosypose_nb import demo
+    monkeypatch.setattr(demo, "shipped_checkpoints", lambda: tmp_path / "none")
+    tiny = ("--config", "cpu", "--n-steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--num-workers", "0")
+    monkeypatch.setattr(demo, "DEMO_TRAIN_ARGS", {"detector": tiny, "coarse": (*tiny, "--render-size", "48", "64"),
+                                                  "refiner": (*tiny, "--render-size", "48", "64")})
+    calls = []
+    data = lambda: calls.append(1) or recorded_dataset / "train"
+    nets = demo.demo_networks(tmp_path / "out", train=False, train_data=data, progress=False)
+    assert {k: h for k, (_, h) in nets.items()} == {"detector": "trained", "coarse": "trained", "refiner": "trained"}
+    assert all(demo.run_done(p) for p, _ in nets.values()) and calls == [1]
+    again = demo.demo_networks(tmp_path / "out", train=False, train_data=data, progress=False)     # done: kept
+    assert again == nets and calls == [1]
