@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:  make demo   and   make test
 # Both create (or reuse) the virtual environment .venv with the pinned dependencies first.
-.PHONY: setup demo test book runs export clean-nbs bench
+.PHONY: setup demo test book runs export clean-nbs bench checkpoints checkpoints-detector
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
@@ -8,8 +8,9 @@ DEMO_OUT ?= demo_out
 setup:
 	@bash ci/setup.sh
 
+# make demo: the shipped networks of data/checkpoints/; make demo TRAIN=1: trains them into $(DEMO_OUT)/runs/ first
 demo: setup
-	$(BIN)/cosypose-nb demo --out $(DEMO_OUT)
+	$(BIN)/cosypose-nb demo --out $(DEMO_OUT) $(if $(TRAIN),--train)
 
 test: setup
 	@bash ci/test.sh
@@ -28,3 +29,11 @@ export: setup
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The shipped CPU models in data/checkpoints/ (each made into a new folder, then put in place; the old one kept as .old).
+# checkpoints-detector: the Mask R-CNN detector (record, train the `cpu` preset in two runs, measure; ci/checkpoints_detector.sh);
+# checkpoints-pose: the coarse and refiner pose networks.
+checkpoints: checkpoints-detector checkpoints-pose
+
+checkpoints-detector: setup
+	@bash ci/checkpoints_detector.sh

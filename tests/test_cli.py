@@ -12,7 +12,7 @@ HEAVY = ("torch", "torchvision", "roma", "timm", "trimesh", "scipy", "pandas", "
          "dask", "distributed", "papermill", "ipywidgets", "IPython")
 # the commands whose --help is light on main; multiview (its scenario module), train and convert-checkpoint join
 # when their parts' config modules are merged
-LIGHT = ("objects", "download", "record", "evaluate", "experiment", "demo")
+LIGHT = ("objects", "download", "record", "evaluate", "experiment", "demo", "train", "convert-checkpoint", "predict")
 
 
 @pytest.mark.parametrize("sub", LIGHT)

@@ -167,8 +167,9 @@ def test_paper_pose_noise():
 
 
 def test_command_line(tmp_path, toy):
-    cfg, args = tr.parse_train_args(["refiner", "--data", str(toy), "--config", "paper", "--out", "R", "--batch-size", "8",
-                                     "--p-background", "0.5", "--resume"])
+    from cosypose_nb.singleview.commands import parse_train_args
+    cfg, args = parse_train_args(["refiner", "--data", str(toy), "--config", "paper", "--out", "R", "--batch-size", "8",
+                                  "--p-background", "0.5", "--resume"])
     assert cfg.batch_size == 8 and cfg.model_preset == "paper" and cfg.data_config.p_background == 0.5 and args.resume
     from cosypose_nb.cli import main
     assert main(["train", "refiner", "--data", str(toy), "--out", str(tmp_path / "r"), "--lr", "-1"]) == 2
