@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:  make demo   and   make test
 # Both create (or reuse) the virtual environment .venv with the pinned dependencies first.
-.PHONY: setup demo test book runs export clean-nbs bench checkpoints checkpoints-detector
+.PHONY: setup demo test book runs export clean-nbs bench checkpoints checkpoints-detector checkpoints-pose
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo_out
@@ -32,8 +32,11 @@ bench: setup
 
 # The shipped CPU models in data/checkpoints/ (each made into a new folder, then put in place; the old one kept as .old).
 # checkpoints-detector: the Mask R-CNN detector (record, train the `cpu` preset in two runs, measure; ci/checkpoints_detector.sh);
-# checkpoints-pose: the coarse and refiner pose networks.
+# checkpoints-pose: the coarse and refiner pose networks (record, train the `cpu` preset, measure; ci/checkpoints_pose.sh).
 checkpoints: checkpoints-detector checkpoints-pose
 
 checkpoints-detector: setup
 	@bash ci/checkpoints_detector.sh
+
+checkpoints-pose: setup
+	@bash ci/checkpoints_pose.sh

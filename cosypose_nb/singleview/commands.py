@@ -35,9 +35,12 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     "The `TrainConfig` of a `cosypose-nb train` command line (preset, then the options given) and the parsed arguments."
     ap = train_parser()
     pre, _ = ap.parse_known_args(argv)
-    ap.set_defaults(**TRAIN_PRESETS[pre.config])
+    preset = dict(TRAIN_PRESETS[pre.config])
+    ap.set_defaults(**{k: v for k, v in preset.items() if k != "data_config"},
+                    **{f.name: getattr(preset.get("data_config", PoseDataConfig()), f.name) for f in dataclasses.fields(PoseDataConfig)})
     args = ap.parse_args(argv)
     return config_from_args(TrainConfig, args, data_config=config_from_args(PoseDataConfig, args)), args
+
 
 
 # %% ../../nbs/singleview/39_commands.ipynb #b9c0dfcb
@@ -86,6 +89,7 @@ def detector_train_cli(argv: list[str] | None = None) -> int:
         last = res.log.iloc[-1]
         print(f"{args.out}: {res.steps} steps, last loss {last.loss_total:.4g} ({last.samples_per_s:.2f} images/s)")
     return 0
+
 
 
 # %% ../../nbs/singleview/39_commands.ipynb #5e062d63

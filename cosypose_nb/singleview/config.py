@@ -73,19 +73,22 @@ def _tuple_of(cfg: Config, name: str, kind: type, n: int | None = None, lo: floa
 # %% ../../nbs/singleview/30_config.ipynb #8b49e250
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    "A training run: what is learnt from which data, the optimisation schedule, checkpoints. Defaults: the `cpu` preset."
+    "A training run: what is learnt from which data, the optimisation schedule, checkpoints. The presets (`TRAIN_PRESETS`: cpu, paper) set most fields."
     kind: str = setting("refiner", "what to train", choices=TRAIN_KINDS)
     data: tuple[str, ...] = setting((), "BOP data folders (split folders, or dataset roots with one split)")
     objects: str = setting("default", "object models: 'default' or a BOP models / mesh folder")
     model_preset: str = setting("cpu", "the pose network's settings: a preset of singleview.pose_model", choices=MODEL_PRESETS)
     backbone: str | None = setting(None, "backbone of the pose network (None: the model preset's)")
     render_size: tuple[int, ...] | None = setting(None, "crop and render size H W, pixels (None: the model preset's)")
+    depth_zooms: tuple[float, ...] | None = setting(None, "the pose network's depth_zooms (chapter 33; None: the model preset's)")
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
     coarse_init: str | None = setting(None, "coarse input pose: 'paper' or 'zup-autodepth' (BOP20, + translation noise); "
                                       "None: the model preset's")
     rot_noise_deg: float = setting(15.0, "refiner input: std of the Euler-angle noise per axis, degrees")
     trans_noise: tuple[float, ...] = setting((0.01, 0.01, 0.05), "refiner input: std of the translation noise x y z, metres")
     n_loss_points: int = setting(500, "model points drawn per batch for the loss")
+    loss_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0), "weights of the rotation, x-y and depth terms in the total loss")
+    flow_weight: float = setting(1e-3, "weight of the auxiliary flow loss (crop px) in the total (m), for models with flow heads")
     n_symmetries_continuous: int = setting(32, "steps of a continuous symmetry in the loss")
     batch_size: int = setting(32, "samples per process and step")
     n_steps: int = setting(1500, "optimiser steps")
@@ -117,9 +120,11 @@ class TrainConfig(Config):
             self.need_int(f, 1)
         for f in ("warmup_steps", "num_workers", "seed"): self.need_int(f, 0)
         self.need_float("lr", 0, lo_open=True); self.need_float("lr_gamma", 0, 1, lo_open=True)
-        for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg"): self.need_float(f, 0)
+        for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg", "flow_weight"): self.need_float(f, 0)
+        _tuple_of(self, "loss_weights", float, 3)
         _tuple_of(self, "data", str)
         if self.render_size is not None: _tuple_of(self, "render_size", int, 2, lo=16)
+        if self.depth_zooms is not None: _tuple_of(self, "depth_zooms", float)
         _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
         if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
         if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")
@@ -130,7 +135,10 @@ TRAIN_PRESETS: dict[str, dict] = {
                   optimizer="adam", lr=3e-4, weight_decay=0.0, warmup_steps=5600, lr_schedule="step",
                   lr_milestones=(62150,), lr_gamma=0.1, clip_grad_norm=0.5, n_loss_points=2600,
                   n_symmetries_continuous=64, checkpoint_every=1130, log_every=20, num_workers=8),
-    "cpu": dict(),          # the defaults of TrainConfig -- TO BE TUNED from the learning report
+    "cpu": dict(model_preset="cpu", n_steps=800, batch_size=32, optimizer="adamw", lr=1e-3, warmup_steps=100,
+                lr_schedule="cosine", clip_grad_norm=0.1, n_loss_points=200, n_symmetries_continuous=32,
+                loss_weights=(1.0, 1.0, 3.0), flow_weight=1e-3, num_workers=1, render_workers=1,
+                data_config=PoseDataConfig(min_visib=0.3, background_augmentation=False, rgb_augmentation=False)),
 }
 
 def train_config(preset: str = "cpu", **overrides) -> TrainConfig:
@@ -149,6 +157,7 @@ class PredictorConfig(Config):
     def check(self):
         self.need_int("n_coarse_iterations", 0, 100); self.need_int("n_refiner_iterations", 0, 100)
         self.need_int("batch_size", 1)
+
 
 
 # %% ../../nbs/singleview/30_config.ipynb #fc1b402d

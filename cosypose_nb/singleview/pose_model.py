@@ -25,10 +25,10 @@ from .backbones import BACKBONES, make_backbone, convert_efficientnet_state_dict
 
 # %% auto #0
 __all__ = ['ROT6D_IDENTITY', 'INIT_MODES', 'R_ZUP', 'HEADS', 'SOBEL', 'POSE_MODEL_PRESETS', 'decode_outputs', 'apply_update',
-           'update_outputs', 'crop_inputs', 'poses_from_boxes', 'edge_maps', 'stage_ends', 'FlowHeads', 'flatten_head',
-           'PoseModelConfig', 'IterationOutput', 'RenderedCrops', 'check_pose_inputs', 'render_and_compare',
-           'PoseModel', 'original_outputs', 'head_from_original', 'save_pose_model', 'pose_model_from_original',
-           'is_original_state_dict', 'convert_cosypose_checkpoint']
+           'update_outputs', 'crop_windows', 'crop_inputs', 'poses_from_boxes', 'edge_maps', 'zoom_maps', 'stage_ends',
+           'FlowHeads', 'flatten_head', 'PoseModelConfig', 'IterationOutput', 'RenderedCrops', 'check_pose_inputs',
+           'render_and_compare', 'PoseModel', 'original_outputs', 'head_from_original', 'save_pose_model',
+           'pose_model_from_original', 'is_original_state_dict', 'convert_cosypose_checkpoint']
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #8c667eb0
 ROT6D_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -62,6 +62,25 @@ def update_outputs(T_in: torch.Tensor, T_target: torch.Tensor, K_crop: torch.Ten
     return torch.cat([matrix_to_rot6d(dR) - dR.new_tensor(ROT6D_IDENTITY), v_xy / xy_scale, ((v_z - 1) / z_scale)[:, None]], -1)
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #8656739d
+def crop_windows(images: torch.Tensor, boxes: torch.Tensor, out_hw, sampling_ratio: int = 4,
+                 image_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """`crop_images` of `boxes` (B, 4) pixels in `images` (I, 3, H, W) uint8 or float in [0, 1] (object b in image
+    `image_ids[b]`, default b), made on a window of each image around its box: only that window becomes float
+    (a batch of full 480x640 images in float costs more than the network on a CPU). (B, 3, h, w) float32 in [0, 1]."""
+    check_shape(boxes, (None, 4), "boxes")
+    H, W = images.shape[-2:]
+    lo = (boxes[:, :2].detach().floor() - 2).clamp(min=0)
+    hi = torch.minimum(boxes[:, 2:].detach().ceil() + 2, boxes.new_tensor([W, H]))
+    out = []
+    for b in range(len(boxes)):
+        x0, y0 = min(int(lo[b, 0]), W - 1), min(int(lo[b, 1]), H - 1)
+        x1, y1 = max(int(hi[b, 0]), x0 + 1), max(int(hi[b, 1]), y0 + 1)
+        win = images[b if image_ids is None else int(image_ids[b]), :, y0:y1, x0:x1]
+        win = win.float() / 255.0 if win.dtype == torch.uint8 else win.float()
+        shift = boxes.new_tensor([x0, y0, x0, y0])
+        out.append(crop_images(win[None], (boxes[b] - shift)[None].float(), out_hw, sampling_ratio=sampling_ratio))
+    return torch.cat(out) if out else images.new_zeros(0, images.shape[1], *out_hw, dtype=torch.float32)
+
 def crop_inputs(images: torch.Tensor, K: torch.Tensor, T_CO: torch.Tensor, points: torch.Tensor, render_size,
                 lamb: float = 1.4, sampling_ratio: int = 4, image_ids: torch.Tensor | None = None):
     """Crop the images around objects with model `points` (B, N, 3) at poses `T_CO` (B, 4, 4) seen with
@@ -69,9 +88,7 @@ def crop_inputs(images: torch.Tensor, K: torch.Tensor, T_CO: torch.Tensor, point
     `image_ids[b]` (default b, I = B). Returns crops (B, 3, h, w) float32 in [0, 1], their boxes (B, 4)
     pixels and intrinsics (B, 3, 3), for `render_size` (h, w)."""
     boxes = deepim_crop_boxes(K, T_CO, points, None, render_size, lamb)
-    src = images if image_ids is None else images[image_ids]
-    src = src.float() / 255.0 if src.dtype == torch.uint8 else src.float()
-    crops = crop_images(src, boxes, render_size, sampling_ratio=sampling_ratio)
+    crops = crop_windows(images, boxes, render_size, sampling_ratio, image_ids)
     return crops, boxes, crop_intrinsics(K, boxes, render_size)
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #e6f1a09a
@@ -118,6 +135,17 @@ def edge_maps(rgb: torch.Tensor) -> torch.Tensor:
     d = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), torch.stack([k, k.T])[:, None])
     m = d.square().sum(1, keepdim=True).add(1e-6).sqrt()
     return m / (m.mean((-2, -1), keepdim=True) + 1e-3) - 1
+
+
+def zoom_maps(maps: torch.Tensor, factors) -> torch.Tensor:
+    """Maps (B, C, h, w) of a rendering as they would look with the object's depth multiplied by each of `factors`:
+    zoomed by 1 / factor about the crop's centre (the rendering's). (B, C * len(factors), h, w)."""
+    out = []
+    for s in factors:
+        theta = maps.new_tensor([[s, 0.0, 0.0], [0.0, s, 0.0]]).expand(len(maps), 2, 3)
+        grid = F.affine_grid(theta, list(maps.shape), align_corners=False)
+        out.append(F.grid_sample(maps, grid, align_corners=False, padding_mode="border"))
+    return torch.cat(out, 1)
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #722094d7
 def stage_ends(backbone) -> tuple[list[nn.Module], list[int]]:
@@ -175,6 +203,8 @@ class PoseModelConfig(Config):
                         "hidden layer of the whole map (cpu)", choices=HEADS)
     head_hidden: int = setting(256, "width of the hidden layer of the 'flatten' head")
     flow_stages: tuple[int, ...] = setting((), "backbone stages with an auxiliary flow head, used in training (cpu)")
+    depth_zooms: tuple[float, ...] = setting((), "with edge channels: the rendering's edge map zoomed as if the depth were "
+                                             "multiplied by each factor, and its products with the crop's, as more channels")
 
     def check(self):
         if not (isinstance(self.backbone, str) and (self.backbone in BACKBONES or self.backbone.startswith("timm:"))):
@@ -193,6 +223,15 @@ class PoseModelConfig(Config):
                 and len(set(self.flow_stages)) == len(self.flow_stages)):
             self.fail("flow_stages", "must be distinct stage numbers 0-7")
         if self.flow_stages and self.backbone != "small": self.fail("flow_stages", "flow heads need the 'small' backbone")
+        if not (isinstance(self.depth_zooms, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                            and 0.5 <= v <= 2 for v in self.depth_zooms)):
+            self.fail("depth_zooms", "must be factors in [0.5, 2]")
+        if self.depth_zooms and not self.edge_channels: self.fail("depth_zooms", "needs edge_channels")
+
+    @property
+    def in_channels(self) -> int:
+        "Input channels of the backbone: crop and rendering (6), their edge maps (2), the zoomed maps and products."
+        return 6 + 2 * self.edge_channels + (2 * len(self.depth_zooms) + 1 if self.depth_zooms else 0)
 
 POSE_MODEL_PRESETS = {
     "paper": PoseModelConfig(),
@@ -277,7 +316,7 @@ class PoseModel(nn.Module):
     def __init__(self, config: PoseModelConfig = PoseModelConfig()):
         super().__init__()
         self.config = config
-        self.backbone = make_backbone(config.backbone, in_channels=8 if config.edge_channels else 6)
+        self.backbone = make_backbone(config.backbone, in_channels=config.in_channels)
         self.hidden = flatten_head(self.backbone, config) if config.head == "flatten" else None
         self.pose_fc = nn.Linear(self.backbone.n_features if self.hidden is None else config.head_hidden, 9)
         self.flow_heads = FlowHeads(self.backbone, config.flow_stages) if config.flow_stages else None
@@ -298,7 +337,12 @@ class PoseModel(nn.Module):
         "Outputs (B, 9) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
         c = self.config
         z = (x - c.input_mean) / c.input_std
-        if c.edge_channels: z = torch.cat([z, edge_maps(x[:, :3]), edge_maps(x[:, 3:6])], 1)
+        if c.edge_channels:
+            ei, er = edge_maps(x[:, :3]), edge_maps(x[:, 3:6])
+            z = torch.cat([z, ei, er], 1)
+            if c.depth_zooms:                       # edges at other depths, and where they meet the crop's
+                zr = zoom_maps(er, c.depth_zooms)
+                z = torch.cat([z, zr, (ei + 1) * torch.cat([er, zr], 1) - 1], 1)
         if self.hidden is None: return self.pose_fc(self.backbone(z))
         return self.pose_fc(self.hidden(self.backbone.feature_map(z)))
 
@@ -337,7 +381,7 @@ class PoseModel(nn.Module):
         points = objects.points(labels, device=dev, dtype=T.dtype)
         renderer.check_labels(labels)
         images, K, T = images.to(dev), K.to(dev), T.to(dev)
-        if images.dtype == torch.uint8: images = images.float().div_(255.0)      # once, not per iteration
+        # uint8 images stay so: crop_windows makes float only the window around each box
         image_ids = None if image_ids is None else image_ids.to(dev)
         outputs = []
         for _ in range(n):
@@ -412,4 +456,5 @@ def convert_cosypose_checkpoint(path_in, out_dir) -> Path:
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise InputError(f"{path_in}: not a CosyPose checkpoint (expected a dict of tensors under 'state_dict')")
     return save_pose_model(pose_model_from_original(state, path_in), out_dir)
+
 

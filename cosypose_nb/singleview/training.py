@@ -26,7 +26,7 @@ from .pose_data import PoseDataset, EpochSampler, collate_poses, PoseBatch
 __all__ = ['RUN_FORMAT', 'RESUME_FREE', 'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask',
            'save_checkpoint', 'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step',
            'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'keep_in_front',
-           'pose_model_config', 'pose_step', 'make_pose_task', 'train']
+           'pose_model_config', 'pose_losses', 'pose_step', 'make_pose_task', 'train']
 
 # %% ../../nbs/singleview/35_training.ipynb #cbb023f9
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -157,16 +157,20 @@ class TrainLog:
 
 # %% ../../nbs/singleview/35_training.ipynb #c092c458
 def plot_curves(log_csv, out_png=None, title: str | None = None):
-    "Figure of a `log.csv`: loss terms (log scale), learning rate, samples/s; written to `out_png` (atomically) when given."
+    """Figure of a `log.csv`: the loss terms (log scale), the flow heads' errors when logged (px), the
+    learning rate, samples/s; written to `out_png` (atomically) when given."""
     import pandas as pd
     plt = import_extra("matplotlib.pyplot", "training")
     df = pd.read_csv(log_csv)
-    terms = [c for c in df.columns if c.startswith("loss_")]
-    fig, axs = plt.subplots(1, 3, figsize=(14, 3.4))
+    px = [c for c in ("loss_flow", "loss_epe", "loss_epe_zero") if c in df.columns]
+    terms = [c for c in df.columns if c.startswith("loss_") and c not in px]
+    fig, axs = plt.subplots(1, 3 + bool(px), figsize=(14 + 4 * bool(px), 3.4))
     for c in terms: axs[0].plot(df.step, df[c], label=c[5:], lw=2 if c == "loss_total" else 1)
-    axs[0].set_yscale("log"); axs[0].legend(fontsize=8); axs[0].set_title("loss terms")
-    axs[1].plot(df.step, df.lr); axs[1].set_title("learning rate")
-    axs[2].plot(df.step, df.samples_per_s); axs[2].set_title("samples / s (all processes)")
+    axs[0].set_yscale("log"); axs[0].legend(fontsize=8); axs[0].set_title("loss terms (pose: m)")
+    for c in px: axs[-3].plot(df.step, df[c], label=c[5:])
+    if px: axs[-3].legend(fontsize=8); axs[-3].set_title("flow heads (crop px)")
+    axs[-2].plot(df.step, df.lr); axs[-2].set_title("learning rate")
+    axs[-1].plot(df.step, df.samples_per_s); axs[-1].set_title("samples / s (all processes)")
     for ax in axs: ax.set_xlabel("step"); ax.grid(alpha=0.3)
     if title: fig.suptitle(title)
     fig.tight_layout()
@@ -333,15 +337,34 @@ def pose_model_config(cfg: TrainConfig):
     import dataclasses
     from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS
     over = dict(backbone=cfg.backbone, render_size=None if cfg.render_size is None else tuple(cfg.render_size),
-                init_mode=cfg.coarse_init)
-    return dataclasses.replace(POSE_MODEL_PRESETS[cfg.model_preset], n_iterations=cfg.n_iterations,
-                               **{k: v for k, v in over.items() if v is not None})
+                init_mode=cfg.coarse_init, depth_zooms=None if cfg.depth_zooms is None else tuple(map(float, cfg.depth_zooms)))
+    over = {k: v for k, v in over.items() if v is not None}
+    if over.get("backbone", "small") != "small": over["flow_stages"] = ()     # flow heads sit on the small CNN's stages only
+    return dataclasses.replace(POSE_MODEL_PRESETS[cfg.model_preset], n_iterations=cfg.n_iterations, **over)
 
 # %% ../../nbs/singleview/35_training.ipynb #a8974540
+def pose_losses(outs: list, T_gt: torch.Tensor, points: torch.Tensor, symmetries: torch.Tensor, cfg: TrainConfig) -> dict:
+    """The loss terms of a forward pass `outs` (one `IterationOutput` per iteration) against `T_gt` (B, 4, 4): 'rot',
+    'xy', 'depth' (m, averaged over the iterations); with flow heads, 'flow' (px), 'epe' and 'epe_zero' (px, the
+    EPE of the first head and of no motion); 'total' = the terms weighted by `cfg.loss_weights` + `cfg.flow_weight` flow."""
+    from cosypose_nb.singleview.loss import pose_loss, flow_loss, render_flow, nearest_symmetric_pose
+    terms = [pose_loss(o.T_CO_output, T_gt, points, symmetries) for o in outs]
+    out = {k: torch.stack([t[k] for t in terms]).mean() for k in ("rot", "xy", "depth")}
+    w = cfg.loss_weights
+    out["total"] = w[0] * out["rot"] + w[1] * out["xy"] + w[2] * out["depth"]
+    if outs[0].flows is not None:
+        fl = []
+        for o in outs:                  # the flow that takes the rendering at T_in onto the nearest symmetric truth
+            T_t = nearest_symmetric_pose(o.T_CO_input, T_gt, points, symmetries)
+            fl.append(flow_loss(o.flows, *render_flow(o.depth, o.K_crop, o.T_CO_input, T_t)))
+        out.update({k: torch.stack([f[k] for f in fl]).mean() for k in fl[0]})
+        out["total"] = out["total"] + cfg.flow_weight * out["flow"]
+    return out
+
+# %% ../../nbs/singleview/35_training.ipynb #c0fb8062
 def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, device: torch.device) -> Callable:
-    "The `step(model, batch) -> {'rot', 'xy', 'depth', 'total'}` of the coarse or refiner training (see the chapter)."
+    "The `step(model, batch) -> pose_losses(...)` of the coarse or refiner training (see the chapter)."
     from cosypose_nb.singleview.pose_model import poses_from_boxes
-    from cosypose_nb.singleview.loss import pose_loss
     from cosypose_nb.rendering.batch import BatchRenderer
     def step(model, batch: PoseBatch) -> dict:
         if "renderer" not in renderer_holder:
@@ -359,8 +382,7 @@ def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, devic
         outs = model(batch.images, K, T_in, labels, n_iterations=cfg.n_iterations, renderer=renderer_holder["renderer"],
                      objects=objects)
         syms = objects.symmetries(labels, n_continuous=cfg.n_symmetries_continuous, **f32)
-        terms = [pose_loss(o.T_CO_output, T_gt, pts, syms) for o in outs]
-        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+        return pose_losses(outs, T_gt, pts, syms, cfg)
     return step
 
 # %% ../../nbs/singleview/35_training.ipynb #a252e34f

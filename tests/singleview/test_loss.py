@@ -128,3 +128,20 @@ def test_bad_input(bad):
            "reduction": dict(reduction="sum")}[bad]
     with pytest.raises(InputError):
         pose_loss(**kw)
+
+
+def test_flow_of_a_depth_change_and_flow_loss():
+    "render_flow: moving a plane at depth z to depth z' along the optical axis scales pixels about the principal point by z/z'; flow_loss is zero on its own target."
+    from cosypose_nb.singleview.loss import flow_loss, pool_flow, render_flow
+    h, w = 24, 32
+    K = make_K(40.0, 40.0, 15.5, 11.5)[None].to(torch.float32)
+    depth = torch.full((1, 1, h, w), 2.0); depth[..., :4, :] = 0                     # a fronto-parallel plane, one band empty
+    T_in = torch.eye(4)[None]; T_to = torch.eye(4)[None].clone(); T_to[0, 2, 3] = -0.4   # the plane moves to z = 1.6
+    flow, valid = render_flow(depth, K, T_in, T_to)
+    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    expected = torch.stack([(u - 15.5), (v - 11.5)]) * (2.0 / 1.6 - 1)
+    assert valid.sum() == (h - 4) * w and (flow[0] - expected)[:, 4:].abs().max() < 1e-4 and flow[0, :, :4].abs().max() == 0
+    target, _ = pool_flow(flow, valid, (6, 8))
+    L = flow_loss([target], flow, valid)
+    assert L["flow"] < 1e-5 and L["epe"] < 1e-5 and L["epe_zero"] > 1
+    with pytest.raises(InputError): flow_loss([], flow, valid)

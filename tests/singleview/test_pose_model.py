@@ -245,3 +245,49 @@ def test_paper_model_on_cuda(scene, objects):
         its = g(images, K, T_in, labels, 1, r, objects)
     its[0].T_CO_output[:, :3, 3].sum().backward()
     assert g.pose_fc.weight.grad.abs().sum() > 0
+
+
+def test_crop_windows_equal_whole_image_crops(scene, objects):
+    """crop_inputs crops a window of each image: the same crops as roi_align on the whole image, to float32 rounding
+    of the sample coordinates (shifted by the window's corner: 1e-4 is 1/40 of a grey level)."""
+    from cosypose_nb.singleview.pose_model import crop_windows
+    images, K, T_gt, labels = scene
+    pts = objects.points(labels)
+    crops, boxes, _ = crop_inputs(images, K, T_gt, pts, (64, 85), sampling_ratio=2)
+    ref = crop_images(images.float() / 255, boxes.float(), (64, 85), sampling_ratio=2)
+    assert (crops - ref).abs().max() < 1e-4
+    # boxes partly or wholly outside the image, several objects per image
+    bx = torch.tensor([[-40.0, -30.0, 100.0, 80.0], [600.0, 400.0, 700.0, 520.0], [700.0, 10.0, 800.0, 90.0]], dtype=torch.float64)
+    ids = torch.tensor([0, 0, 3])
+    ref = crop_images(images[ids].float() / 255, bx.float(), (16, 20), sampling_ratio=2)
+    assert (crop_windows(images, bx, (16, 20), 2, ids) - ref).abs().max() < 1e-4
+
+
+def test_cpu_preset_flow_heads(scene, objects, renderer):
+    "The cpu preset's flow heads give flows (and the rendering's depth) in training only; the flow loss trains them."
+    from cosypose_nb.singleview.loss import flow_loss, render_flow
+    images, K, T_gt, labels = scene
+    m = PoseModel(POSE_MODEL_PRESETS["cpu"]).train()
+    T_in = perturb_poses(T_gt, math.radians(15), 0.02, torch.Generator().manual_seed(1))
+    it = m(images, K, T_in, labels, 1, renderer, objects)[0]
+    assert [tuple(f.shape) for f in it.flows] == [(6, 2, 16, 22), (6, 2, 8, 11)] and it.depth.shape == (6, 1, 64, 85)
+    L = flow_loss(it.flows, *render_flow(it.depth, it.K_crop, it.T_CO_input, T_gt))
+    L["flow"].backward()
+    assert L["epe_zero"] > 0.5 and all(h[0].weight.grad.abs().sum() > 0 for h in m.flow_heads.heads)
+    with torch.no_grad():
+        it = m.eval()(images, K, T_in, labels, 1, renderer, objects)[0]
+    assert it.flows is None and it.depth is None
+
+
+def test_depth_zooms():
+    "depth_zooms: checked, 2 k + 1 more input channels, and zoom_maps shrinks a disc by the factor (a farther object)."
+    from cosypose_nb.singleview.pose_model import zoom_maps
+    c = PoseModelConfig(backbone="small", render_size=(32, 40), edge_channels=True, head="flatten", depth_zooms=(0.95, 1.05))
+    assert c.in_channels == 13 and PoseModelConfig().in_channels == 6
+    assert PoseModel(c).eval().net(torch.rand(2, 6, 32, 40)).shape == (2, 9)
+    for bad in (dict(depth_zooms=(3.0,)), dict(depth_zooms=(1.05,), edge_channels=False), dict(depth_zooms=[1.05])):
+        with pytest.raises(ConfigError): PoseModelConfig(**{**dict(edge_channels=True), **bad})
+    yy, xx = torch.meshgrid(torch.arange(40.0) - 19.5, torch.arange(50.0) - 24.5, indexing="ij")
+    disc = ((yy ** 2 + xx ** 2) < 12 ** 2).float()[None, None]
+    area = zoom_maps(disc, (1.2,)).sum() / disc.sum()
+    assert abs(area - 1 / 1.44) < 0.02

@@ -183,12 +183,12 @@ needs_pose_model = pytest.mark.skipif(importlib.util.find_spec("cosypose_nb.sing
 
 
 @needs_pose_model
-@pytest.mark.parametrize("kind", ["refiner", "coarse"])
-def test_pose_training_runs_and_resumes(tmp_path, kind, recorded_dataset):
-    "Both pose tasks train a few steps on a small recording through the command, and resume."
+@pytest.mark.parametrize("kind,backbone", [("refiner", "small"), ("coarse", "resnet18")])
+def test_pose_training_runs_and_resumes(tmp_path, kind, backbone, recorded_dataset):
+    "Both pose tasks train a few steps on a small recording through the command, and resume (the small CNN with its flow heads, ResNet-18 without)."
     from cosypose_nb.cli import main
     args = ["train", kind, "--data", str(recorded_dataset), "--out", str(tmp_path / "run"), "--config", "cpu", "--n-steps", "2",
-            "--batch-size", "4", "--render-size", "48", "64", "--backbone", "resnet18", "--num-workers", "0", "--checkpoint-every", "1",
+            "--batch-size", "4", "--render-size", "48", "64", "--backbone", backbone, "--num-workers", "0", "--checkpoint-every", "1",
             "--n-loss-points", "100", "--no-progress"]
     assert main(args) == 0
     assert main([*args, "--n-steps", "3", "--resume"]) == 2                      # resumed with other settings: refused
@@ -196,5 +196,26 @@ def test_pose_training_runs_and_resumes(tmp_path, kind, recorded_dataset):
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert {"loss_rot", "loss_xy", "loss_depth", "loss_total"} <= set(log.columns) and np.isfinite(log.loss_total).all()
     sd, conf = tr.read_run(tmp_path / "run")
-    assert conf["kind"] == kind and conf["model"]["render_size"] == [48, 64] and conf["model"]["backbone"] == "resnet18"
+    assert conf["kind"] == kind and conf["model"]["render_size"] == [48, 64] and conf["model"]["backbone"] == backbone
+    flow = backbone == "small"                      # the cpu preset's flow heads: logged with their EPE, dropped on ResNet-18
+    assert conf["model"]["flow_stages"] == ([1, 2] if flow else []) and ({"loss_flow", "loss_epe", "loss_epe_zero"} <= set(log.columns)) == flow
     assert conf["labels"] and len(sd) > 0
+
+
+def test_pose_losses_weights_and_flow():
+    "pose_losses: the total is the weighted terms (+ the weighted flow loss when the outputs carry flows)."
+    from types import SimpleNamespace
+    T = torch.eye(4)[None].repeat(2, 1, 1); T[:, 2, 3] = 1.0
+    T_in = T.clone(); T_in[:, 2, 3] = 1.06; T_in[:, 0, 3] = 0.01
+    pts = torch.randn(2, 40, 3) * 0.05
+    syms = torch.eye(4)[None, None].repeat(2, 1, 1, 1)
+    out = SimpleNamespace(T_CO_output=T_in, T_CO_input=T_in, flows=None)
+    l1 = tr.pose_losses([out], T, pts, syms, tr.train_config("cpu", loss_weights=(1.0, 1.0, 1.0)))
+    l3 = tr.pose_losses([out], T, pts, syms, tr.train_config("cpu", loss_weights=(0.5, 2.0, 3.0)))
+    assert abs(l1["depth"] - 0.02) < 1e-6 and abs(l1["total"] - (l1["rot"] + l1["xy"] + l1["depth"])) < 1e-7
+    assert abs(l3["total"] - (0.5 * l1["rot"] + 2 * l1["xy"] + 3 * l1["depth"])) < 1e-7
+    depth = torch.full((2, 1, 8, 8), 1.06)
+    K = torch.tensor([[[50.0, 0, 3.5], [0, 50.0, 3.5], [0, 0, 1]]]).repeat(2, 1, 1)
+    out = SimpleNamespace(T_CO_output=T_in, T_CO_input=T_in, flows=[torch.zeros(2, 2, 4, 4)], depth=depth, K_crop=K)
+    lf = tr.pose_losses([out], T, pts, syms, tr.train_config("cpu", loss_weights=(1.0, 1.0, 1.0), flow_weight=0.01))
+    assert lf["flow"] > 0 and abs(lf["total"] - (l1["total"] + 0.01 * lf["flow"])) < 1e-6 and torch.isclose(lf["epe"], lf["epe_zero"])

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Re-make the shipped CPU pose checkpoints data/checkpoints/{coarse,refiner} from scratch (`make checkpoints-pose`):
+# record the training and held-out images, train the refiner and the coarse model with the `cpu` preset, measure
+# issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
+# (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
+# checkpoints are moved to <name>.old, never overwritten silently. About 15 min of recording and 20-30 min of training on two CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+K=1066.778,1067.487,312.987,241.311                     # the YCB-Video camera, 480x640
+WORK=${POSE_WORK:-data/checkpoints/.pose-run-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$WORK"
+export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 MPLBACKEND=Agg   # 1 torch thread beside the render worker (chapter 35)
+resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrupted run resumes when POSE_WORK is given again
+"$BIN/cosypose-nb" record --scenes 1500 --views 2 --objects-per-scene 1,3 --seed 1000 --resolution 480x640 --K $K \
+  --workers 0 --no-progress --out "$WORK/train_data"
+"$BIN/cosypose-nb" record --scenes 200 --views 1 --objects-per-scene 1,3 --seed 2000 --resolution 480x640 --K $K \
+  --workers 0 --no-progress --out "$WORK/heldout_data"
+"$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
+  --n-steps 800 --depth-zooms 0.92 0.96 1.04 1.08 --no-progress $(resume "$WORK/refiner")
+"$BIN/cosypose-nb" train coarse --config cpu --data "$WORK/train_data" --objects default --out "$WORK/coarse" --seed 1 \
+  --n-steps 600 --no-progress $(resume "$WORK/coarse")
+"$BIN/python" benchmarks/bench_pose_learning.py --data "$WORK/heldout_data" --coarse "$WORK/coarse" --refiner "$WORK/refiner" \
+  --out "$WORK/results.json" | tee "$WORK/results.md"
+for m in coarse refiner; do
+  new="data/checkpoints/$m.new"
+  rm -rf "$new"; mkdir -p "$new"
+  # the weights in float16 (half the size; the model loads them into float32) with the run's config.json, its curves
+  "$BIN/python" -c "import sys; from cosypose_nb.demo import ship_checkpoint; ship_checkpoint(sys.argv[1], sys.argv[2])" "$WORK/$m" "$new"
+  cp "$WORK/$m/log.csv" "$WORK/$m/curves.png" "$new/"
+  cp "$WORK/results.json" "$new/heldout_results.json"
+  { echo "# $m: made by \`make checkpoints-pose\` ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo ?))"
+    echo; echo "Commands: see ci/checkpoints_pose.sh (work folder $WORK). Held-out results:"; echo
+    cat "$WORK/results.md"; } > "$new/MADE_BY.md"
+  if [ -e "data/checkpoints/$m" ]; then
+    rm -rf "data/checkpoints/$m.old"; mv "data/checkpoints/$m" "data/checkpoints/$m.old"
+    echo "checkpoints-pose: the previous data/checkpoints/$m is now data/checkpoints/$m.old"
+  fi
+  mv "$new" "data/checkpoints/$m"
+done
+echo "checkpoints-pose: data/checkpoints/coarse and data/checkpoints/refiner made (work folder: $WORK)"
