@@ -11,13 +11,19 @@ Measured:
      MSSD, MSPD, batched), renderings (window renderings, waiting on the workers), the VSD formula (windows pasted,
      `vsd_batch`), scores;
   2. window renderings vs whole-image renderings of the same objects (a sample), renders per second and the ratio;
-  3. the whole `evaluate` (every metric) with --workers rendering processes each, and, with --torchrun, 2 processes
-     x 1 worker under torchrun; the ratio of each to 1 worker.
+  3. the whole `evaluate` (every metric), each run in its own process: the code of this checkout ("new") and of the
+     git revision --old ("old", default main; its cosypose_nb taken with `git archive`) side by side on the same
+     dataset, with --workers rendering processes each, --repeat times in alternation; wall seconds, CPU seconds (the
+     process and its rendering workers) and the ratio old / new; with --torchrun, 2 processes x 1 worker (new code).
 
-Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--workers 1,2] [--torchrun] [--sample 200]
+The load average is printed before and after: on a shared machine the wall times follow the load, the CPU seconds
+much less. To re-measure on a quiet machine: `python benchmarks/bench_evaluate.py` (about 5 minutes there).
+
+Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--workers 1,2] [--old main] [--repeat 1]
+                                           [--torchrun] [--sample 200] [--no-parts]
 """
 from __future__ import annotations
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -109,15 +115,41 @@ def parts(results, root, sample: int) -> dict:
     return t, stats
 
 
-def whole(results, root, workers: int) -> float:
-    from cosypose_nb.evaluation.evaluate import evaluate, EvaluateConfig
-    out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
-    t0 = time.perf_counter()
-    evaluate(results, root, out, EvaluateConfig(n_workers=workers, progress=False, backend="tiny"))
-    dt = time.perf_counter() - t0
-    shutil.rmtree(out, ignore_errors=True)
-    return dt
+RUN = """
+import json, sys, time
+from pathlib import Path
+from cosypose_nb.evaluation.evaluate import evaluate, EvaluateConfig
+results, root, out, workers = sys.argv[1:5]
+t0 = time.perf_counter()
+evaluate(results, root, out, EvaluateConfig(n_workers=int(workers), progress=False, backend="tiny"))
+print(json.dumps({"wall": time.perf_counter() - t0, "code": str(Path(sys.modules["cosypose_nb"].__file__).parent)}))
+"""
 
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+def whole(results, root, workers: int, code: Path | None = None) -> tuple[float, float]:
+    """(wall seconds of `evaluate`, CPU seconds of its process and rendering workers), run in a new process with the
+    package of folder `code` (None: this checkout) first on the path."""
+    out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    env = {**os.environ, "PYTHONPATH": str(code or Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    c0 = children_cpu()
+    r = subprocess.run([sys.executable, "-c", RUN, str(results), str(root), str(out), str(workers)], env=env, check=True,
+                       capture_output=True, text=True, cwd=tempfile.gettempdir())
+    cpu = children_cpu() - c0
+    shutil.rmtree(out, ignore_errors=True)
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    if code is not None and not d["code"].startswith(str(code)): raise RuntimeError(f"the old run imported {d['code']}")
+    return d["wall"], cpu
+
+def old_code(rev: str, into: Path) -> Path:
+    "The package `cosypose_nb` of git revision `rev` of this checkout, extracted under `into`."
+    repo = Path(__file__).resolve().parents[1]
+    into.mkdir(parents=True, exist_ok=True)
+    tar = subprocess.run(["git", "-C", str(repo), "archive", rev, "cosypose_nb"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+    return into
 
 def torchrun(results, root) -> float:
     out = Path(tempfile.mkdtemp(prefix="bench_eval_tr_"))
@@ -137,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=100); ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--objects", type=int, default=5); ap.add_argument("--workers", default="1,2")
     ap.add_argument("--torchrun", action="store_true"); ap.add_argument("--sample", type=int, default=200)
+    ap.add_argument("--old", default="main", help="git revision of the previous code (compared side by side); '' to skip")
+    ap.add_argument("--repeat", type=int, default=1); ap.add_argument("--no-parts", action="store_true")
     args = ap.parse_args(argv)
     from cosypose_nb.evaluation.evaluate import results_from_ground_truth
     from cosypose_nb.datasets.bop import write_results_csv
@@ -149,22 +183,33 @@ def main(argv=None) -> int:
         n = args.scenes * args.images * args.objects
         print(f"dataset: {args.scenes} scenes x {args.images} images x {args.objects} objects = {n} estimates "
               f"(made in {time.perf_counter() - t0:.0f} s, not timed); load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        t, stats = parts(results, root, args.sample)
-        total = sum(v for k, v in t.items() if not k.startswith("of which"))
-        print("\n1. one pass, 1 rendering worker (seconds, share of the pass)")
-        for k, v in t.items():
-            print(f"   {k:<28} {v:8.1f}  {100 * v / total:5.1f}%")
-        print(f"   {'total':<28} {total:8.1f}")
-        print(f"   renders: {stats['renders']}, {stats['pixels per render']:.0f} pixels each on average")
-        print(f"\n2. renders per second (1 worker): windows {stats['window renders/s']:.0f}, whole 640x480 images {stats['whole image renders/s']:.0f}:"
-              f" windows {stats['window renders/s'] / stats['whole image renders/s']:.1f}x faster")
-        print("\n3. the whole evaluate (bop19 + ycbv + mv), wall seconds")
+        if not args.no_parts:
+            c0 = time.process_time()
+            t, stats = parts(results, root, args.sample)
+            total = sum(v for k, v in t.items() if not k.startswith("of which"))
+            print("\n1. one pass, 1 rendering worker, new code (wall seconds, share of the pass)")
+            for k, v in t.items():
+                print(f"   {k:<28} {v:8.1f}  {100 * v / total:5.1f}%")
+            print(f"   {'total':<28} {total:8.1f}   (CPU of this process: {time.process_time() - c0:.1f} s)")
+            print(f"   renders: {stats['renders']}, {stats['pixels per render']:.0f} pixels each on average")
+            print(f"\n2. renders per second (1 worker): windows {stats['window renders/s']:.0f}, whole 640x480 images {stats['whole image renders/s']:.0f}:"
+                  f" windows {stats['window renders/s'] / stats['whole image renders/s']:.1f}x faster")
+        print(f"\n3. the whole evaluate (bop19 + ycbv + mv): new code{' vs ' + args.old + ' (old)' if args.old else ''}, each in its own process")
+        codes = {"new": None}
+        if args.old: codes["old"] = old_code(args.old, tmp / "old")
         w = [int(x) for x in args.workers.split(",")]
-        times = {f"1 process, {k} rendering worker{'s' if k > 1 else ''}": whole(results, root, k) for k in w}
-        if args.torchrun: times["torchrun 2 processes x 1 worker"] = torchrun(results, root)
-        base = next(iter(times.values()))
-        for k, v in times.items():
-            print(f"   {k:<36} {v:8.1f} s  {n / v:7.0f} estimates/s  x{base / v:.2f}")
+        runs: dict = {}
+        for _ in range(args.repeat):
+            for k in w:
+                for name, code in codes.items():
+                    runs.setdefault((name, k), []).append(whole(results, root, k, code))
+        if args.torchrun: runs[("new", "torchrun 2x1")] = [(torchrun(results, root), float("nan"))]
+        print(f"   {'code, rendering workers':<28} {'wall s':>8} {'CPU s':>8} {'estimates/s':>12} {'old/new (wall)':>15}")
+        for (name, k), v in runs.items():
+            wall, cpu = min(x[0] for x in v), min(x[1] for x in v)
+            ratio = ""
+            if name == "new" and ("old", k) in runs: ratio = f"x{min(x[0] for x in runs[('old', k)]) / wall:.2f}"
+            print(f"   {name + ', ' + str(k):<28} {wall:8.1f} {cpu:8.1f} {n / wall:12.0f} {ratio:>15}")
         print(f"   load average after: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

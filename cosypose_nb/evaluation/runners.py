@@ -22,12 +22,13 @@ from ..datasets.bop import (BOPDataset, read_results_csv, write_results_csv, obj
 from ..multiview.config import MultiviewConfig
 
 # %% auto #0
-__all__ = ['BOX_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections', 'group_images', 'view_predictions',
-           'candidates_table', 'runner_objects', 'RunnerModels', 'predict_group', 'group_file', 'RunSummary',
-           'run_predictions']
+__all__ = ['BOX_SOURCES', 'POSE_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections',
+           'perturbed_gt_candidates', 'group_images', 'view_predictions', 'candidates_table', 'runner_objects',
+           'RunnerModels', 'predict_group', 'group_file', 'RunSummary', 'run_predictions']
 
 # %% ../../nbs/evaluation/56_runners.ipynb #f91da864
 BOX_SOURCES = ("gt", "file", "detector")
+POSE_SOURCES = ("networks", "perturbed_gt")
 MV_SCORE_OFFSET = 1.0          # multi-view predictions score 1 + the object's score: above every single-view candidate (<= 1)
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class RunnerConfig(Config):
     batch_size: int = setting(32, "objects per forward pass of the pose networks")
     stage3: bool = setting(True, "multi-view: stage 3 (bundle adjustment, pose refinement); off: the initial scene of stage 2")
     add_single_view: bool = setting(True, "multi-view: add every single-view candidate below the multi-view predictions (the paper's ba_output+all_cand)")
+    poses: str = setting("networks", "single-view poses: 'networks' (the pose models), or 'perturbed_gt' (the ground truth with noise: stages 2-3 alone)", choices=POSE_SOURCES)
+    noise_rot_deg: float = setting(10.0, "poses='perturbed_gt': rotation noise, degrees (about a random axis)")
+    noise_trans: tuple[float, float, float] = setting((0.01, 0.01, 0.03), "poses='perturbed_gt': translation noise x, y, z (camera frame), std, metres")
     multiview: MultiviewConfig = setting(MultiviewConfig(), "settings of stages 2 and 3")
     render_workers: int = setting(1, "rendering processes of the pose networks")
     backend: str = setting("tiny", "pybullet renderer: 'auto', 'tiny' (CPU) or 'egl'", choices=("auto", "tiny", "egl"))
@@ -60,6 +64,10 @@ class RunnerConfig(Config):
         self.need_int("batch_size", 1); self.need_int("render_workers", 1, 64)
         if self.boxes != "gt" and self.detections is None: self.fail("detections", f"boxes={self.boxes!r} needs the file or folder")
         if not isinstance(self.multiview, MultiviewConfig): self.fail("multiview", "must be a MultiviewConfig")
+        self.need_choice("poses", POSE_SOURCES); self.need_float("noise_rot_deg", 0, 180)
+        if self.poses == "perturbed_gt" and self.boxes != "gt": self.fail("poses", "'perturbed_gt' needs boxes='gt'")
+        if len(self.noise_trans) != 3 or not all(isinstance(x, (int, float)) and x >= 0 for x in self.noise_trans):
+            self.fail("noise_trans", "must be 3 numbers >= 0")
 
     def scene_config(self) -> MultiviewConfig:
         "The settings given to `predict_scene` (stage 3 off: no bundle adjustment, no pose refinement)."
@@ -82,17 +90,34 @@ def view_groups(images: pd.DataFrame, n_views: int, seed: int = 0) -> pd.DataFra
     return out
 
 # %% ../../nbs/evaluation/56_runners.ipynb #c5af9a06
-def gt_detections(records: list, min_visib_fract: float = 0.1) -> Detections:
-    "Boxes (visible part, xyxy) of the annotated objects at least `min_visib_fract` visible in `records` (ImageRecords), score 1."
-    vi, labels, boxes = [], [], []
+def _gt_objects(records: list, min_visib_fract: float) -> tuple[list, list, list, list]:
+    "(view ids, labels, visible boxes xyxy, T_CO) of the annotated objects at least `min_visib_fract` visible in `records`."
+    vi, labels, boxes, poses = [], [], [], []
     for v, r in enumerate(records):
         for o in r.objects:
             if o.visib_fract is None or o.bbox_visib is None:
                 raise InputError(f"scene {r.scene_id} image {r.im_id}: no {SCENE_GT_INFO} entry: boxes='gt' needs the visible boxes")
             if o.visib_fract >= min_visib_fract and np.isfinite(o.bbox_visib).all():
-                vi.append(v); labels.append(o.label); boxes.append(np.asarray(o.bbox_visib, dtype=np.float64))
+                vi.append(v); labels.append(o.label); boxes.append(np.asarray(o.bbox_visib, dtype=np.float64)); poses.append(o.T_CO)
+    return vi, labels, boxes, poses
+
+def gt_detections(records: list, min_visib_fract: float = 0.1) -> Detections:
+    "Boxes (visible part, xyxy) of the annotated objects at least `min_visib_fract` visible in `records` (ImageRecords), score 1."
+    vi, labels, boxes, _ = _gt_objects(records, min_visib_fract)
     return Detections(torch.tensor(vi, dtype=torch.long), labels, torch.ones(len(vi)),
                       torch.as_tensor(np.array(boxes).reshape(-1, 4)), None)
+
+def perturbed_gt_candidates(records: list, config: "RunnerConfig") -> Candidates:
+    """Candidates (score 1) of the objects of `gt_detections`: their ground-truth `T_CO` rotated by `noise_rot_deg` about a random
+    axis and moved by `noise_trans` (x, y, z std, m). The noise of an image depends on (group_seed, scene_id, im_id) only."""
+    from cosypose_nb.geometry.rotations import perturb_poses
+    vi, labels, _, poses = _gt_objects(records, config.min_visib_fract)
+    T = torch.as_tensor(np.array(poses).reshape(-1, 4, 4))
+    for v, r in enumerate(records):
+        sel = torch.as_tensor([i for i, x in enumerate(vi) if x == v], dtype=torch.long)
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([config.group_seed, r.scene_id, r.im_id]).generate_state(1)[0]))
+        if len(sel): T[sel] = perturb_poses(T[sel], np.deg2rad(config.noise_rot_deg), config.noise_trans, g)
+    return Candidates(torch.tensor(vi, dtype=torch.long), labels, torch.ones(len(vi), dtype=torch.float64), T)
 
 def group_images(ds: BOPDataset, scene_id: int, im_ids: list) -> tuple[list, torch.Tensor, torch.Tensor]:
     "The ImageRecords of a group, its images (V, 3, H, W) uint8 and intrinsics K (V, 3, 3) float64."
@@ -169,11 +194,15 @@ def predict_group(models: RunnerModels, ds: BOPDataset, scene_id: int, im_ids: l
     recs, images, K = group_images(ds, scene_id, im_ids)
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    det = models.detect(recs, images, [(scene_id, i) for i in im_ids], config.min_visib_fract)
-    t_det = time.perf_counter() - t1
-    est = models.predictor.run(images, K, det)
-    cands, rec = est.candidates, {"load": t_load, "boxes": t_det, "single_view": est.timings.get("total", 0.0)}
-    rec.update(n_views=len(im_ids), n_detections=len(det), n_candidates=len(cands))
+    if config.poses == "perturbed_gt":
+        cands = perturbed_gt_candidates(recs, config)
+        rec = {"load": t_load, "single_view": time.perf_counter() - t1, "n_detections": len(cands)}
+    else:
+        det = models.detect(recs, images, [(scene_id, i) for i in im_ids], config.min_visib_fract)
+        t_det = time.perf_counter() - t1
+        est = models.predictor.run(images, K, det)
+        cands, rec = est.candidates, {"load": t_load, "boxes": t_det, "single_view": est.timings.get("total", 0.0), "n_detections": len(det)}
+    rec.update(n_views=len(im_ids), n_candidates=len(cands))
     if len(im_ids) > 1:
         from cosypose_nb.multiview.predictor import predict_scene
         t2 = time.perf_counter()

@@ -187,3 +187,20 @@ def test_results_evaluate(toy, sv_run, tmp_path):
     s = evaluate(sv_run.results, toy, tmp_path / "eval", EvaluateConfig(progress=False, backend="tiny"))
     equals(s["counts"]["skipped"], {"unknown_object": 0, "unknown_scene": 0, "unknown_image": 0, "duplicate": 0})
     assert 0 <= s["bop19"]["bop19_average_recall"] <= 1 and 0 <= s["mv"]["mAP"] <= 1
+
+
+def test_perturbed_ground_truth_poses(toy, tmp_path):
+    "Stage 1 replaced by the ground truth with noise: no model needed, the noise of an image is the same for every k."
+    cfg = RunnerConfig(poses="perturbed_gt", n_coarse_iterations=0, n_refiner_iterations=0, noise_rot_deg=5.0,
+                       noise_trans=(0.0, 0.0, 0.02), progress=False)
+    r1 = read_results_csv(run_predictions(toy, tmp_path / "k1", cfg).results)
+    r4 = read_results_csv(run_predictions(toy, tmp_path / "k4", dataclasses.replace(cfg, n_views=4)).results)
+    single = r4[r4["score"] <= 1.0].sort_values(["scene_id", "im_id", "obj_id"]).reset_index(drop=True)
+    r1 = r1.sort_values(["scene_id", "im_id", "obj_id"]).reset_index(drop=True)
+    equals(len(single), len(r1))
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(single["T_CO"], r1["T_CO"]))
+    gt = {(int(d.name), im): objs for d in sorted((toy / "test").iterdir()) for im, objs in read_scene_gt(d).items()}
+    dz = [min(abs(T[2, 3] - o["T_CO"][2, 3]) for o in gt[(s, i)] if o["obj_id"] == oid)
+          for s, i, oid, T in zip(r1.scene_id, r1.im_id, r1.obj_id, r1.T_CO)]
+    assert 0.002 < np.median(dz) < 0.05                                                # depth noise of 2 cm std
+    fails(lambda: RunnerConfig(poses="perturbed_gt", boxes="file", detections="x"), contains="boxes='gt'")
