@@ -23,7 +23,7 @@ Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5
                                            [--torchrun] [--sample 200] [--no-parts]
 """
 from __future__ import annotations
-import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -116,32 +116,40 @@ def parts(results, root, sample: int) -> dict:
 
 
 RUN = """
-import json, sys, time
+import json, resource, sys, threading, time
 from pathlib import Path
+import psutil
 from cosypose_nb.evaluation.evaluate import evaluate, EvaluateConfig
 results, root, out, workers = sys.argv[1:5]
+seen, stop = {}, threading.Event()
+def watch():                                    # CPU seconds of every process started below this one (rendering workers)
+    while not stop.is_set():
+        for c in psutil.Process().children(recursive=True):
+            try: seen[c.pid] = sum(c.cpu_times()[:2])
+            except psutil.Error: pass
+        stop.wait(0.2)
+w = threading.Thread(target=watch, daemon=True); w.start()
 t0 = time.perf_counter()
 evaluate(results, root, out, EvaluateConfig(n_workers=int(workers), progress=False, backend="tiny"))
-print(json.dumps({"wall": time.perf_counter() - t0, "code": str(Path(sys.modules["cosypose_nb"].__file__).parent)}))
+wall = time.perf_counter() - t0
+stop.set(); w.join()
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall": wall, "code": str(Path(sys.modules["cosypose_nb"].__file__).parent),
+                  "cpu_main": r.ru_utime + r.ru_stime, "cpu_workers": sum(seen.values())}))
 """
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-def whole(results, root, workers: int, code: Path | None = None) -> tuple[float, float]:
-    """(wall seconds of `evaluate`, CPU seconds of its process and rendering workers), run in a new process with the
-    package of folder `code` (None: this checkout) first on the path."""
+def whole(results, root, workers: int, code: Path | None = None) -> tuple[float, float, float, float]:
+    """(wall seconds of `evaluate`, CPU seconds of its process and rendering workers, of the process alone (imports
+    included), of the rendering workers), run in a new process with the package of folder `code` (None: this
+    checkout) first on the path."""
     out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     env = {**os.environ, "PYTHONPATH": str(code or Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    c0 = children_cpu()
     r = subprocess.run([sys.executable, "-c", RUN, str(results), str(root), str(out), str(workers)], env=env, check=True,
                        capture_output=True, text=True, cwd=tempfile.gettempdir())
-    cpu = children_cpu() - c0
     shutil.rmtree(out, ignore_errors=True)
     d = json.loads(r.stdout.strip().splitlines()[-1])
     if code is not None and not d["code"].startswith(str(code)): raise RuntimeError(f"the old run imported {d['code']}")
-    return d["wall"], cpu
+    return d["wall"], d["cpu_main"] + d["cpu_workers"], d["cpu_main"], d["cpu_workers"]
 
 def old_code(rev: str, into: Path) -> Path:
     "The package `cosypose_nb` of git revision `rev` of this checkout, extracted under `into`."
@@ -203,13 +211,15 @@ def main(argv=None) -> int:
             for k in w:
                 for name, code in codes.items():
                     runs.setdefault((name, k), []).append(whole(results, root, k, code))
-        if args.torchrun: runs[("new", "torchrun 2x1")] = [(torchrun(results, root), float("nan"))]
-        print(f"   {'code, rendering workers':<28} {'wall s':>8} {'CPU s':>8} {'estimates/s':>12} {'old/new (wall)':>15}")
+        if args.torchrun: runs[("new", "torchrun 2x1")] = [(torchrun(results, root),) + (float("nan"),) * 3]
+        print(f"   {'code, rendering workers':<26} {'wall s':>7} {'CPU s':>7} {'process':>8} {'renderers':>9} {'estimates/s':>12} {'old/new (wall)':>15}")
         for (name, k), v in runs.items():
-            wall, cpu = min(x[0] for x in v), min(x[1] for x in v)
+            wall, cpu, main_, rend = (min(x[i] for x in v) for i in range(4))
             ratio = ""
             if name == "new" and ("old", k) in runs: ratio = f"x{min(x[0] for x in runs[('old', k)]) / wall:.2f}"
-            print(f"   {name + ', ' + str(k):<28} {wall:8.1f} {cpu:8.1f} {n / wall:12.0f} {ratio:>15}")
+            print(f"   {name + ', ' + str(k):<26} {wall:7.1f} {cpu:7.1f} {main_:8.1f} {rend:9.1f} {n / wall:12.0f} {ratio:>15}")
+        print("   (CPU s = process + renderers: the evaluate process (imports included) and its rendering workers; on an idle "
+              "machine of C cores the wall time is at least CPU s / C)")
         print(f"   load average after: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
