@@ -11,10 +11,16 @@ Measured:
      MSSD, MSPD, batched), renderings (window renderings, waiting on the workers), the VSD formula (windows pasted,
      `vsd_batch`), scores;
   2. window renderings vs whole-image renderings of the same objects (a sample), renders per second and the ratio;
-  3. the whole `evaluate` (every metric) with --workers rendering processes each, and, with --torchrun, 2 processes
-     x 1 worker under torchrun; the ratio of each to 1 worker.
+  3. the whole `evaluate` (every metric), each run in its own process: the code of this checkout ("new") and of the
+     git revision --old ("old", default main; its cosypose_nb taken with `git archive`) side by side on the same
+     dataset, with --workers rendering processes each, --repeat times in alternation; wall seconds, CPU seconds (the
+     process and its rendering workers) and the ratio old / new; with --torchrun, 2 processes x 1 worker (new code).
 
-Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--workers 1,2] [--torchrun] [--sample 200]
+The load average is printed before and after: on a shared machine the wall times follow the load, the CPU seconds
+much less. To re-measure on a quiet machine: `python benchmarks/bench_evaluate.py` (about 5 minutes there).
+
+Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--workers 1,2] [--old main] [--repeat 1]
+                                           [--torchrun] [--sample 200] [--no-parts]
 """
 from __future__ import annotations
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
@@ -109,15 +115,49 @@ def parts(results, root, sample: int) -> dict:
     return t, stats
 
 
-def whole(results, root, workers: int) -> float:
-    from cosypose_nb.evaluation.evaluate import evaluate, EvaluateConfig
-    out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
-    t0 = time.perf_counter()
-    evaluate(results, root, out, EvaluateConfig(n_workers=workers, progress=False, backend="tiny"))
-    dt = time.perf_counter() - t0
-    shutil.rmtree(out, ignore_errors=True)
-    return dt
+RUN = """
+import json, resource, sys, threading, time
+from pathlib import Path
+import psutil
+from cosypose_nb.evaluation.evaluate import evaluate, EvaluateConfig
+results, root, out, workers = sys.argv[1:5]
+seen, stop = {}, threading.Event()
+def watch():                                    # CPU seconds of every process started below this one (rendering workers)
+    while not stop.is_set():
+        for c in psutil.Process().children(recursive=True):
+            try: seen[c.pid] = sum(c.cpu_times()[:2])
+            except psutil.Error: pass
+        stop.wait(0.2)
+w = threading.Thread(target=watch, daemon=True); w.start()
+t0 = time.perf_counter()
+evaluate(results, root, out, EvaluateConfig(n_workers=int(workers), progress=False, backend="tiny"))
+wall = time.perf_counter() - t0
+stop.set(); w.join()
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall": wall, "code": str(Path(sys.modules["cosypose_nb"].__file__).parent),
+                  "cpu_main": r.ru_utime + r.ru_stime, "cpu_workers": sum(seen.values())}))
+"""
 
+def whole(results, root, workers: int, code: Path | None = None) -> tuple[float, float, float, float]:
+    """(wall seconds of `evaluate`, CPU seconds of its process and rendering workers, of the process alone (imports
+    included), of the rendering workers), run in a new process with the package of folder `code` (None: this
+    checkout) first on the path."""
+    out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    env = {**os.environ, "PYTHONPATH": str(code or Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", RUN, str(results), str(root), str(out), str(workers)], env=env, check=True,
+                       capture_output=True, text=True, cwd=tempfile.gettempdir())
+    shutil.rmtree(out, ignore_errors=True)
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    if code is not None and not d["code"].startswith(str(code)): raise RuntimeError(f"the old run imported {d['code']}")
+    return d["wall"], d["cpu_main"] + d["cpu_workers"], d["cpu_main"], d["cpu_workers"]
+
+def old_code(rev: str, into: Path) -> Path:
+    "The package `cosypose_nb` of git revision `rev` of this checkout, extracted under `into`."
+    repo = Path(__file__).resolve().parents[1]
+    into.mkdir(parents=True, exist_ok=True)
+    tar = subprocess.run(["git", "-C", str(repo), "archive", rev, "cosypose_nb"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+    return into
 
 def torchrun(results, root) -> float:
     out = Path(tempfile.mkdtemp(prefix="bench_eval_tr_"))
@@ -137,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=100); ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--objects", type=int, default=5); ap.add_argument("--workers", default="1,2")
     ap.add_argument("--torchrun", action="store_true"); ap.add_argument("--sample", type=int, default=200)
+    ap.add_argument("--old", default="main", help="git revision of the previous code (compared side by side); '' to skip")
+    ap.add_argument("--repeat", type=int, default=1); ap.add_argument("--no-parts", action="store_true")
     args = ap.parse_args(argv)
     from cosypose_nb.evaluation.evaluate import results_from_ground_truth
     from cosypose_nb.datasets.bop import write_results_csv
@@ -149,22 +191,35 @@ def main(argv=None) -> int:
         n = args.scenes * args.images * args.objects
         print(f"dataset: {args.scenes} scenes x {args.images} images x {args.objects} objects = {n} estimates "
               f"(made in {time.perf_counter() - t0:.0f} s, not timed); load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        t, stats = parts(results, root, args.sample)
-        total = sum(v for k, v in t.items() if not k.startswith("of which"))
-        print("\n1. one pass, 1 rendering worker (seconds, share of the pass)")
-        for k, v in t.items():
-            print(f"   {k:<28} {v:8.1f}  {100 * v / total:5.1f}%")
-        print(f"   {'total':<28} {total:8.1f}")
-        print(f"   renders: {stats['renders']}, {stats['pixels per render']:.0f} pixels each on average")
-        print(f"\n2. renders per second (1 worker): windows {stats['window renders/s']:.0f}, whole 640x480 images {stats['whole image renders/s']:.0f}:"
-              f" windows {stats['window renders/s'] / stats['whole image renders/s']:.1f}x faster")
-        print("\n3. the whole evaluate (bop19 + ycbv + mv), wall seconds")
+        if not args.no_parts:
+            c0 = time.process_time()
+            t, stats = parts(results, root, args.sample)
+            total = sum(v for k, v in t.items() if not k.startswith("of which"))
+            print("\n1. one pass, 1 rendering worker, new code (wall seconds, share of the pass)")
+            for k, v in t.items():
+                print(f"   {k:<28} {v:8.1f}  {100 * v / total:5.1f}%")
+            print(f"   {'total':<28} {total:8.1f}   (CPU of this process: {time.process_time() - c0:.1f} s)")
+            print(f"   renders: {stats['renders']}, {stats['pixels per render']:.0f} pixels each on average")
+            print(f"\n2. renders per second (1 worker): windows {stats['window renders/s']:.0f}, whole 640x480 images {stats['whole image renders/s']:.0f}:"
+                  f" windows {stats['window renders/s'] / stats['whole image renders/s']:.1f}x faster")
+        print(f"\n3. the whole evaluate (bop19 + ycbv + mv): new code{' vs ' + args.old + ' (old)' if args.old else ''}, each in its own process")
+        codes = {"new": None}
+        if args.old: codes["old"] = old_code(args.old, tmp / "old")
         w = [int(x) for x in args.workers.split(",")]
-        times = {f"1 process, {k} rendering worker{'s' if k > 1 else ''}": whole(results, root, k) for k in w}
-        if args.torchrun: times["torchrun 2 processes x 1 worker"] = torchrun(results, root)
-        base = next(iter(times.values()))
-        for k, v in times.items():
-            print(f"   {k:<36} {v:8.1f} s  {n / v:7.0f} estimates/s  x{base / v:.2f}")
+        runs: dict = {}
+        for _ in range(args.repeat):
+            for k in w:
+                for name, code in codes.items():
+                    runs.setdefault((name, k), []).append(whole(results, root, k, code))
+        if args.torchrun: runs[("new", "torchrun 2x1")] = [(torchrun(results, root),) + (float("nan"),) * 3]
+        print(f"   {'code, rendering workers':<26} {'wall s':>7} {'CPU s':>7} {'process':>8} {'renderers':>9} {'estimates/s':>12} {'old/new (wall)':>15}")
+        for (name, k), v in runs.items():
+            wall, cpu, main_, rend = (min(x[i] for x in v) for i in range(4))
+            ratio = ""
+            if name == "new" and ("old", k) in runs: ratio = f"x{min(x[0] for x in runs[('old', k)]) / wall:.2f}"
+            print(f"   {name + ', ' + str(k):<26} {wall:7.1f} {cpu:7.1f} {main_:8.1f} {rend:9.1f} {n / wall:12.0f} {ratio:>15}")
+        print("   (CPU s = process + renderers: the evaluate process (imports included) and its rendering workers; on an idle "
+              "machine of C cores the wall time is at least CPU s / C)")
         print(f"   load average after: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

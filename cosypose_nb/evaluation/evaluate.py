@@ -406,7 +406,7 @@ def _distributed():
 
 def _fingerprint(inp: EvalInputs) -> dict:
     h = hashlib.sha256(inp.results.read_bytes()).hexdigest()
-    c = {k: v for k, v in config_to_dict(inp.cfg).items() if k not in ("n_workers", "device", "progress", "threads", "overwrite")}
+    c = {k: v for k, v in config_to_dict(inp.cfg).items() if k not in ("n_workers", "device", "progress", "threads", "scene_threads", "overwrite")}
     return {"results": str(inp.results.resolve()), "results_sha256": h, "dataset": str(inp.root.resolve()), "settings": c}
 
 OUTPUTS = ("evaluate.json", "errors", "errors.csv", "scores.json", "scores_bop19.json", "summary.md")
@@ -428,7 +428,9 @@ def scene_file(out, scene_id: int) -> Path:
 
 # %% ../../nbs/evaluation/54_evaluate.ipynb #25c23d6c
 def _run_scenes(inp: EvalInputs, out: Path, scenes: list, rank: int) -> list:
-    "Evaluate the scenes not yet written (one file each, atomically); returns the scenes written by this call."
+    """Evaluate the scenes not yet written (one file each, atomically, as they finish); returns the scenes written by
+    this call. `scene_threads` scenes at once: one waits on its renderings while another computes its errors."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     from tqdm.auto import tqdm
     todo = [s for s in scenes if not scene_file(out, s).exists()]
     if not todo: return []
@@ -436,12 +438,16 @@ def _run_scenes(inp: EvalInputs, out: Path, scenes: list, rank: int) -> list:
     if "bop19" in inp.cfg.metrics:
         from cosypose_nb.datasets.objects import MeshDatabase
         renderer = DepthRenderer(MeshDatabase.from_folder(inp.models_dir, n_points=1), n_workers=inp.cfg.n_workers, backend=inp.cfg.backend)
+    ex = ThreadPoolExecutor(inp.cfg.scene_threads)
     try:
-        for s in tqdm(todo, desc=f"evaluate (rank {rank})" if rank else "evaluate", unit="scene", disable=not inp.cfg.progress, position=rank):
-            p = evaluate_scene(inp, s, renderer)
-            with atomic_write(scene_file(out, s)) as f:
-                p.to_csv(f, index=False)
+        futures = {ex.submit(evaluate_scene, inp, s, renderer): s for s in todo}
+        for f in tqdm(as_completed(futures), total=len(todo), desc=f"evaluate (rank {rank})" if rank else "evaluate", unit="scene",
+                      disable=not inp.cfg.progress, position=rank):
+            p = f.result()
+            with atomic_write(scene_file(out, futures[f])) as fh:
+                p.to_csv(fh, index=False)
     finally:
+        ex.shutdown(wait=True, cancel_futures=True)
         if renderer is not None: renderer.close()
     return todo
 
