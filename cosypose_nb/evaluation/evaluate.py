@@ -30,8 +30,8 @@ from .ycbv import YCBV_SYMMETRIC_OBJ_IDS, symmetric_obj_ids, match_predictions, 
 # %% auto #0
 __all__ = ['OUTPUTS', 'results_from_ground_truth', 'read_ground_truth', 'check_estimates', 'EvalModel', 'load_eval_models',
            'scene_pairs', 'pair_pose_errors', 'read_depth_mm', 'pair_vsd_errors', 'compute_scores', 'EvalInputs',
-           'prepare', 'evaluate_scene', 'image_width', 'scene_file', 'read_pairs', 'evaluate', 'summary_table',
-           'METRICS', 'EvaluateConfig']
+           'prepare', 'scene_errors', 'image_width', 'scene_file', 'read_pairs', 'evaluate', 'summary_table', 'METRICS',
+           'EvaluateConfig']
 
 # %% ../../nbs/evaluation/54_evaluate.ipynb #07abc333
 _all_ = ['METRICS', 'EvaluateConfig']
@@ -364,7 +364,7 @@ def prepare(results, dataset, cfg: EvaluateConfig = EvaluateConfig()) -> EvalInp
     return EvalInputs(root, results, ests, gts, images, targets, models, mdir, cfg, cfg.bop19(root.resolve().name), counts)
 
 # %% ../../nbs/evaluation/54_evaluate.ipynb #8e3d83ef
-def evaluate_scene(inp: EvalInputs, scene_id: int, renderer: DepthRenderer | None = None) -> pd.DataFrame:
+def scene_errors(inp: EvalInputs, scene_id: int, renderer: DepthRenderer | None = None) -> pd.DataFrame:
     "The pairs of one scene with all their errors."
     sel = lambda d: d[d["scene_id"] == scene_id]
     ests, gts, targets, ims = sel(inp.ests), sel(inp.gts), sel(inp.targets), sel(inp.images)
@@ -440,7 +440,7 @@ def _run_scenes(inp: EvalInputs, out: Path, scenes: list, rank: int) -> list:
         renderer = DepthRenderer(MeshDatabase.from_folder(inp.models_dir, n_points=1), n_workers=inp.cfg.n_workers, backend=inp.cfg.backend)
     ex = ThreadPoolExecutor(inp.cfg.scene_threads)
     try:
-        futures = {ex.submit(evaluate_scene, inp, s, renderer): s for s in todo}
+        futures = {ex.submit(scene_errors, inp, s, renderer): s for s in todo}
         for f in tqdm(as_completed(futures), total=len(todo), desc=f"evaluate (rank {rank})" if rank else "evaluate", unit="scene",
                       disable=not inp.cfg.progress, position=rank):
             p = f.result()
