@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from ..core import (Config, InputError, setting, check_shape, where, config_to_dict, atomic_write,
                               write_json, safe_torch_load)
@@ -333,61 +334,67 @@ class PoseModel(nn.Module):
     @property
     def needs_depth(self) -> bool: return self.flow_heads is not None and self.training
 
-    def net(self, x: torch.Tensor) -> torch.Tensor:
-        "Outputs (B, 9) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
-        c = self.config
-        z = (x - c.input_mean) / c.input_std
-        if c.edge_channels:
-            ei, er = edge_maps(x[:, :3]), edge_maps(x[:, 3:6])
-            z = torch.cat([z, ei, er], 1)
-            if c.depth_zooms:                       # edges at other depths, and where they meet the crop's
-                zr = zoom_maps(er, c.depth_zooms)
-                z = torch.cat([z, zr, (ei + 1) * torch.cat([er, zr], 1) - 1], 1)
-        if self.hidden is None: return self.pose_fc(self.backbone(z))
-        return self.pose_fc(self.hidden(self.backbone.feature_map(z)))
+# %% ../../nbs/singleview/33_pose_model.ipynb #fa702fce
+@patch
+def net(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
+    "Outputs (B, 9) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
+    c = self.config
+    z = (x - c.input_mean) / c.input_std
+    if c.edge_channels:
+        ei, er = edge_maps(x[:, :3]), edge_maps(x[:, 3:6])
+        z = torch.cat([z, ei, er], 1)
+        if c.depth_zooms:                       # edges at other depths, and where they meet the crop's
+            zr = zoom_maps(er, c.depth_zooms)
+            z = torch.cat([z, zr, (ei + 1) * torch.cat([er, zr], 1) - 1], 1)
+    if self.hidden is None: return self.pose_fc(self.backbone(z))
+    return self.pose_fc(self.hidden(self.backbone.feature_map(z)))
 
-    def compare(self, inputs: RenderedCrops, keep_inputs: bool = False) -> IterationOutput:
-        "Compare and update (steps 3 and 4 of an iteration) on crops and renderings made already."
-        t0 = time.perf_counter()
-        crops = inputs.crops.float().div_(255.0) if inputs.crops.dtype == torch.uint8 else inputs.crops
-        T_in = inputs.T_in.detach()
-        o = self.net(torch.cat([crops, inputs.renders.to(crops)], 1))
-        flows = self.flow_heads() if self.needs_depth else None
-        T_out = apply_update(T_in, inputs.K_crop, *decode_outputs(o, self.config.xy_scale, self.config.z_scale))
-        return IterationOutput(T_in, T_out, inputs.K_crop, inputs.boxes, o, crops if keep_inputs else None,
-                               inputs.renders if keep_inputs else None, dict(network=time.perf_counter() - t0),
-                               flows, inputs.depth if flows is not None else None)
+# %% ../../nbs/singleview/33_pose_model.ipynb #678bb79f
+@patch
+def compare(self: PoseModel, inputs: RenderedCrops, keep_inputs: bool = False) -> IterationOutput:
+    "Compare and update (steps 3 and 4 of an iteration) on crops and renderings made already."
+    t0 = time.perf_counter()
+    crops = inputs.crops.float().div_(255.0) if inputs.crops.dtype == torch.uint8 else inputs.crops
+    T_in = inputs.T_in.detach()
+    o = self.net(torch.cat([crops, inputs.renders.to(crops)], 1))
+    flows = self.flow_heads() if self.needs_depth else None
+    T_out = apply_update(T_in, inputs.K_crop, *decode_outputs(o, self.config.xy_scale, self.config.z_scale))
+    return IterationOutput(T_in, T_out, inputs.K_crop, inputs.boxes, o, crops if keep_inputs else None,
+                           inputs.renders if keep_inputs else None, dict(network=time.perf_counter() - t0),
+                           flows, inputs.depth if flows is not None else None)
 
-    def forward(self, images: torch.Tensor, K: torch.Tensor, T_CO_init: torch.Tensor, labels: list[str],
-                n_iterations: int | None = None, renderer=None, objects=None, image_ids: torch.Tensor | None = None,
-                keep_inputs: bool = False, inputs: RenderedCrops | None = None) -> list[IterationOutput]:
-        """Run `n_iterations` (default `config.n_iterations`) of render and compare on B objects `labels` seen in
-        `images` (I, 3, H, W) (uint8, or float in [0, 1]) with intrinsics `K` (B, 3, 3), from poses `T_CO_init`
-        (B, 4, 4) m; object b is in image `image_ids[b]` (default: b). `renderer`: a `BatchRenderer`; `objects`:
-        the object set (model points). `keep_inputs` keeps the crops and renderings in the outputs. With `inputs`
-        (crops and renderings made by the caller, e.g. the training loader) the one iteration compares those."""
-        n = self.config.n_iterations if n_iterations is None else n_iterations
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise InputError(f"n_iterations: must be an integer >= 1, got {n!r}")
-        if inputs is not None:
-            if n != 1: raise InputError(f"n_iterations: precomputed inputs serve one iteration, got {n}")
-            return [self.compare(inputs, keep_inputs)]
-        if renderer is None or objects is None: raise InputError("PoseModel.forward needs a renderer and an object set")
-        labels = list(labels)
-        K, T = check_pose_inputs(images, K, T_CO_init, labels, image_ids)
-        dev = self.device
-        if not labels:                                    # empty batch: empty outputs, no work
-            z = lambda *s: T.new_zeros(0, *s, device=dev)
-            return [IterationOutput(z(4, 4), z(4, 4), z(3, 3), z(4), z(9)) for _ in range(n)]
-        points = objects.points(labels, device=dev, dtype=T.dtype)
-        renderer.check_labels(labels)
-        images, K, T = images.to(dev), K.to(dev), T.to(dev)
-        # uint8 images stay so: crop_windows makes float only the window around each box
-        image_ids = None if image_ids is None else image_ids.to(dev)
-        outputs = []
-        for _ in range(n):
-            outputs.append(render_and_compare(self, images, K, T, labels, points, renderer, image_ids, keep_inputs))
-            T = outputs[-1].T_CO_output
-        return outputs
+# %% ../../nbs/singleview/33_pose_model.ipynb #5c777a1a
+@patch
+def forward(self: PoseModel, images: torch.Tensor, K: torch.Tensor, T_CO_init: torch.Tensor, labels: list[str],
+            n_iterations: int | None = None, renderer=None, objects=None, image_ids: torch.Tensor | None = None,
+            keep_inputs: bool = False, inputs: RenderedCrops | None = None) -> list[IterationOutput]:
+    """Run `n_iterations` (default `config.n_iterations`) of render and compare on B objects `labels` seen in
+    `images` (I, 3, H, W) (uint8, or float in [0, 1]) with intrinsics `K` (B, 3, 3), from poses `T_CO_init`
+    (B, 4, 4) m; object b is in image `image_ids[b]` (default: b). `renderer`: a `BatchRenderer`; `objects`:
+    the object set (model points). `keep_inputs` keeps the crops and renderings in the outputs. With `inputs`
+    (crops and renderings made by the caller, e.g. the training loader) the one iteration compares those."""
+    n = self.config.n_iterations if n_iterations is None else n_iterations
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise InputError(f"n_iterations: must be an integer >= 1, got {n!r}")
+    if inputs is not None:
+        if n != 1: raise InputError(f"n_iterations: precomputed inputs serve one iteration, got {n}")
+        return [self.compare(inputs, keep_inputs)]
+    if renderer is None or objects is None: raise InputError("PoseModel.forward needs a renderer and an object set")
+    labels = list(labels)
+    K, T = check_pose_inputs(images, K, T_CO_init, labels, image_ids)
+    dev = self.device
+    if not labels:                                    # empty batch: empty outputs, no work
+        z = lambda *s: T.new_zeros(0, *s, device=dev)
+        return [IterationOutput(z(4, 4), z(4, 4), z(3, 3), z(4), z(9)) for _ in range(n)]
+    points = objects.points(labels, device=dev, dtype=T.dtype)
+    renderer.check_labels(labels)
+    images, K, T = images.to(dev), K.to(dev), T.to(dev)
+    # uint8 images stay so: crop_windows makes float only the window around each box
+    image_ids = None if image_ids is None else image_ids.to(dev)
+    outputs = []
+    for _ in range(n):
+        outputs.append(render_and_compare(self, images, K, T, labels, points, renderer, image_ids, keep_inputs))
+        T = outputs[-1].T_CO_output
+    return outputs
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #7c8611b9
 def _offsets(config: PoseModelConfig, like: torch.Tensor):
