@@ -176,23 +176,32 @@ def pose_iterations(model, images, K, T_CO, labels, n_iterations: int, renderer,
         its = model(images, K, T_CO, list(labels), n_iterations, renderer, objects, image_ids=view_ids)
     return torch.stack([as_tensor(T_CO, torch.float64)] + [it.T_CO_output.detach().cpu().double() for it in its])
 
-def pose_contours(image, K, poses, labels, renderer, T_gt=None, titles: Sequence[str] | None = None, labels_all=None, size: float = 3.0):
+def pose_contours(image, K, poses, labels, renderer, T_gt=None, titles: Sequence[str] | None = None, labels_all=None,
+                  size: float = 3.0, crop: bool = True):
     """One panel per pose set: `image` (H, W, 3) uint8 with the outline of each object `labels` (D) rendered at
     `poses[k]` (D, 4, 4) (`poses`: (P, D, 4, 4), e.g. from `pose_iterations`), `K` (3, 3); dashed white: the
-    ground truth `T_gt` (D, 4, 4). Returns the figure."""
+    ground truth `T_gt` (D, 4, 4); `crop`: show the part of the image the outlines cover. Returns the figure."""
     poses = as_tensor(poses, torch.float64)
     P, D = poses.shape[:2]
     H, W = np.asarray(image).shape[:2]
     labels_all = labels_all or sorted(set(labels))
     Kb = as_tensor(K, torch.float64).expand(D, 3, 3)
-    fig, axes = plt.subplots(1, P, figsize=(size * P, size * H / W + 0.4), squeeze=False)
     gt = None if T_gt is None else to_numpy(renderer.render(list(labels), as_tensor(T_gt, torch.float64), Kb, (H, W), render_mask=True).mask[:, 0])
+    all_masks = [to_numpy(renderer.render(list(labels), poses[k], Kb, (H, W), render_mask=True).mask[:, 0]) for k in range(P)]
+    cover = np.any(all_masks + ([] if gt is None else [gt]), axis=(0, 1)) if D else np.zeros((H, W), bool)
+    ys, xs = np.nonzero(cover)
+    if crop and len(xs):                                 # the outlines' box, 15% more on each side
+        m = 0.15 * max(np.ptp(xs), np.ptp(ys)) + 4
+        box = (max(xs.min() - m, 0), min(xs.max() + m, W - 1), max(ys.min() - m, 0), min(ys.max() + m, H - 1))
+    aspect = (box[3] - box[2]) / max(box[1] - box[0], 1) if crop and len(xs) else H / W
+    fig, axes = plt.subplots(1, P, figsize=(size * P, size * aspect + 0.4), squeeze=False)
     for k, ax in enumerate(axes[0]):
-        masks = to_numpy(renderer.render(list(labels), poses[k], Kb, (H, W), render_mask=True).mask[:, 0])
+        masks = all_masks[k]
         ax.imshow(image); ax.axis("off")
         for d in range(D):
             if gt is not None and gt[d].any(): ax.contour(gt[d], levels=[0.5], colors="w", linestyles="--", linewidths=0.8)
             if masks[d].any(): ax.contour(masks[d], levels=[0.5], colors=[label_color(labels[d], labels_all)], linewidths=1.2)
+        if crop and len(xs): ax.set_xlim(box[0], box[1]); ax.set_ylim(box[3], box[2])
         ax.set_title(titles[k] if titles else ("input" if k == 0 else f"iteration {k}"), fontsize=8)
     fig.tight_layout()
     return fig
