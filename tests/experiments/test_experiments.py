@@ -99,8 +99,7 @@ def same_numbers(name, ra, rb):
     if name == "record_dataset":        # the recording is deterministic: the same annotations and images, byte for byte
         files = sorted(p.relative_to(A) for p in (A / "dataset" / "train").rglob("*") if p.is_file())
         assert files and files == sorted(p.relative_to(B) for p in (B / "dataset" / "train").rglob("*") if p.is_file())
-        return read(A / "summary.json") == read(B / "summary.json") and all(ra.results[str(Path("dataset/train") / f).replace("\\", "/")]
-                                                                              == rb.results[str(Path("dataset/train") / f).replace("\\", "/")] for f in files)
+        return read(A / "summary.json") == read(B / "summary.json") and all(ra.results[f.as_posix()] == rb.results[f.as_posix()] for f in files)
     if name == "train_network":         # one thread, the same data order and noise: the same losses (not the samples/s)
         cols = [c for c in pd.read_csv(A / "run" / "log.csv").columns if c.startswith("loss_") or c in ("step", "lr", "grad_norm")]
         return csv_equal(A / "run" / "log.csv", B / "run" / "log.csv", cols) and numbers_equal(read(A / "summary.json"), read(B / "summary.json"), 1e-6)
