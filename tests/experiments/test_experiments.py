@@ -16,7 +16,8 @@ SMALL = {"multiview_evaluation": {"n_problems": 1, "configs": [[4, 6]]},
          "record_dataset": {"n_scenes": 2},
          "train_network": {"n_steps": 2, "record_scenes": 1},
          "singleview_evaluation": {"train_steps": 1, "max_images": 2, "n_refiner": 1},
-         "figures": {"n_views": 4, "n_objects": 4, "timed_views": [3]}}
+         "figures": {"n_views": 4, "n_objects": 4, "timed_views": [3]},
+         "singleview_vs_multiview": {"n_scenes": 1, "views_per_scene": 2, "group_sizes": [1, 2], "ablations": False}}
 
 
 def outputs(nb_path):
