@@ -2,6 +2,8 @@
 
 - The exported implementation (cells starting with `#| export`) is collapsed behind a "show code" button
   (tag `hide-input`); cells holding only nbdev directives (`#| default_exp ...`) are left out (`remove-cell`).
+  An experiment's `parameters` cell (its defaults) is collapsed too: the cell papermill injected after it
+  shows the values the run used.
   The notebooks themselves are not changed: the tags are added to the text Sphinx reads (`source-read`).
 - plotly.js is served from the book's own `_static/` (the copy inside the installed `plotly` package) and
   loaded only by the pages that draw a plotly figure, so the book works offline and from files.
@@ -37,6 +39,8 @@ def tag_notebook(text: str) -> str:
             continue
         src = cell.get("source", "")
         tags = cell_tags("".join(src) if isinstance(src, list) else src)
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tags |= {"hide-input"}                  # an experiment's defaults: papermill's injected cell shows the values run
         if tags:
             meta = cell.setdefault("metadata", {})
             meta["tags"] = sorted(set(meta.get("tags", [])) | tags)

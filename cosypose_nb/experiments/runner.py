@@ -6,16 +6,17 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/experiments/runner.html.md"""
 
 # %% ../../nbs/experiments/60_runner.ipynb #76fbd94e
 from __future__ import annotations
-import ast, contextlib, hashlib, importlib.metadata, json, os, platform, shutil, subprocess, sys, time
+import ast, contextlib, hashlib, importlib.metadata, json, os, platform, re, shutil, subprocess, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import InputError, read_json, write_json, import_extra
 
 # %% auto #0
-__all__ = ['PACKAGES', 'DISPLAY_EXTENSION', 'experiments_dir', 'list_experiments', 'experiment_parameters', 'parse_parameters',
-           'resolve_parameters', 'git_commit', 'environment', 'ExperimentError', 'RunRecord', 'run_identity',
-           'run_lock', 'run_experiment', 'run_experiments', 'experiment_cli', 'plotly_bundle', 'load_ipython_extension']
+__all__ = ['PACKAGES', 'DISPLAY_EXTENSION', 'PYBULLET_BANNER', 'experiments_dir', 'list_experiments', 'experiment_parameters',
+           'parse_parameters', 'resolve_parameters', 'git_commit', 'environment', 'ExperimentError', 'RunRecord',
+           'run_identity', 'run_lock', 'run_experiment', 'run_experiments', 'experiment_cli', 'plotly_bundle',
+           'load_ipython_extension']
 
 # %% ../../nbs/experiments/60_runner.ipynb #af5a94b6
 def experiments_dir(folder=None) -> Path:
@@ -259,6 +260,8 @@ def plotly_bundle(fig_dict: dict, height: int = 500) -> dict:
                                                "config": {"responsive": True}},
             "text/html": html}
 
+PYBULLET_BANNER = re.compile(r"^pybullet build time: [^\n]*\n?", re.M)
+
 def load_ipython_extension(ip) -> None:
     "IPython extension: inline matplotlib figures shown once, plotly figures as HTML as well, no progress bars, no pybullet banner (see above)."
     import tqdm.auto, tqdm.autonotebook, tqdm.std
@@ -273,6 +276,13 @@ def load_ipython_extension(ip) -> None:
     ip.run_line_magic("matplotlib", "inline")
     try: import pybullet                             # noqa: F401 (its banner, printed by C code, lands in a cell otherwise)
     except ImportError: pass
+    for stream in (sys.stdout, sys.stderr):          # the workers' banner, read from the captured file descriptor
+        if hasattr(stream, "watch_fd_thread") or type(stream).__name__ == "OutStream":
+            write = stream.write
+            def quiet(text, write=write):
+                kept = PYBULLET_BANNER.sub("", text)
+                return write(kept) if kept else len(text)
+            stream.write = quiet
     png = ip.display_formatter.formatters["image/png"]
     draw = png.lookup_by_type(Figure)
     def png_once(fig, *a, **kw):

@@ -1,4 +1,4 @@
-"""Figures the book and the demo share: object galleries, annotated images, reprojections, and 3D scenes with their cameras.
+"""Figures the book and the demo share: object galleries, annotated images, reprojections, 3D scenes with their cameras, and a figure for each stage of CosyPose (poses as contours per iteration, the candidate graph, the bundle adjustment converging, the scene next to the truth, ADD-S curves, timings).
 
 Docs: https://cosypose-nb.github.io/cosypose-nb/viz/figures.html.md"""
 
@@ -21,7 +21,8 @@ plt = import_extra("matplotlib.pyplot", "viz")             # the figures' extra:
 
 # %% auto #0
 __all__ = ['plt', 'COLORS', 'label_color', 'to_numpy', 'object_view', 'plot_objects', 'draw_annotations', 'plot_records',
-           'draw_reprojections', 'camera_frustum', 'scene_figure']
+           'draw_reprojections', 'camera_frustum', 'scene_figure', 'pose_iterations', 'pose_contours',
+           'candidate_graph', 'ba_convergence', 'scene_vs_truth', 'adds_curves', 'timing_table']
 
 # %% ../../nbs/viz/70_figures.ipynb #a58f90aa
 COLORS = plt.get_cmap("tab10").colors
@@ -166,3 +167,134 @@ def scene_figure(T_WC=None, K=None, image_size=(480, 640), objects: Sequence = (
     fig = go.Figure(traces)
     fig.update_layout(scene=dict(aspectmode="data"), title=title, margin=dict(l=0, r=0, t=30 if title else 0, b=0), height=500)
     return fig
+
+# %% ../../nbs/viz/70_figures.ipynb #d95f5729
+def pose_iterations(model, images, K, T_CO, labels, n_iterations: int, renderer, objects, view_ids=None) -> torch.Tensor:
+    """The poses of `n_iterations` of the pose network `model` on D objects `labels` in `images` (V, 3, H, W) with `K`
+    (D, 3, 3), from `T_CO` (D, 4, 4); object d is in view `view_ids[d]` (default d). Returns (n + 1, D, 4, 4): the input, then each iteration's output."""
+    with torch.no_grad():
+        its = model(images, K, T_CO, list(labels), n_iterations, renderer, objects, image_ids=view_ids)
+    return torch.stack([as_tensor(T_CO, torch.float64)] + [it.T_CO_output.detach().cpu().double() for it in its])
+
+def pose_contours(image, K, poses, labels, renderer, T_gt=None, titles: Sequence[str] | None = None, labels_all=None,
+                  size: float = 3.0, crop: bool = True):
+    """One panel per pose set: `image` (H, W, 3) uint8 with the outline of each object `labels` (D) rendered at
+    `poses[k]` (D, 4, 4) (`poses`: (P, D, 4, 4), e.g. from `pose_iterations`), `K` (3, 3); dashed white: the
+    ground truth `T_gt` (D, 4, 4); `crop`: show the part of the image the outlines cover. Returns the figure."""
+    poses = as_tensor(poses, torch.float64)
+    P, D = poses.shape[:2]
+    H, W = np.asarray(image).shape[:2]
+    labels_all = labels_all or sorted(set(labels))
+    Kb = as_tensor(K, torch.float64).expand(D, 3, 3)
+    gt = None if T_gt is None else to_numpy(renderer.render(list(labels), as_tensor(T_gt, torch.float64), Kb, (H, W), render_mask=True).mask[:, 0])
+    all_masks = [to_numpy(renderer.render(list(labels), poses[k], Kb, (H, W), render_mask=True).mask[:, 0]) for k in range(P)]
+    cover = np.any(all_masks + ([] if gt is None else [gt]), axis=(0, 1)) if D else np.zeros((H, W), bool)
+    ys, xs = np.nonzero(cover)
+    if crop and len(xs):                                 # the outlines' box, 15% more on each side
+        m = 0.15 * max(np.ptp(xs), np.ptp(ys)) + 4
+        box = (max(xs.min() - m, 0), min(xs.max() + m, W - 1), max(ys.min() - m, 0), min(ys.max() + m, H - 1))
+    aspect = (box[3] - box[2]) / max(box[1] - box[0], 1) if crop and len(xs) else H / W
+    fig, axes = plt.subplots(1, P, figsize=(size * P, size * aspect + 0.4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        masks = all_masks[k]
+        ax.imshow(image); ax.axis("off")
+        for d in range(D):
+            if gt is not None and gt[d].any(): ax.contour(gt[d], levels=[0.5], colors="w", linestyles="--", linewidths=0.8)
+            if masks[d].any(): ax.contour(masks[d], levels=[0.5], colors=[label_color(labels[d], labels_all)], linewidths=1.2)
+        if crop and len(xs): ax.set_xlim(box[0], box[1]); ax.set_ylim(box[3], box[2])
+        ax.set_title(titles[k] if titles else ("input" if k == 0 else f"iteration {k}"), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/viz/70_figures.ipynb #ceb073b3
+def candidate_graph(candidates, matching, n_views: int | None = None, labels_all=None, ax=None):
+    """Draw the candidate graph of stage 2: candidates (C) by view, filled when `matching.cand_obj` (C,) puts them in an
+    object, and the inlier edges `matching.edges` (E, 2), coloured by object. Returns the figure."""
+    vid, obj = to_numpy(candidates.view_ids).astype(int), to_numpy(matching.cand_obj).astype(int)
+    V = int(n_views if n_views is not None else (vid.max() + 1 if len(vid) else 0))
+    labels_all = labels_all or sorted(set(candidates.labels))
+    lab = np.array([sorted(labels_all).index(l) for l in candidates.labels], dtype=int)
+    xy = np.zeros((len(vid), 2))
+    for v in range(V):                                   # in a view: by object, then label (short edges)
+        idx = np.flatnonzero(vid == v)
+        idx = idx[np.lexsort((lab[idx], np.where(obj[idx] < 0, 1 << 30, obj[idx])))]
+        xy[idx, 0], xy[idx, 1] = v, -np.arange(len(idx))
+    if ax is None: fig, ax = plt.subplots(figsize=(1.1 * V + 1.5, 0.28 * max(np.bincount(vid, minlength=1).max(), 4) + 1))
+    cmap = plt.get_cmap("tab20")
+    edges = to_numpy(matching.edges).astype(int).reshape(-1, 2)
+    t = np.linspace(0, 1, 24)
+    for a, b in edges:                                   # views apart: an arc above the views between them
+        (x0, y0), (x1, y1) = xy[a], xy[b]
+        bend = 0.35 * max(abs(x1 - x0) - 1, 0) * 4 * t * (1 - t)
+        ax.plot(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t + bend, color=cmap(obj[a] % 20) if obj[a] >= 0 else "0.75",
+                lw=0.9, alpha=0.8, zorder=1)
+    col = np.array([label_color(l, labels_all) for l in candidates.labels]).reshape(-1, 3)
+    kept = obj >= 0
+    ax.scatter(xy[kept, 0], xy[kept, 1], c=col[kept], s=28, edgecolors="k", linewidths=0.4, zorder=2)
+    ax.scatter(xy[~kept, 0], xy[~kept, 1], facecolors="none", edgecolors=col[~kept], s=28, zorder=2)
+    ax.set_xticks(range(V), [f"view {v}" for v in range(V)], fontsize=7); ax.set_yticks([])
+    for s in ("left", "right", "top"): ax.spines[s].set_visible(False)
+    ax.set_title(f"stage 2: {len(vid)} candidates, {len(edges)} inlier edges, {matching.n_objects} objects "
+                 f"({int((~kept).sum())} left out, hollow)", fontsize=9)
+    ax.figure.tight_layout()
+    return ax.figure
+
+# %% ../../nbs/viz/70_figures.ipynb #15eb50e1
+def ba_convergence(ba, size: float = 3.4):
+    "The bundle adjustment `ba` (`BAResult`): cost per accepted step, damping per trial, final reprojection errors (px). Returns the figure."
+    fig, axs = plt.subplots(1, 3, figsize=(3 * size, 0.85 * size))
+    costs = np.asarray(ba.costs, dtype=np.float64)
+    axs[0].semilogy(np.arange(len(costs)), np.maximum(costs, 1e-12), "o-", ms=3)
+    axs[0].set_xlabel("accepted step"); axs[0].set_title("mean robust cost (px²)", fontsize=9)
+    if len(ba.lambdas): axs[1].semilogy(np.arange(1, len(ba.lambdas) + 1), ba.lambdas, "o-", ms=3, color="C1")
+    axs[1].set_xlabel("trial"); axs[1].set_title("damping λ", fontsize=9)
+    err = to_numpy(ba.cand_errors); err = err[np.isfinite(err)]
+    axs[2].hist(err, bins=30, color="C2"); axs[2].set_xlabel("px, per candidate"); axs[2].set_title(f"final reprojection error, median {np.median(err) if len(err) else float('nan'):.2f} px", fontsize=9)
+    for ax in axs: ax.grid(alpha=0.3)
+    fig.suptitle(f"bundle adjustment: {ba.n_iters} trials, {len(costs) - 1} accepted, {'converged' if ba.converged else 'stopped at the limit'}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../../nbs/viz/70_figures.ipynb #13df0088
+def scene_vs_truth(pred, T_WC_gt, T_WO_gt, labels_gt, points, image_size=(480, 640), frustum_depth: float = 0.08, title: str = ""):
+    """A plotly figure of the reconstruction `pred` (`ScenePrediction`) and the ground truth (cameras `T_WC_gt` (V, 4, 4),
+    objects `labels_gt` (O) at `T_WO_gt` (O, 4, 4)), aligned through the first placed camera. `points`: {label: (N, 3)}."""
+    go = import_extra("plotly.graph_objects", "viz")
+    ok = to_numpy(pred.view_ok).astype(bool)
+    if not ok.any(): raise InputError("pred: no placed camera to align the ground truth with")
+    v = int(np.flatnonzero(ok)[0])
+    T_WC_gt = as_tensor(T_WC_gt, torch.float64)
+    align = as_tensor(pred.T_WC[v], torch.float64) @ invert_T(T_WC_gt[v])
+    gt = [(f"truth: {l}", align @ as_tensor(T, torch.float64), points[l], "rgba(120,120,120,0.6)") for l, T in zip(labels_gt, T_WO_gt)]
+    vv = np.flatnonzero(ok)
+    fig = scene_figure(pred.T_WC[vv], pred.K[vv], image_size, list(zip(pred.labels, pred.T_WO)), points,
+                       labels_all=sorted(set(labels_gt) | set(pred.labels)), frustum_depth=frustum_depth, title=title, extra=gt)
+    for k, T in enumerate(align @ T_WC_gt):
+        F = camera_frustum(T, pred.K[k], image_size, frustum_depth)
+        fig.add_trace(go.Scatter3d(x=F[:, 0], y=F[:, 1], z=F[:, 2], mode="lines", line=dict(width=2, color="grey", dash="dash"),
+                                   name="true cameras", showlegend=k == 0))
+    return fig
+
+# %% ../../nbs/viz/70_figures.ipynb #8775bc1c
+def adds_curves(errors: dict, max_error: float = 0.1, ax=None):
+    "Accuracy-threshold curves of ADD-S `errors` {name: (N,) m, inf for a missed object} up to `max_error` m, AUC in the legend. Returns the figure."
+    from cosypose_nb.evaluation.ycbv import auc_posecnn
+    if ax is None: fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    th = np.linspace(0, max_error, 201)
+    for name, e in errors.items():
+        e = np.asarray(to_numpy(e), dtype=np.float64).reshape(-1)
+        auc = auc_posecnn(e, max_error) if len(e) else float("nan")
+        auc = 0.0 if len(e) and not np.isfinite(auc) else auc        # none under the bound: no area
+        ax.plot(100 * th, [(e <= t).mean() if len(e) else np.nan for t in th], label=f"{name} (AUC {100 * auc:.1f})")
+    ax.set_xlabel("ADD-S threshold (cm)"); ax.set_ylabel("accuracy"); ax.set_ylim(0, 1.02); ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right"); ax.figure.tight_layout()
+    return ax.figure
+
+# %% ../../nbs/viz/70_figures.ipynb #f1dc0993
+def timing_table(runs: dict):
+    "A table (pandas, ms) of the `timings` {step: seconds} of each run {name: timings}, one column per run, steps in order of first appearance."
+    import pandas as pd
+    steps = list(dict.fromkeys(k for t in runs.values() for k in t))
+    steps = [s for s in steps if s != "total"] + (["total"] if "total" in steps else [])
+    return pd.DataFrame({name: [1000 * t[s] if s in t else np.nan for s in steps] for name, t in runs.items()},
+                        index=pd.Index(steps, name="step (ms)")).round(2)

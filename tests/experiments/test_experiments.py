@@ -1,5 +1,5 @@
 """The experiments of book/experiments run through the runner into run folders: small parameters, the same
-numbers when run again with the same parameters and seed, a finished run not run again."""
+numbers when run again with the same parameters and seed (each experiment), a finished run not run again."""
 import json
 from pathlib import Path
 
@@ -12,7 +12,12 @@ from cosypose_nb.experiments.runner import experiment_cli, experiment_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "book" / "experiments"
-SMALL = {"multiview_evaluation": {"n_problems": 1, "configs": [[4, 6]]}}
+SMALL = {"multiview_evaluation": {"n_problems": 1, "configs": [[4, 6]]},
+         "record_dataset": {"n_scenes": 2},
+         "train_network": {"n_steps": 2, "record_scenes": 1},
+         "singleview_evaluation": {"train_steps": 1, "max_images": 2, "n_refiner": 1},
+         "figures": {"n_views": 4, "n_objects": 4, "timed_views": [3]},
+         "singleview_vs_multiview": {"n_scenes": 1, "views_per_scene": 2, "group_sizes": [1, 2], "ablations": False}}
 
 
 def outputs(nb_path):
@@ -69,3 +74,48 @@ def test_command_line(tmp_path, capsys):
     with pytest.raises(InputError, match="one experiment"):
         experiment_cli(["a", "b", "--name", "x", "--out", str(tmp_path), "--experiments", str(EXPERIMENTS)])
     assert not list(tmp_path.iterdir())                                  # nothing written before the checks
+
+
+# -- the other experiments: each run twice with small parameters and the same seed gives the same numbers
+def numbers_equal(a, b, tol=1e-9):
+    "Two JSON-like values equal, floats within `tol` (relative to their size)."
+    if isinstance(a, dict): return isinstance(b, dict) and a.keys() == b.keys() and all(numbers_equal(a[k], b[k], tol) for k in a)
+    if isinstance(a, list): return isinstance(b, list) and len(a) == len(b) and all(numbers_equal(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return (a == b) or (abs(a - b) <= tol * max(1.0, abs(a), abs(b)))   # inf == inf, nan fails
+    return a == b
+
+
+def csv_equal(pa, pb, columns=None, tol=1e-6):
+    a, b = pd.read_csv(pa), pd.read_csv(pb)
+    cols = columns or [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c])]
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    return all(numbers_equal(a[c].astype(float).tolist(), b[c].astype(float).tolist(), tol) for c in cols)
+
+
+def same_numbers(name, ra, rb):
+    "The result numbers of two runs of `name` agree (same machine and threads: nothing but rounding could differ; wall times aside)."
+    A, B = ra.folder / "results", rb.folder / "results"
+    read = lambda p: json.loads(p.read_text())
+    if name == "record_dataset":        # the recording is deterministic: the same annotations and images, byte for byte
+        files = sorted(p.relative_to(A) for p in (A / "dataset" / "train").rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(B) for p in (B / "dataset" / "train").rglob("*") if p.is_file())
+        return read(A / "summary.json") == read(B / "summary.json") and all(ra.results[f.as_posix()] == rb.results[f.as_posix()] for f in files)
+    if name == "train_network":         # one thread, the same data order and noise: the same losses (not the samples/s)
+        cols = [c for c in pd.read_csv(A / "run" / "log.csv").columns if c.startswith("loss_") or c in ("step", "lr", "grad_norm")]
+        return csv_equal(A / "run" / "log.csv", B / "run" / "log.csv", cols) and numbers_equal(read(A / "summary.json"), read(B / "summary.json"), 1e-6)
+    if name == "singleview_evaluation":
+        return csv_equal(A / "errors.csv", B / "errors.csv") and numbers_equal(read(A / "summary.json"), read(B / "summary.json"), 1e-6)
+    if name == "figures":
+        return numbers_equal(read(A / "scene.json"), read(B / "scene.json"), 1e-9)
+    raise AssertionError(f"{name}: no comparison of its numbers")
+
+
+@pytest.mark.parametrize("name", ["record_dataset", "train_network", "singleview_evaluation", "figures"])
+def test_experiment_reproduces(tmp_path, name):
+    runs = [run_experiment(name, tmp_path / k, parameters=SMALL[name], seed=3, experiments=EXPERIMENTS, progress=False) for k in "ab"]
+    for r in runs:
+        assert not r.skipped and {"environment.json", "finished.json", f"{name}.ipynb", "parameters.json", "results"} <= {p.name for p in r.folder.iterdir()}
+        assert not [o for o in outputs(r.notebook) if o.get("output_type") == "error"]
+        assert any("image/png" in o.get("data", {}) for o in outputs(r.notebook)), f"{name}: no figure"
+    assert same_numbers(name, *runs)
