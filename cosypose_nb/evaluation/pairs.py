@@ -22,7 +22,7 @@ from .metrics import (get_symmetry_transformations, symmetries_tensor, add_batch
 from .vsd import vsd_batch, overlapping_sphere_projections_batch, projected_boxes, DepthRenderer
 from .config import METRICS, BOP19Config, EvaluateConfig
 from .bop19 import TARGET_KEYS, vsd_tau_column, select_estimates, bop19_scores
-from .ycbv import symmetric_obj_ids, match_predictions, auc_scores, ap_scores
+from .ycbv import symmetric_obj_ids, match_predictions, auc_scores, ap_scores, YCBV_METER, MV_METER
 
 # %% auto #0
 __all__ = ['results_from_ground_truth', 'eval_models_dir', 'read_ground_truth', 'check_estimates', 'EvalModel',
@@ -300,12 +300,12 @@ def compute_scores(pairs: pd.DataFrame, ests: pd.DataFrame, gts: pd.DataFrame, t
         out["ycbv"] = {}
         for name, col in (("ADD", "add"), ("ADD-S", "adi"), ("ADD(-S)", "add_s")):
             preds, g, c = _cosypose_tables(p, ests, gts, targets, col, "top1", diam_mm)
-            m = match_predictions(preds, g, c, diam_m, n_top=1, match_threshold=np.inf, spheres_overlap_check=False)
+            m = match_predictions(preds, g, c, diam_m, YCBV_METER)
             out["ycbv"][name] = _auc_json(auc_scores(m, g))
         out["ycbv"]["symmetric_obj_ids"] = sorted(int(k) for k in sym)
     if "mv" in metrics:
         preds, g, c = _cosypose_tables(pairs, ests, gts, targets, "adi", "mv", diam_mm)
-        m = match_predictions(preds, g, c, diam_m, targets=targets, visib_gt_min=-1, consider_all_predictions=True, match_threshold=0.1)
+        m = match_predictions(preds, g, c, diam_m, MV_METER, targets)
         a = ap_scores(m, preds, g)
         out["mv"] = {"mAP": a.mAP, "AP": a.AP, "AP/objects": {str(k): v for k, v in a.per_object.items()},
                      "ADD-S<0.1d_recall": a.recall_01d, "n_gt_valid": int(sum(a.n_gt.values()))}

@@ -6,6 +6,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/evaluation/ycbv.html.md"""
 
 # %% ../../nbs/evaluation/54_ycbv.ipynb #6c87db13
 from __future__ import annotations
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,8 +16,8 @@ from ..core import InputError
 from .bop19 import TARGET_KEYS, valid_gts
 
 # %% auto #0
-__all__ = ['YCBV_SYMMETRIC_OBJ_IDS', 'symmetric_obj_ids', 'auc_posecnn', 'greedy_matches', 'Matching', 'match_predictions',
-           'AUCScores', 'auc_scores', 'average_precision', 'APScores', 'ap_scores']
+__all__ = ['YCBV_SYMMETRIC_OBJ_IDS', 'YCBV_METER', 'MV_METER', 'symmetric_obj_ids', 'auc_posecnn', 'greedy_matches', 'Matching',
+           'Meter', 'match_predictions', 'AUCScores', 'auc_scores', 'average_precision', 'APScores', 'ap_scores']
 
 # %% ../../nbs/evaluation/54_ycbv.ipynb #c82a93e3
 YCBV_SYMMETRIC_OBJ_IDS = (13, 16, 19, 20, 21)   # PoseCNN's list, as CosyPose's 'ycbv.bop-compat.eval' models make it
@@ -90,10 +91,26 @@ class Matching:
     matches: pd.DataFrame
     n_top: int = -1
 
-def match_predictions(preds: pd.DataFrame, gts: pd.DataFrame, cands: pd.DataFrame, diameters: dict, n_top: int = -1,
-                      targets: pd.DataFrame | None = None, visib_gt_min: float = -1, consider_all_predictions: bool = False,
-                      match_threshold: float = 0.1, spheres_overlap_check: bool = True) -> Matching:
-    "CosyPose's `PoseErrorMeter` matching. A match is a true positive when its error is below 0.1 diameter."
+@dataclass(frozen=True)
+class Meter:
+    """The settings of a CosyPose `PoseErrorMeter`, with its names: the `n_top` best-scored predictions per target
+    (-1: all), the valid instances (`visib_gt_min`, -1: the targets' `inst_count` most visible), every prediction
+    (`consider_all_predictions`), the largest error of a match (`match_threshold`, fraction of the diameter) and
+    whether the projected bounding spheres must overlap (`spheres_overlap_check`)."""
+    n_top: int = -1
+    visib_gt_min: float = -1
+    consider_all_predictions: bool = False
+    match_threshold: float = 0.1
+    spheres_overlap_check: bool = True
+
+YCBV_METER = Meter(n_top=1, match_threshold=math.inf, spheres_overlap_check=False)   # YCB-Video AUC: top-1, any error
+MV_METER = Meter(visib_gt_min=-1, consider_all_predictions=True, match_threshold=0.1)  # multi-view AP at 0.1 d
+
+def match_predictions(preds: pd.DataFrame, gts: pd.DataFrame, cands: pd.DataFrame, diameters: dict,
+                      meter: Meter = Meter(), targets: pd.DataFrame | None = None) -> Matching:
+    "CosyPose's `PoseErrorMeter` matching with the settings `meter`. A match is a true positive when its error is below 0.1 diameter."
+    n_top, visib_gt_min, consider_all_predictions = meter.n_top, meter.visib_gt_min, meter.consider_all_predictions
+    match_threshold, spheres_overlap_check = meter.match_threshold, meter.spheres_overlap_check
     preds, gts = preds.reset_index(drop=True), gts.reset_index(drop=True)
     valid = _valid(gts, targets, visib_gt_min)
     kept = np.ones(len(preds), dtype=bool) if consider_all_predictions else _top_n(preds, n_top, targets)
@@ -150,7 +167,7 @@ class APScores:
     recall_01d: float
 
 def ap_scores(m: Matching, preds: pd.DataFrame, gts: pd.DataFrame) -> APScores:
-    "The multi-view paper's AP numbers of a matching (`match_predictions` with `consider_all_predictions=True`)."
+    "The multi-view paper's AP numbers of a matching (`match_predictions` with a `Meter` of `consider_all_predictions=True`)."
     preds, gts = preds.reset_index(drop=True), gts.reset_index(drop=True)
     tp = np.zeros(len(preds), dtype=bool)
     if len(m.matches): tp[m.matches["pred"].to_numpy().astype(int)] = m.matches["tp"].to_numpy()
