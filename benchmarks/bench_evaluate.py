@@ -66,9 +66,9 @@ def make_dataset(root: Path, n_scenes: int, n_images: int, n_objects: int, seed:
 
 def parts(results, root, sample: int) -> dict:
     "One pass over the scenes with the pieces of `evaluate` timed (1 rendering worker)."
-    from cosypose_nb.evaluation.evaluate import (prepare, scene_pairs, pair_pose_errors, pair_vsd_errors, compute_scores,
-                                                 read_depth_mm, EvaluateConfig)
-    from cosypose_nb.evaluation.metrics import DepthRenderer
+    from cosypose_nb.evaluation.evaluate import prepare, EvaluateConfig
+    from cosypose_nb.evaluation.pairs import scene_pairs, pair_pose_errors, pair_vsd_errors, compute_scores, read_depth_mm
+    from cosypose_nb.evaluation.vsd import DepthRenderer
     from cosypose_nb.datasets.objects import MeshDatabase
     from cosypose_nb.datasets.bop import scene_dir_name
 
@@ -103,7 +103,7 @@ def parts(results, root, sample: int) -> dict:
     stats = {"renders": rend.n_renders, "pixels per render": rend.n_pixels / max(rend.n_renders, 1)}
     # windows vs whole images, on the first `sample` estimates
     e = inp.ests.iloc[:sample]
-    from cosypose_nb.evaluation.metrics import projected_boxes
+    from cosypose_nb.evaluation.vsd import projected_boxes
     R = torch.as_tensor(np.stack([T[:3, :3] for T in e["T_CO"]])); tt = torch.as_tensor(np.stack([T[:3, 3] * 1000 for T in e["T_CO"]]))
     K = torch.as_tensor(np.stack([inp.images.K.iloc[0]] * len(e)))
     labels = [f"obj_{o:06d}" for o in e["obj_id"]]
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--old", default="main", help="git revision of the previous code (compared side by side); '' to skip")
     ap.add_argument("--repeat", type=int, default=1); ap.add_argument("--no-parts", action="store_true")
     args = ap.parse_args(argv)
-    from cosypose_nb.evaluation.evaluate import results_from_ground_truth
+    from cosypose_nb.evaluation.pairs import results_from_ground_truth
     from cosypose_nb.datasets.bop import write_results_csv
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_data_"))
     try:

@@ -147,7 +147,7 @@ def scale_point(V: int, threads: int | None, seed: int = 0) -> dict:
     from cosypose_nb.multiview.config import MultiviewConfig
     from cosypose_nb.multiview.predictor import predict_scene
     objects = make_object_set()
-    pb = make_problem(V, 24, seed=seed, objects=objects, outlier_frac=0.2, visibility=1.0)
+    pb = make_problem(V, 24, seed=seed, objects=objects, visibility=1.0)          # outliers: the default 20%
     predict_scene(pb.candidates[torch.arange(min(20, len(pb.candidates)))], pb.K, objects)       # warm-up (small)
     rss0 = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")         # Linux: the peak resident size (VmHWM) starts again from now

@@ -92,13 +92,13 @@ def fingerprint(nets: dict, config) -> str:
 def predict_demo_scene(scene_dir: Path, out_dir: Path, models: dict, objects, renderer, config, fp: str,
                        progress: bool = True) -> bool:
     "Run the pipeline on the images of the BOP scene `scene_dir` into `out_dir` unless done with fingerprint `fp`. True if run."
-    from cosypose_nb.multiview.pipeline import read_scene_images, run_pipeline, write_pipeline_results
+    from cosypose_nb.multiview.pipeline import read_scene_images, run_pipeline, write_pipeline_results, Stage1Inputs
     done = out_dir / "timings.json"
     if done.is_file() and read_json(done).get("fingerprint") == fp: return False
     scene = read_scene_images(scene_dir)
-    res = run_pipeline(scene.images, scene.K, objects, detector=models["detector"], coarse=models["coarse"],
-                       refiner=models["refiner"], renderer=renderer, keys=[(scene.scene_id, i) for i in scene.im_ids],
-                       config=config, progress=progress)
+    stage1 = Stage1Inputs(detector=models["detector"], coarse=models["coarse"], refiner=models["refiner"],
+                          keys=[(scene.scene_id, i) for i in scene.im_ids])
+    res = run_pipeline(scene.images, scene.K, objects, stage1, renderer=renderer, config=config, progress=progress)
     write_pipeline_results(out_dir, res, scene, objects, renderer, figures=True, info={"fingerprint": fp})
     return True
 

@@ -1,4 +1,4 @@
-"""The BOP toolkit's pose errors (ADD, ADD-S, MSSD, MSPD, VSD, rotation and translation errors) with its names, arguments and units, and batched torch versions equal to them.
+"""The BOP toolkit's pose errors (ADD, ADD-S, MSSD, MSPD, rotation and translation errors) with its names, arguments and units, and batched torch versions equal to them; and whether a multi-view scene is solved.
 
 Docs: https://cosypose-nb.github.io/cosypose-nb/evaluation/metrics.html.md"""
 
@@ -19,11 +19,9 @@ from ..geometry.cameras import project_camera_points
 from ..datasets.meshes import even_indices, subsample_points
 
 # %% auto #0
-__all__ = ['KD_TREE_MIN_POINTS', 'get_symmetry_transformations', 'symmetries_tensor', 'transform_pts_Rt', 'project_pts', 'add',
-           'adi', 'mssd', 'mspd', 're', 'te', 'proj', 'add_batch', 'adi_batch', 're_batch', 'te_batch',
-           'farthest_point_indices', 'mssd_batch', 'mspd_batch', 'depth_im_to_dist_im', 'vsd_depths', 'vsd',
-           'depth_to_dist_batch', 'vsd_batch', 'overlapping_sphere_projections', 'overlapping_sphere_projections_batch',
-           'projected_boxes', 'DepthRenderer', 'adds_aligned', 'evaluate_scene']
+__all__ = ['KD_TREE_MIN_POINTS', 'get_symmetry_transformations', 'symmetries_tensor', 'as_R', 'as_t', 'transform_pts_Rt',
+           'project_pts', 'add', 'adi', 'mssd', 'mspd', 're', 'te', 'proj', 'add_batch', 'adi_batch', 're_batch',
+           'te_batch', 'farthest_point_indices', 'mssd_batch', 'mspd_batch', 'adds_aligned', 'evaluate_scene']
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #8e0e5086
 def _sym_matrix(s, field: str) -> np.ndarray:
@@ -66,12 +64,14 @@ def symmetries_tensor(syms: list[dict], dtype=torch.float64, device=None) -> tor
     return torch.as_tensor(T, dtype=dtype, device=device)
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #779ab4ef
-def _R(R, name="R") -> np.ndarray:
+def as_R(R, name="R") -> np.ndarray:
+    "A (3, 3) matrix as a float64 array; `InputError` naming `name` otherwise."
     R = np.asarray(R, dtype=np.float64)
     if R.shape != (3, 3): raise InputError(f"{name}: expected shape (3, 3), got {R.shape}")
     return R
 
-def _t(t, name="t") -> np.ndarray:
+def as_t(t, name="t") -> np.ndarray:
+    "Three numbers as a (3, 1) float64 array; `InputError` naming `name` otherwise."
     t = np.asarray(t, dtype=np.float64)
     if t.size != 3: raise InputError(f"{name}: expected 3 numbers, got shape {t.shape}")
     return t.reshape(3, 1)
@@ -83,11 +83,11 @@ def _pts(pts) -> np.ndarray:
 
 def transform_pts_Rt(pts, R, t) -> np.ndarray:
     "Points (N, 3) moved by `R` (3, 3), `t` (3, 1): (N, 3)."
-    return (_R(R) @ _pts(pts).T + _t(t)).T
+    return (as_R(R) @ _pts(pts).T + as_t(t)).T
 
 def project_pts(pts, K, R, t) -> np.ndarray:
     "Pixels (N, 2) of points (N, 3) at pose `R`, `t` seen with intrinsics `K` (no clamping of the depth, as the toolkit)."
-    P = _R(K, "K") @ np.hstack([_R(R), _t(t)])
+    P = as_R(K, "K") @ np.hstack([as_R(R), as_t(t)])
     x = P @ np.hstack([_pts(pts), np.ones((len(pts), 1))]).T
     return (x[:2] / x[2]).T
 
@@ -104,24 +104,24 @@ def adi(R_est, t_est, R_gt, t_gt, pts) -> float:
 
 def mssd(R_est, t_est, R_gt, t_gt, pts, syms) -> float:
     "MSSD: min over the symmetries `syms` (`get_symmetry_transformations`) of the max point distance."
-    R_gt, t_gt, p_est = _R(R_gt), _t(t_gt), transform_pts_Rt(pts, R_est, t_est)
-    return float(min(np.linalg.norm(p_est - transform_pts_Rt(pts, R_gt @ s["R"], R_gt @ _t(s["t"]) + t_gt), axis=1).max()
+    R_gt, t_gt, p_est = as_R(R_gt), as_t(t_gt), transform_pts_Rt(pts, R_est, t_est)
+    return float(min(np.linalg.norm(p_est - transform_pts_Rt(pts, R_gt @ s["R"], R_gt @ as_t(s["t"]) + t_gt), axis=1).max()
                      for s in syms))
 
 def mspd(R_est, t_est, R_gt, t_gt, K, pts, syms) -> float:
     "MSPD: min over the symmetries of the max distance (px) of the projections with intrinsics `K`."
-    R_gt, t_gt, u_est = _R(R_gt), _t(t_gt), project_pts(pts, K, R_est, t_est)
-    return float(min(np.linalg.norm(u_est - project_pts(pts, K, R_gt @ s["R"], R_gt @ _t(s["t"]) + t_gt), axis=1).max()
+    R_gt, t_gt, u_est = as_R(R_gt), as_t(t_gt), project_pts(pts, K, R_est, t_est)
+    return float(min(np.linalg.norm(u_est - project_pts(pts, K, R_gt @ s["R"], R_gt @ as_t(s["t"]) + t_gt), axis=1).max()
                      for s in syms))
 
 def re(R_est, R_gt) -> float:
     "Rotation error in degrees (with `inv(R_gt)`, as the toolkit, not the transpose)."
-    c = float(0.5 * (np.trace(_R(R_est) @ np.linalg.inv(_R(R_gt))) - 1.0))
+    c = float(0.5 * (np.trace(as_R(R_est) @ np.linalg.inv(as_R(R_gt))) - 1.0))
     return 180.0 * math.acos(min(1.0, max(-1.0, c))) / np.pi
 
 def te(t_est, t_gt) -> float:
     "Translation error: the distance between the translations."
-    return float(np.linalg.norm(_t(t_gt) - _t(t_est)))
+    return float(np.linalg.norm(as_t(t_gt) - as_t(t_est)))
 
 def proj(R_est, t_est, R_gt, t_gt, K, pts) -> float:
     "Mean distance (px) of the projections of the model points (no symmetry)."
@@ -253,161 +253,6 @@ def mspd_batch(R_est, t_est, R_gt, t_gt, K, pts, syms, max_elems: int = 2 ** 22,
         h = x @ M[pairs, s].transpose(-1, -2) + v[pairs, s][:, None]
         return (u - h[..., :2] / h[..., 2:]).norm(dim=-1)
     return _min_max(dist, B, syms.shape[1], P.shape[1], _bound_points(pts, n_bound), max_elems, R_est.device)
-
-# %% ../../nbs/evaluation/51_metrics.ipynb #d55c2f49
-def depth_im_to_dist_im(depth, K, origin=(0, 0)) -> np.ndarray:
-    """Distance map (H, W) float64 (from the camera centre) of a depth map (H, W) with intrinsics `K`;
-    `origin` (x0, y0): where the map's top-left pixel lies in the image `K` belongs to (for windows)."""
-    depth, K = np.asarray(depth), np.asarray(K, dtype=np.float64)
-    xs, ys = np.meshgrid(np.arange(depth.shape[1]) + origin[0], np.arange(depth.shape[0]) + origin[1])
-    pre_x, pre_y = (xs - K[0, 2]) / np.float64(K[0, 0]), (ys - K[1, 2]) / np.float64(K[1, 1])
-    return np.sqrt(np.multiply(pre_x, depth) ** 2 + np.multiply(pre_y, depth) ** 2 + depth.astype(np.float64) ** 2)
-
-def _visible(d_test, d_model, delta) -> np.ndarray:
-    "BOP19 visibility: model pixels in front of the test distance up to `delta` (in float32), or where the test has no depth."
-    diff = d_model.astype(np.float32) - d_test.astype(np.float32)
-    return ((diff <= delta) | (d_test == 0)) & (d_model > 0)
-
-def vsd_depths(depth_test, depth_est, depth_gt, K, delta, taus, normalized_by_diameter, diameter,
-               cost_type: str = "step", origin=(0, 0)) -> list[float]:
-    "VSD errors (one per tau) from the test depth and the renderings in the two poses, (H, W) each, mm."
-    if cost_type not in ("step", "tlinear"): raise InputError(f"cost_type: expected 'step' or 'tlinear', got {cost_type!r}")
-    shapes = {np.shape(depth_test), np.shape(depth_est), np.shape(depth_gt)}
-    if len(shapes) != 1: raise InputError(f"depth maps of different sizes: {sorted(shapes)}")
-    d_test, d_est, d_gt = (depth_im_to_dist_im(d, K, origin) for d in (depth_test, depth_est, depth_gt))
-    v_gt = _visible(d_test, d_gt, delta)
-    v_est = _visible(d_test, d_est, delta) | (v_gt & (d_est > 0))
-    inter, union = v_gt & v_est, v_gt | v_est
-    n_union, n_comp = int(union.sum()), int(union.sum()) - int(inter.sum())
-    if n_union == 0: return [1.0] * len(taus)
-    dists = np.abs(d_gt[inter] - d_est[inter])
-    if normalized_by_diameter: dists = dists / diameter
-    cost = (lambda tau: dists >= tau) if cost_type == "step" else (lambda tau: np.minimum(dists / tau, 1.0))
-    return [float((np.sum(cost(tau)) + n_comp) / float(n_union)) for tau in taus]
-
-def vsd(R_est, t_est, R_gt, t_gt, depth_test, K, delta, taus, normalized_by_diameter, diameter, renderer, obj_id,
-        cost_type: str = "step") -> list[float]:
-    "VSD with the toolkit's arguments: `renderer.render_object(obj_id, R, t, fx, fy, cx, cy)['depth']` renders the model (mm)."
-    K = _R(K, "K")
-    f = lambda R, t: renderer.render_object(obj_id, _R(R), _t(t), K[0, 0], K[1, 1], K[0, 2], K[1, 2])["depth"]
-    return vsd_depths(depth_test, f(R_est, t_est), f(R_gt, t_gt), K, delta, taus, normalized_by_diameter, diameter, cost_type)
-
-# %% ../../nbs/evaluation/51_metrics.ipynb #3058ded8
-def depth_to_dist_batch(depth: torch.Tensor, K: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
-    "Distance maps (B, H, W) float64 of depth maps (B, H, W) with intrinsics `K` (B, 3, 3) and window origins (B, 2) (x0, y0)."
-    B, H, W = depth.shape
-    K = K.to(torch.float64)
-    o = torch.zeros(B, 2, dtype=torch.float64, device=depth.device) if origin is None else origin.to(depth.device, torch.float64)
-    xs = torch.arange(W, dtype=torch.float64, device=depth.device)[None] + o[:, :1]          # (B, W)
-    ys = torch.arange(H, dtype=torch.float64, device=depth.device)[None] + o[:, 1:]          # (B, H)
-    px = ((xs - K[:, 0, 2:3]) / K[:, 0, 0:1])[:, None, :]
-    py = ((ys - K[:, 1, 2:3]) / K[:, 1, 1:2])[:, :, None]
-    d = depth.to(torch.float64)
-    return torch.sqrt((px * d) ** 2 + (py * d) ** 2 + d ** 2)
-
-def vsd_batch(depth_test, depth_est, depth_gt, K, delta: float, taus: Sequence[float], normalized_by_diameter: bool,
-              diameter, cost_type: str = "step", origin=None) -> torch.Tensor:
-    "VSD of B depth-map triples (B, H, W) (mm) with `K` (B, 3, 3), diameters (B,): errors (B, T)."
-    if cost_type not in ("step", "tlinear"): raise InputError(f"cost_type: expected 'step' or 'tlinear', got {cost_type!r}")
-    check_shape(depth_est, tuple(depth_test.shape), "depth_est"); check_shape(depth_gt, tuple(depth_test.shape), "depth_gt")
-    B = depth_test.shape[0]
-    d_test, d_est, d_gt = (depth_to_dist_batch(d, K, origin) for d in (depth_test, depth_est, depth_gt))
-    vis = lambda dm: ((dm.float() - d_test.float() <= delta) | (d_test == 0)) & (dm > 0)
-    v_gt = vis(d_gt)
-    v_est = vis(d_est) | (v_gt & (d_est > 0))
-    inter, union = v_gt & v_est, v_gt | v_est
-    n_union, n_inter = union.flatten(1).sum(-1), inter.flatten(1).sum(-1)
-    b = torch.arange(B, device=inter.device)[:, None, None].expand_as(inter)[inter]      # pair of each pixel of the intersections
-    d = (d_gt[inter] - d_est[inter]).abs()
-    if normalized_by_diameter: d = d / torch.as_tensor(diameter, dtype=torch.float64, device=d.device).reshape(-1)[b]
-    T = len(taus)
-    tau = torch.as_tensor(list(taus), dtype=torch.float64, device=d.device).reshape(T)
-    if cost_type == "step":                          # pixels with d >= tau, every tau in one pass: how many taus each d reaches
-        ts, order = tau.sort()
-        k = torch.searchsorted(ts, d, right=True)                                          # taus <= d
-        h = torch.bincount(b * (T + 1) + k, minlength=B * (T + 1)).reshape(B, T + 1)
-        reach = h.flip(-1).cumsum(-1).flip(-1)[:, 1:].to(torch.float64)                    # [:, r]: pixels reaching the (r+1)-th smallest tau
-        cost = torch.empty_like(reach); cost[:, order] = reach
-    else:
-        cost = torch.stack([torch.zeros(B, dtype=torch.float64, device=d.device).index_add_(0, b, torch.clamp(d / t, max=1.0))
-                            for t in tau.tolist()], -1) if T else d.new_zeros(B, 0)
-    e = (cost + (n_union - n_inter)[:, None]) / n_union.clamp(min=1)[:, None]
-    return torch.where((n_union == 0)[:, None], torch.ones_like(e), e)
-
-# %% ../../nbs/evaluation/51_metrics.ipynb #d4cf7328
-def overlapping_sphere_projections(radius: float, p1, p2) -> bool:
-    "Whether the projections of two spheres of `radius` centred at `p1`, `p2` (3,) (camera frame) may overlap (the toolkit's test)."
-    p1, p2 = np.asarray(p1, dtype=np.float64).reshape(3), np.asarray(p2, dtype=np.float64).reshape(3)
-    if p1[2] == 0 or p2[2] == 0: return False
-    return bool(np.linalg.norm((p1 / p1[2])[:2] - (p2 / p2[2])[:2]) < radius * (1.0 / p1[2] + 1.0 / p2[2]))
-
-def overlapping_sphere_projections_batch(radius, p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
-    "The test of `overlapping_sphere_projections` for centres (B, 3) and radii (B,) or a number: (B,) bool."
-    p1, p2 = p1.reshape(-1, 3), p2.reshape(-1, 3)
-    r = torch.as_tensor(radius, dtype=p1.dtype, device=p1.device)
-    d = ((p1 / p1[:, 2:])[:, :2] - (p2 / p2[:, 2:])[:, :2]).norm(dim=-1)
-    return (d < r * (1.0 / p1[:, 2] + 1.0 / p2[:, 2])) & (p1[:, 2] != 0) & (p2[:, 2] != 0)
-
-# %% ../../nbs/evaluation/51_metrics.ipynb #1baa0372
-def projected_boxes(pts: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor, image_size, margin: int = 2) -> torch.Tensor:
-    """Integer boxes (B, 4) (x0, y0, x1, y1), x1/y1 exclusive, holding the projections of the points `pts` (N, 3) at
-    poses `R` (B, 3, 3), `t` (B, 3) with `K` (B, 3, 3), `margin` pixels wider, clipped to the image (H, W).
-    A pose with a point at depth <= 1 (mm) gets the whole image."""
-    H, W = image_size
-    X = pts[None] @ R.transpose(-1, -2) + _bt(t)[:, None]
-    uv = project_camera_points(X, K.to(X), z_min=1.0)
-    lo, hi = uv.amin(1).floor() - margin, uv.amax(1).ceil() + margin + 1
-    box = torch.stack([lo[:, 0].clamp(0, W), lo[:, 1].clamp(0, H), hi[:, 0].clamp(0, W), hi[:, 1].clamp(0, H)], -1).long()
-    behind = (X[..., 2] <= 1.0).any(-1)
-    box[behind] = torch.tensor([0, 0, W, H], device=box.device)
-    return box
-
-# %% ../../nbs/evaluation/51_metrics.ipynb #a462800f
-class DepthRenderer:
-    """Depth renderings (mm) of the objects of a `MeshDatabase` with `rendering.BatchRenderer` (pool of `n_workers`
-    processes), for VSD. `render_object` is the toolkit's interface (whole image of `image_size` (H, W)); `render_windows`
-    renders many objects, each in its own window of the image."""
-    def __init__(self, objects, image_size=None, n_workers: int = 1, backend: str = "auto"):
-        from cosypose_nb.rendering.batch import BatchRenderer
-        self.objects, self.image_size = objects, image_size
-        self.renderer = BatchRenderer(objects, n_workers=n_workers, backend=backend, device="cpu")
-        self.n_renders, self.n_pixels = 0, 0
-
-    def _label(self, obj_id) -> str:
-        return obj_id if isinstance(obj_id, str) else f"obj_{int(obj_id):06d}"
-
-    def render_object(self, obj_id, R, t, fx, fy, cx, cy) -> dict:
-        "The toolkit's interface: {'depth': (H, W) float64 mm, 0 where the object is not}."
-        if self.image_size is None: raise InputError("DepthRenderer: give image_size (H, W) to render whole images")
-        K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-        box = torch.tensor([[0, 0, self.image_size[1], self.image_size[0]]])
-        return {"depth": self.render_windows([self._label(obj_id)], np.asarray(R)[None], np.asarray(t).reshape(1, 3), K[None], box)[0]}
-
-    def render_windows(self, labels: Sequence[str], R, t, K, boxes, chunk: int = 64) -> list[np.ndarray]:
-        """Depth (mm, float64) of object `labels[i]` at `R[i]` (3, 3), `t[i]` (3,) mm, seen with `K[i]`, in the window
-        `boxes[i]` (x0, y0, x1, y1) of the image: a list of (y1 - y0, x1 - x0) arrays."""
-        R, t, K = (np.asarray(x, dtype=np.float64) for x in (R, t, K))
-        boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
-        sizes = np.stack([boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], 1)
-        out: list = [None] * len(labels)
-        order = np.lexsort((sizes[:, 1], sizes[:, 0]))
-        for c in range(0, len(order), chunk):
-            idx = order[c:c + chunk]
-            h, w = (int(-(-sizes[idx, k].max() // 8) * 8) for k in (0, 1))                 # one size per call, rounded up to 8 px
-            if h == 0 or w == 0:
-                for i in idx: out[i] = np.zeros(tuple(sizes[i]))
-                continue
-            T = np.tile(np.eye(4), (len(idx), 1, 1)); T[:, :3, :3] = R[idx]; T[:, :3, 3] = t[idx].reshape(-1, 3) / 1000.0
-            Kw = K[idx].copy(); Kw[:, 0, 2] -= boxes[idx, 0]; Kw[:, 1, 2] -= boxes[idx, 1]
-            d = self.renderer.render([labels[i] for i in idx], T, Kw, (h, w), render_depth=True).depth[:, 0].numpy()
-            self.n_renders += len(idx); self.n_pixels += len(idx) * h * w
-            for k, i in enumerate(idx):
-                out[i] = d[k, :sizes[i, 0], :sizes[i, 1]].astype(np.float64) * 1000.0
-        return out
-
-    def close(self) -> None: self.renderer.close()
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #7d2f0469
 def adds_aligned(objects, labels: Sequence[str], T_est: torch.Tensor, T_gt: torch.Tensor, n_points: int | None = None,

@@ -20,10 +20,10 @@ from .config import MultiviewConfig, MatchingConfig, BundleAdjustConfig, PoseRef
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'PipelineConfig', 'view_groups', 'PipelineResult', 'shift_views', 'views_between', 'concat',
-           'empty_candidates', 'empty_detections', 'batch_stage1', 'reconstruct_groups', 'run_pipeline', 'SceneImages',
-           'read_scene_images', 'gt_detections', 'init_candidates', 'silhouettes', 'draw_contours', 'overlay_figure',
-           'candidates_frame', 'write_group_scene', 'write_pipeline_results', 'check_run', 'predict_parser',
-           'pipeline_config_from_args', 'check_sources', 'predict_cli']
+           'empty_candidates', 'empty_detections', 'batch_stage1', 'reconstruct_groups', 'Stage1Inputs', 'run_pipeline',
+           'SceneImages', 'read_scene_images', 'gt_detections', 'init_candidates', 'silhouettes', 'draw_contours',
+           'overlay_figure', 'candidates_frame', 'write_group_scene', 'write_pipeline_results', 'check_run',
+           'predict_parser', 'pipeline_config_from_args', 'check_sources', 'predict_cli']
 
 # %% ../../nbs/multiview/49_pipeline.ipynb #55bfda30
 @dataclass(frozen=True)
@@ -145,12 +145,25 @@ def reconstruct_groups(candidates, K, objects, groups, config: PipelineConfig, d
     return scenes, reasons
 
 # %% ../../nbs/multiview/49_pipeline.ipynb #d0c23cba
-def _source(detector, detections, init_poses, coarse, refiner) -> str:
-    given = [n for n, x in (("detector", detector), ("detections", detections), ("init_poses", init_poses)) if x is not None]
-    if len(given) != 1:
-        raise InputError(f"run_pipeline: give one source of stage 1 (a detector, detections or init_poses), got {given or 'none'}")
-    if given[0] != "init_poses" and coarse is None: raise InputError("run_pipeline: boxes need a coarse model")
-    return given[0]
+@dataclass(frozen=True, eq=False)
+class Stage1Inputs:
+    """What stage 1 starts from: one of a `detector` (`detect(images, keys)`: a `Detector` or a `DetectionFile`),
+    `detections` (`Detections`, all views) or `init_poses` (`Candidates`, refiner only); the `PoseModel`s `coarse`
+    (needed with boxes) and `refiner`; `keys[v]` = (scene_id, im_id) of view v, for detection files (default (0, v))."""
+    detector: object = None
+    detections: object = None
+    init_poses: object = None
+    coarse: object = None
+    refiner: object = None
+    keys: object = None
+
+    def source(self) -> str:
+        "'detector', 'detections' or 'init_poses': the one source given (`InputError` otherwise, or boxes without a coarse model)."
+        given = [n for n in ("detector", "detections", "init_poses") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise InputError(f"run_pipeline: give one source of stage 1 (a detector, detections or init_poses), got {given or 'none'}")
+        if given[0] != "init_poses" and self.coarse is None: raise InputError("run_pipeline: boxes need a coarse model")
+        return given[0]
 
 def _check_images(images, K):
     import torch
@@ -161,37 +174,35 @@ def _check_images(images, K):
     return check_views(images, torch.as_tensor(K, dtype=torch.float64))
 
 # %% ../../nbs/multiview/49_pipeline.ipynb #17ed0bf9
-def run_pipeline(images, K, objects, *, detector=None, detections=None, init_poses=None, coarse=None, refiner=None,
-                 renderer=None, keys=None, config: PipelineConfig = PipelineConfig(), device=None,
-                 progress: bool = True) -> PipelineResult:
-    """CosyPose on views `images` (V, 3, H, W) with intrinsics `K` (V, 3, 3) of objects `objects`: stage 1 from a
-    `detector` (`detect(images, keys)`; `keys[v]` = (scene_id, im_id) of view v, for detection files), from
-    `detections` (`Detections`, all views) or from `init_poses` (`Candidates`, refiner only); `coarse`, `refiner`:
-    `PoseModel`s; `renderer`: a `BatchRenderer` of `objects` (made and closed here when None). Then stages 2-3 per group."""
+def run_pipeline(images, K, objects, stage1: Stage1Inputs, *, renderer=None, config: PipelineConfig = PipelineConfig(),
+                 device=None, progress: bool = True) -> PipelineResult:
+    """CosyPose on views `images` (V, 3, H, W) with intrinsics `K` (V, 3, 3) of objects `objects`: stage 1 from
+    `stage1` (a detector, detections or initial poses, and the networks); `renderer`: a `BatchRenderer` of `objects`
+    (made and closed here when None). Then stages 2-3 per group of views."""
     import time, torch
     from tqdm.auto import tqdm
     from cosypose_nb.singleview.inference import PosePredictor
     from cosypose_nb.singleview.detection import select_detections
-    source = _source(detector, detections, init_poses, coarse, refiner)
+    source = stage1.source()
     K = _check_images(images, K)
     V, t0, timings = len(images), time.perf_counter(), {}
-    keys = list(keys) if keys is not None else [(0, v) for v in range(V)]
+    keys = list(stage1.keys) if stage1.keys is not None else [(0, v) for v in range(V)]
     own = renderer is None
     if own:
         from cosypose_nb.rendering.batch import BatchRenderer
         renderer = BatchRenderer(objects, n_workers=1)
     try:
-        pred = PosePredictor(coarse, refiner, objects, renderer, config.predictor)
+        pred = PosePredictor(stage1.coarse, stage1.refiner, objects, renderer, config.predictor)
         dets, cands, coarse_T = [], [], []
         B = config.image_batch_size
         for s in tqdm(range(0, V, B), desc="stage 1", unit="batch", disable=not progress):
             e = min(s + B, V)
             if source == "init_poses":
-                out, _ = batch_stage1(pred, images[s:e], K[s:e], init=views_between(init_poses, s, e), timings=timings)
+                out, _ = batch_stage1(pred, images[s:e], K[s:e], init=views_between(stage1.init_poses, s, e), timings=timings)
             else:
                 t = time.perf_counter()
-                d = (detector.detect(images[s:e], keys[s:e]) if source == "detector"
-                     else select_detections(views_between(detections, s, e), config.detection))
+                d = (stage1.detector.detect(images[s:e], keys[s:e]) if source == "detector"
+                     else select_detections(views_between(stage1.detections, s, e), config.detection))
                 timings["detection"] = timings.get("detection", 0.0) + time.perf_counter() - t
                 dets.append(shift_views(d, s))
                 out, Tc = batch_stage1(pred, images[s:e], K[s:e], det=d, timings=timings)
@@ -508,9 +519,10 @@ def predict_cli(argv: list[str] | None = None) -> int:
     elif source == "detections": kw["detector"] = DetectionFile(a.detections, objects, config.detection)
     elif source == "gt-boxes": kw["detections"] = gt_detections(scene)
     else: kw["init_poses"] = init_candidates(a.init_poses, scene, objects)
+    stage1 = Stage1Inputs(coarse=coarse, refiner=refiner, keys=[(scene.scene_id, i) for i in scene.im_ids], **kw)
     with BatchRenderer(objects, n_workers=1, device=dev) as renderer:
-        res = run_pipeline(scene.images, scene.K, objects, coarse=coarse, refiner=refiner, renderer=renderer, config=config,
-                           keys=[(scene.scene_id, i) for i in scene.im_ids], device=dev, progress=not a.no_progress, **kw)
+        res = run_pipeline(scene.images, scene.K, objects, stage1, renderer=renderer, config=config, device=dev,
+                           progress=not a.no_progress)
         names = write_pipeline_results(a.out, res, scene, objects, renderer, not a.no_figures, a.overwrite,
                                        info={"source": source, "config": config_to_dict(config)})
     t = res.timings

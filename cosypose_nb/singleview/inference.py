@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from fastcore.basics import patch
 
 from ..core import (Config, InputError, setting, check_shape, check_finite, fast_inference, get_device,
                               read_json, config_from_dict, safe_torch_load)
@@ -23,7 +24,7 @@ from .pose_model import (PoseModel, PoseModelConfig, poses_from_boxes, is_origin
                                                pose_model_from_original)
 
 # %% auto #0
-__all__ = ['check_views', 'check_objects', 'check_detections', 'PoseEstimates', 'iterate', 'check_iterations', 'PosePredictor',
+__all__ = ['check_views', 'check_objects', 'check_detections', 'PoseEstimates', 'check_iterations', 'PosePredictor',
            'load_pose_model']
 
 # %% ../../nbs/singleview/36_inference.ipynb #9fa91ee1
@@ -72,22 +73,6 @@ class PoseEstimates:
     timings: dict = field(default_factory=dict)
 
 # %% ../../nbs/singleview/36_inference.ipynb #44ed89a4
-def iterate(model: PoseModel, n: int, images, K, T_CO, view_ids, labels, renderer, objects, batch_size: int = 64,
-            timings: dict | None = None) -> torch.Tensor:
-    """`n` iterations of `model` on D objects `labels` in views `view_ids` (D,) of `images` (V, 3, H, W) with `K`
-    (V, 3, 3), from `T_CO` (D, 4, 4), `batch_size` objects at a time: the final poses (D, 4, 4). Adds the
-    seconds of each step to `timings`."""
-    if n == 0 or len(labels) == 0: return T_CO
-    out = []
-    for s in range(0, len(labels), batch_size):
-        sl = slice(s, s + batch_size)
-        its = model(images, K[view_ids[sl]], T_CO[sl], labels[sl], n, renderer, objects, image_ids=view_ids[sl])
-        out.append(its[-1].T_CO_output.to(T_CO))
-        for it in its:
-            for k, v in it.timings.items():
-                if timings is not None: timings[k] = timings.get(k, 0.0) + v
-    return torch.cat(out)
-
 def check_iterations(n, name: str, model) -> int:
     "An iteration count: an integer >= 0, and a model to run if > 0."
     if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise InputError(f"{name} iterations: must be an integer >= 0, got {n!r}")
@@ -118,9 +103,8 @@ class PosePredictor:
         points = self.objects.points(det.labels, device="cpu", dtype=K.dtype) if len(det) and mode == "zup-autodepth" else None
         T0 = poses_from_boxes(det.boxes.cpu(), Kc[vi], points, mode) if len(det) else Kc.new_zeros(0, 4, 4)
         timings["init"] = time.perf_counter() - t0
-        common = dict(renderer=self.renderer, objects=self.objects, batch_size=c.batch_size, timings=timings)
-        T1 = iterate(self.coarse, n_coarse, images, K, T0, vi, det.labels, **common)
-        T2 = iterate(self.refiner, n_refiner, images, K, T1, vi, det.labels, **common)
+        T1 = self.iterate(self.coarse, n_coarse, images, K, T0, vi, det.labels, timings)
+        T2 = self.iterate(self.refiner, n_refiner, images, K, T1, vi, det.labels, timings)
         timings["total"] = time.perf_counter() - t0
         return PoseEstimates(Candidates(vi, list(det.labels), det.scores.detach().cpu(), T2.cpu()), T0, T1.cpu(), timings)
 
@@ -136,9 +120,26 @@ class PosePredictor:
         candidates.validate(len(images))
         check_objects(candidates.view_ids, candidates.labels, len(images), self.objects, "candidates")
         vi = candidates.view_ids.cpu().long()
-        T = iterate(self.refiner, n, images, K, candidates.T_CO.cpu().to(K.dtype), vi, list(candidates.labels),
-                    self.renderer, self.objects, self.config.batch_size)
+        T = self.iterate(self.refiner, n, images, K, candidates.T_CO.cpu().to(K.dtype), vi, list(candidates.labels))
         return Candidates(vi, list(candidates.labels), candidates.scores.detach().cpu(), T.cpu())
+
+# %% ../../nbs/singleview/36_inference.ipynb #5b0e2c71
+@patch
+def iterate(self: PosePredictor, model: PoseModel, n: int, images, K, T_CO, view_ids, labels,
+            timings: dict | None = None) -> torch.Tensor:
+    """`n` iterations of `model` on D objects `labels` in views `view_ids` (D,) of `images` (V, 3, H, W) with `K`
+    (V, 3, 3), from `T_CO` (D, 4, 4), `config.batch_size` objects at a time, with the predictor's renderer and
+    objects: the final poses (D, 4, 4). Adds the seconds of each step to `timings`."""
+    if n == 0 or len(labels) == 0: return T_CO
+    out, batch_size = [], self.config.batch_size
+    for s in range(0, len(labels), batch_size):
+        sl = slice(s, s + batch_size)
+        its = model(images, K[view_ids[sl]], T_CO[sl], labels[sl], n, self.renderer, self.objects, image_ids=view_ids[sl])
+        out.append(its[-1].T_CO_output.to(T_CO))
+        for it in its:
+            for k, v in it.timings.items():
+                if timings is not None: timings[k] = timings.get(k, 0.0) + v
+    return torch.cat(out)
 
 # %% ../../nbs/singleview/36_inference.ipynb #96ea80a4
 def _model_config(path: Path) -> PoseModelConfig:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core import InputError
+from ..core import InputError, Config, setting
 from ..structures import Candidates, ObjectSet
 from ..geometry.transforms import make_T, invert_T
 from ..geometry.rotations import random_rotations, rotation_noise, axis_angle_to_matrix
@@ -20,7 +20,7 @@ from ..geometry.cameras import look_at
 from ..datasets.models import MeshDatabase
 
 # %% auto #0
-__all__ = ['make_object_set', 'MVProblem', 'simulate_candidates', 'make_problem']
+__all__ = ['make_object_set', 'MVProblem', 'CandidateNoise', 'simulate_candidates', 'make_problem']
 
 # %% ../../nbs/synthetic/28_mvproblems.ipynb #032bff1e
 def _sample_box(rng, size, n, center=(0, 0, 0), faces=True):
@@ -155,18 +155,39 @@ def _place_objects(g, diam, max_tries=200):
         radius *= 1.15
     raise RuntimeError("could not place the objects")
 
+# %% ../../nbs/synthetic/28_mvproblems.ipynb #a91c0e57
+def _is_range(v) -> bool:
+    num = lambda x: not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) and x >= 0
+    return num(v) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(num(x) for x in v) and v[0] <= v[1])
+
+@dataclass(frozen=True)
+class CandidateNoise(Config):
+    """The errors of simulated single-view candidates. Each detection's pose is rotated by an angle drawn in
+    `rot_noise_deg` (degrees), shifted across the viewing ray by a distance in `trans_noise_m` and along it by
+    +-`depth_noise_m` (metres), and reported under a random symmetry of the object; `outlier_frac` of all candidates
+    are outliers (random label of the set, random pose in the view frustum). Ranges are (lo, hi) or scalars."""
+    rot_noise_deg: tuple | float = setting((2, 5), "rotation error of a detection, degrees: (lo, hi) or a scalar")
+    trans_noise_m: tuple | float = setting((0.005, 0.015), "shift across the viewing ray, metres: (lo, hi) or a scalar")
+    depth_noise_m: tuple | float = setting((0.01, 0.03), "shift along the viewing ray (either way), metres: (lo, hi) or a scalar")
+    outlier_frac: float = setting(0.2, "fraction of all candidates that are outliers")
+
+    def check(self):
+        for f in ("rot_noise_deg", "trans_noise_m", "depth_noise_m"):
+            if not _is_range(getattr(self, f)): self.fail(f, "must be a number >= 0 or a (lo, hi) pair of them")
+        self.need_float("outlier_frac", 0, 1)
+        if self.outlier_frac == 1: self.fail("outlier_frac", "must be below 1")
+
 # %% ../../nbs/synthetic/28_mvproblems.ipynb #6d6cfaf2
 def simulate_candidates(objects, K: torch.Tensor, T_WC: torch.Tensor, T_WO: torch.Tensor, obj_labels: list[str],
-                        visible: torch.Tensor, g: torch.Generator, image_size=(480, 640), rot_noise_deg=(2, 5),
-                        trans_noise_m=(0.005, 0.015), depth_noise_m=(0.01, 0.03), outlier_frac: float = 0.2):
+                        visible: torch.Tensor, g: torch.Generator, image_size=(480, 640),
+                        noise: CandidateNoise = CandidateNoise()):
     """Noisy single-view candidates of a scene with ground truth: cameras `T_WC` (V, 4, 4) with intrinsics `K`
-    (V, 3, 3), objects `T_WO` (O, 4, 4) with `obj_labels`, detected where `visible` (V, O) is True.
-
-    Each detection's pose is rotated by an angle drawn in `rot_noise_deg` (degrees), shifted across the viewing
-    ray by a distance in `trans_noise_m` and along it by +-`depth_noise_m`, and reported under a random symmetry
-    of the object; `outlier_frac` of all candidates are outliers (random label of the set, random pose in the
-    view frustum). Returns (`Candidates` sorted by view, shuffled within a view; ground-truth object (C,), -1
-    for outliers). Used by `make_problem` and to turn recorded BOP scenes into multi-view problems."""
+    (V, 3, 3) and images of `image_size` (H, W), objects `T_WO` (O, 4, 4) with `obj_labels`, detected where
+    `visible` (V, O) is True, drawn with `g`; the detections' errors and the outliers as `noise` says.
+    Returns (`Candidates` sorted by view, shuffled within a view; ground-truth object (C,), -1 for outliers).
+    Used by `make_problem` and to turn recorded BOP scenes into multi-view problems."""
+    rot_noise_deg, trans_noise_m = noise.rot_noise_deg, noise.trans_noise_m
+    depth_noise_m, outlier_frac = noise.depth_noise_m, noise.outlier_frac
     dt = torch.float64
     H, W = image_size
     n_views = len(K)
@@ -255,17 +276,14 @@ def _draw_visibility(g, K, T_WC, T_WO, visibility: float, min_per_view: int, ima
     return visible
 
 # %% ../../nbs/synthetic/28_mvproblems.ipynb #e998d5bb
-def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_noise_deg=(2, 5), trans_noise_m=(0.005, 0.015),
-                 depth_noise_m=(0.01, 0.03), outlier_frac: float = 0.2, repeated_labels: bool = True,
-                 visibility: float = 0.7, min_per_view: int = 3) -> MVProblem:
-    """A random scene of `n_objects` objects seen by `n_views` cameras, with noisy candidates.
+def make_problem(n_views: int, n_objects: int, seed: int, objects=None, noise: CandidateNoise = CandidateNoise(),
+                 repeated_labels: bool = True, visibility: float = 0.7, min_per_view: int = 3) -> MVProblem:
+    """A random scene of `n_objects` objects seen by `n_views` cameras, with noisy candidates (`noise`).
 
     Each object is detected in a view with probability `visibility` (at least `min_per_view` objects per
-    view); a detection's pose is rotated by an angle drawn in `rot_noise_deg` (degrees), shifted across the
-    viewing ray by a distance in `trans_noise_m` and along it by +-`depth_noise_m`, and reported under a
-    random symmetry of the object. `outlier_frac` of all candidates are outliers (random label of the set,
-    random pose in the view frustum). With `repeated_labels` one label appears at least twice; a
-    symmetric object is always among the objects when the set has one. Ranges are (lo, hi) or scalars."""
+    view); each detection becomes a candidate with the errors of `noise`, which also adds the outliers. With
+    `repeated_labels` one label appears at least twice; a symmetric object is always among the objects when
+    the set has one."""
     if n_views < 1 or n_objects < 1: raise InputError(f"make_problem: need n_views >= 1 and n_objects >= 1, got {n_views}, {n_objects}")
     objects = objects if objects is not None else make_object_set()
     g, dt, size = torch.Generator().manual_seed(int(seed)), torch.float64, (480, 640)
@@ -277,6 +295,5 @@ def make_problem(n_views: int, n_objects: int, seed: int, objects=None, rot_nois
     T_WO = make_T(random_rotations(n_objects, g, dt), torch.cat([xy, z[:, None]], -1))
     K, T_WC = _draw_cameras(g, T_WO, n_views, size)
     visible = _draw_visibility(g, K, T_WC, T_WO, visibility, min_per_view, size)
-    cands, gt = simulate_candidates(objects, K, T_WC, T_WO, obj_labels, visible, g, size, rot_noise_deg,
-                                    trans_noise_m, depth_noise_m, outlier_frac)
+    cands, gt = simulate_candidates(objects, K, T_WC, T_WO, obj_labels, visible, g, size, noise)
     return MVProblem(objects, K, T_WC, T_WO, obj_labels, cands, gt, visible, size)

@@ -14,6 +14,7 @@ from cosypose_nb.core import InputError
 from cosypose_nb.datasets.bop import (make_toy_dataset, write_results_csv, write_scene_camera, write_scene_gt, write_scene_gt_info,
                                       write_models_info, write_targets, write_depth, read_results_csv, MM_TO_M)
 from cosypose_nb.evaluation.bop19 import vsd_tau_column, BOP19_THRESHOLDS
+from cosypose_nb.evaluation.pairs import *
 from cosypose_nb.evaluation.evaluate import *
 
 REF = json.loads((Path(__file__).parent / "data" / "bop19_scores.json").read_text())

@@ -61,8 +61,9 @@ def _tables(inp):
 def test_mv_map_equals_cosypose(c):
     inp, exp = c["inputs"], c["expected"]
     preds, gts, targets, cands = _tables(inp)
-    m = match_predictions(preds, gts, cands, inp["diameter_m"], n_top=inp["n_top"], targets=targets, visib_gt_min=inp["visib_gt_min"],
-                          consider_all_predictions=inp["consider_all_predictions"], match_threshold=0.1)
+    meter = Meter(n_top=inp["n_top"], visib_gt_min=inp["visib_gt_min"], consider_all_predictions=inp["consider_all_predictions"],
+                  match_threshold=0.1)
+    m = match_predictions(preds, gts, cands, inp["diameter_m"], meter, targets)
     assert m.valid.tolist() == exp["gt_valid"]
     got = sorted((int(r.pred), int(r.gt), bool(r.tp)) for r in m.matches.itertuples())
     assert got == sorted((x["pred_row"], x["gt_row"], x["tp"]) for x in exp["matches"])
@@ -94,7 +95,7 @@ def test_greedy_matching_never_takes_an_infinite_error():
     preds = pd.DataFrame({"scene_id": 1, "im_id": 1, "obj_id": 1, "score": [0.9, 0.5]})
     gts = pd.DataFrame({"scene_id": 1, "im_id": 1, "obj_id": 1, "visib_fract": [1.0]})
     cands = pd.DataFrame({"pred": [0, 1], "gt": [0, 0], "error": [np.inf, 0.02]})
-    m = match_predictions(preds, gts, cands, {1: 0.1}, n_top=-1, match_threshold=np.inf, spheres_overlap_check=False)
+    m = match_predictions(preds, gts, cands, {1: 0.1}, Meter(match_threshold=np.inf, spheres_overlap_check=False))
     assert m.matches[["pred", "gt"]].values.tolist() == [[1, 0]]
-    m1 = match_predictions(preds, gts, cands, {1: 0.1}, n_top=1, match_threshold=np.inf, spheres_overlap_check=False)
+    m1 = match_predictions(preds, gts, cands, {1: 0.1}, YCBV_METER)
     assert len(m1.matches) == 0 and auc_scores(m1, gts).accuracy_01d == 0.0      # the top-1 prediction has no usable error

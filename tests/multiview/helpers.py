@@ -5,14 +5,14 @@ from cosypose_nb.geometry.transforms import invert_T
 from cosypose_nb.geometry.rotations import perturb_poses
 from cosypose_nb.geometry.symmetries import symmetric_distance, symmetric_reprojection_distance
 from cosypose_nb.structures import MatchingResult
-from cosypose_nb.synthetic.mvproblems import make_object_set
+from cosypose_nb.synthetic.mvproblems import make_object_set, CandidateNoise
 from cosypose_nb.datasets.models import MeshDatabase
 from cosypose_nb.multiview.config import BundleAdjustConfig
 from cosypose_nb.multiview.bundle_adjustment import SceneProblem, bundle_adjust
 from cosypose_nb.multiview.initialisation import initialize_scene
 
 CONFIGS = [(4, 6), (4, 12), (8, 6), (8, 12), (16, 6), (16, 12)]
-EXACT = dict(rot_noise_deg=0, trans_noise_m=0, depth_noise_m=0, outlier_frac=0.0)
+EXACT = dict(noise=CandidateNoise(rot_noise_deg=0, trans_noise_m=0, depth_noise_m=0, outlier_frac=0.0))
 
 
 def inputs(pb, n_continuous=None):

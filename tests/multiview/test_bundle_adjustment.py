@@ -11,7 +11,7 @@ from cosypose_nb.geometry.rotations import perturb_poses, rotation_angle
 from cosypose_nb.geometry.symmetries import symmetric_distance
 from cosypose_nb.datasets.meshes import subsample_points
 from cosypose_nb.geometry.liegroup import se3_exp, se3_log, skew, se3_exp_batch, se3_generators
-from cosypose_nb.synthetic.mvproblems import make_problem
+from cosypose_nb.synthetic.mvproblems import make_problem, CandidateNoise
 from cosypose_nb.multiview import bundle_adjustment as ba
 from cosypose_nb.geometry.symmetries import symmetric_centres
 from helpers import (EXACT, inputs, seen, perturbed_start, scene_px, scene_mm, cand_px_mm, discrete_object_set, ba_run,
@@ -120,7 +120,7 @@ def test_noisy_data_error_below_the_candidates(V, O):
     # pixel errors, the quantity BA minimises, with the default noise of make_problem
     ba_px, cand_px = [], []
     for seed in range(3):
-        pb = make_problem(V, O, seed=seed, outlier_frac=0.0)
+        pb = make_problem(V, O, seed=seed, noise=CandidateNoise(outlier_frac=0.0))
         T_WC0, T_WO0 = perturbed_start(pb, seed, angle=0.03, trans=0.02)
         res = ba_run(*inputs(pb), T_WC0, T_WO0)
         ba_px.append(scene_px(pb, res.T_WC, res.T_WO).mean()); cand_px.append(cand_px_mm(pb)[0].mean())
@@ -129,7 +129,7 @@ def test_noisy_data_error_below_the_candidates(V, O):
     # triangulation through the shared scene removes most of it
     ba_mm, cand_mm = [], []
     for seed in range(3):
-        pb = make_problem(V, O, seed=seed, outlier_frac=0.0, trans_noise_m=(0.001, 0.003))
+        pb = make_problem(V, O, seed=seed, noise=CandidateNoise(outlier_frac=0.0, trans_noise_m=(0.001, 0.003)))
         T_WC0, T_WO0 = perturbed_start(pb, seed, angle=0.03, trans=0.02)
         res = ba_run(*inputs(pb), T_WC0, T_WO0)
         ba_mm.append(scene_mm(pb, res.T_WC, res.T_WO).mean()); cand_mm.append(cand_px_mm(pb)[1].mean())
@@ -162,7 +162,7 @@ def test_symmetric_candidates_converge_to_the_same_scene():
 def test_robust_cap_limits_an_outlier_candidate():
     worse_none, worse_huber = [], []
     for seed in range(4):
-        pb = make_problem(6, 6, seed=seed, outlier_frac=0.0, trans_noise_m=(0.001, 0.003))
+        pb = make_problem(6, 6, seed=seed, noise=CandidateNoise(outlier_frac=0.0, trans_noise_m=(0.001, 0.003)))
         view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb)
         T_WC0, T_WO0 = perturbed_start(pb, seed, 0.02, 0.01)
         clean = {k: ba_run(view_ids, cand_obj, T_CO, K, pts, syms, T_WC0, T_WO0, robust=k) for k in ("none", "huber")}
@@ -270,7 +270,7 @@ def test_float32_inputs_and_float32_compute():
 
 def test_same_result_as_the_dense_reference():
     for seed, (V, O) in enumerate([(3, 3), (4, 4), (4, 6)]):
-        pb = make_problem(V, O, seed=seed, outlier_frac=0.0, objects=discrete_object_set())
+        pb = make_problem(V, O, seed=seed, noise=CandidateNoise(outlier_frac=0.0), objects=discrete_object_set())
         args = inputs(pb)
         T_WC0, T_WO0 = perturbed_start(pb, seed, 0.02, 0.01)
         r = ba_run(*args, T_WC0, T_WO0, n_points=8, ba_ftol=1e-10)

@@ -6,7 +6,7 @@ from cosypose_nb.core import InputError
 from cosypose_nb.geometry.transforms import invert_T
 from cosypose_nb.geometry.rotations import perturb_poses
 from cosypose_nb.geometry.symmetries import symmetric_distance
-from cosypose_nb.synthetic.mvproblems import make_problem
+from cosypose_nb.synthetic.mvproblems import make_problem, CandidateNoise
 from cosypose_nb.multiview.initialisation import view_components, scene_reprojection_errors
 from helpers import EXACT, inputs, seen, ba_run, init_run, scene_of
 
@@ -38,7 +38,7 @@ def test_initialize_scene_exact_relative_poses_give_the_exact_scene():
 
 
 def test_initialize_scene_disconnected_views_and_single_view():
-    pb = make_problem(6, 6, seed=1, outlier_frac=0.0)
+    pb = make_problem(6, 6, seed=1, noise=CandidateNoise(outlier_frac=0.0))
     view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb)
     # two components {0, 1, 2} (bigger) and {3, 4}; view 5 alone
     vp, T, ps = gt_pairs(pb, [(0, 1), (1, 2), (3, 4)], noise=0.01)
@@ -77,7 +77,7 @@ def test_initialize_scene_disconnected_views_and_single_view():
 def test_initialize_scene_keeps_the_best_of_several_orders():
     # noisy relative poses on a dense view graph: the start kept is the one of lowest reprojection error
     for seed in range(3):
-        pb = make_problem(8, 8, seed=seed, outlier_frac=0.0)
+        pb = make_problem(8, 8, seed=seed, noise=CandidateNoise(outlier_frac=0.0))
         view_ids, cand_obj, T_CO, K, pts, syms = inputs(pb)
         pairs = [(a, b) for a in range(8) for b in range(a + 1, 8)]
         vp, T, ps = gt_pairs(pb, pairs, noise=0.05, seed=seed)

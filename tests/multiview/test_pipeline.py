@@ -46,19 +46,21 @@ def test_run_pipeline_from_gt_boxes(scene_dir, tiny_run, default_objects):
     gt = pl.gt_detections(scene)
     m = load_pose_model(tiny_run)
     cfg = pl.PipelineConfig(predictor=PredictorConfig(n_refiner_iterations=1), image_batch_size=1)
-    res = pl.run_pipeline(scene.images, scene.K, default_objects, detections=gt, coarse=m, refiner=m, config=cfg, progress=False)
+    res = pl.run_pipeline(scene.images, scene.K, default_objects, pl.Stage1Inputs(detections=gt, coarse=m, refiner=m), config=cfg,
+                          progress=False)
     C = len(gt)
     assert C > 0 and len(res.candidates) == C and res.candidates.T_CO.shape == (C, 4, 4)
     assert res.T_CO_coarse.shape == (C, 4, 4) and sorted(res.candidates.view_ids.tolist()) == sorted(gt.view_ids.tolist())
     assert res.groups == [[0, 1]] and len(res.scenes) == 1 and res.scenes[0] is not None
     assert {"detection", "coarse", "refiner", "multiview", "total"} <= set(res.timings)
     # one view per group: no reconstruction, and it says why
-    res1 = pl.run_pipeline(scene.images, scene.K, default_objects, detections=gt, coarse=m, refiner=None, progress=False,
+    res1 = pl.run_pipeline(scene.images, scene.K, default_objects, pl.Stage1Inputs(detections=gt, coarse=m), progress=False,
                            config=pl.PipelineConfig(predictor=PredictorConfig(n_refiner_iterations=0), views_per_group=1))
     assert res1.scenes == [None, None] and all("one view" in r for r in res1.reasons)
     # no detection at all: an empty result that says why
     none = gt[torch.zeros(len(gt), dtype=torch.bool)]
-    res0 = pl.run_pipeline(scene.images, scene.K, default_objects, detections=none, coarse=m, refiner=m, progress=False)
+    res0 = pl.run_pipeline(scene.images, scene.K, default_objects, pl.Stage1Inputs(detections=none, coarse=m, refiner=m),
+                          progress=False)
     assert len(res0.candidates) == 0 and res0.n_objects == 0 and res0.reasons == ["no detection in any image"]
 
 

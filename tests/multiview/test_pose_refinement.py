@@ -4,7 +4,7 @@ from dataclasses import replace
 import torch
 
 from cosypose_nb.geometry.symmetries import symmetric_distance
-from cosypose_nb.synthetic.mvproblems import make_problem
+from cosypose_nb.synthetic.mvproblems import make_problem, CandidateNoise
 from cosypose_nb.multiview.config import PoseRefineConfig
 from cosypose_nb.geometry.symmetries import symmetric_centres
 from cosypose_nb.multiview.pose_refinement import refine_scene_poses, join_scene
@@ -22,7 +22,7 @@ def refined(pb, seed, **kw):
 def test_refinement_closer_to_the_truth_and_holds_views():
     "From a start 2 degrees and 2 cm off, the scene ends closer to the truth; held and not-ok views keep their pose."
     for seed in range(3):
-        pb = make_problem(8, 6, seed=seed, outlier_frac=0.0)
+        pb = make_problem(8, 6, seed=seed, noise=CandidateNoise(outlier_frac=0.0))
         scene, (T_WC, T_WO, err, costs) = refined(pb, seed)
         assert scene_mm(pb, T_WC, T_WO).mean() < 0.5 * scene_mm(pb, scene.T_WC, scene.T_WO).mean()
         assert costs[-1] < costs[0] and not err.isnan().any() and torch.equal(T_WC[0], scene.T_WC[0])
@@ -34,7 +34,7 @@ def test_refinement_closer_to_the_truth_and_holds_views():
 
 
 def test_iterations_and_nothing_to_refine():
-    pb = make_problem(4, 6, seed=1, outlier_frac=0.0)
+    pb = make_problem(4, 6, seed=1, noise=CandidateNoise(outlier_frac=0.0))
     scene, (_, _, _, costs) = refined(pb, 1, config=PoseRefineConfig(refine_iters=1))
     assert len(costs) == 2                                               # one accepted step
     none = replace(scene, cand_obj=torch.full_like(scene.cand_obj, -1))
@@ -43,7 +43,7 @@ def test_iterations_and_nothing_to_refine():
 
 
 def test_left_out_candidates_join_the_scene():
-    pb = make_problem(8, 6, seed=2, outlier_frac=0.0)
+    pb = make_problem(8, 6, seed=2, noise=CandidateNoise(outlier_frac=0.0))
     scene, (T_WC, T_WO, _, _) = refined(pb, 2)
     co = scene.cand_obj.clone(); co[[1, 4]] = -1
     out = join_scene(replace(scene.moved(T_WC, T_WO), cand_obj=co), pb.candidates.labels, pb.obj_labels,

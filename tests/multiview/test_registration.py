@@ -4,7 +4,7 @@ import torch
 from dataclasses import replace
 
 from cosypose_nb.geometry.rotations import rotation_angle
-from cosypose_nb.synthetic.mvproblems import make_problem
+from cosypose_nb.synthetic.mvproblems import make_problem, CandidateNoise
 from cosypose_nb.multiview.config import MatchingConfig
 from cosypose_nb.geometry.symmetries import symmetric_centres
 from cosypose_nb.multiview.registration import References, register_views
@@ -40,7 +40,7 @@ def test_register_views_places_a_left_out_view(objects):
     single candidate (its 2-5 degree error moves a camera a metre away by up to ~10 cm); the pose-space refinement
     of the predictor then refines it with every candidate. Along the viewing rays or not (depth_factor 2 or 1)."""
     for seed in range(6):
-        p = make_problem(4, 6, seed=seed, objects=objects, outlier_frac=0.2)
+        p = make_problem(4, 6, seed=seed, objects=objects, noise=CandidateNoise(outlier_frac=0.2))
         c = p.candidates
         ok = torch.ones(4, dtype=torch.bool); ok[2] = False
         T_WC = p.T_WC.clone(); T_WC[2] = torch.eye(4, dtype=torch.float64)
