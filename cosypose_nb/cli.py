@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "record": ("cosypose_nb.synthetic.record_command", "record_cli", "record a domain-randomised synthetic BOP dataset"),
     "train": ("cosypose_nb.singleview.commands", "train_command", "train the detector, the coarse or the refiner pose network (resumable; torchrun for several processes)"),
     "convert-checkpoint": ("cosypose_nb.singleview.commands", "convert_checkpoint_command", "convert an original CosyPose coarse/refiner (or, --kind detector, detector) checkpoint into a model folder"),
-    "predict": ("cosypose_nb.multiview.pipeline", "predict_cli", "CosyPose on the images of a scene: boxes -> coarse -> refiner -> candidates; several views -> the scene"),
+    "predict": ("cosypose_nb.multiview.predict", "predict_cli", "CosyPose on the images of a scene: boxes -> coarse -> refiner -> candidates; several views -> the scene"),
     "multiview": ("cosypose_nb.multiview.scenario", "multiview_cli", "multi-view scene reconstruction of a custom scenario folder"),
     "evaluate": ("cosypose_nb.evaluation.evaluate_command", "evaluate_cli", "evaluate a BOP results file against a BOP dataset (BOP19, YCB-Video, multi-view mAP)"),
     "experiment": ("cosypose_nb.experiments.runner", "experiment_cli", "execute experiment notebooks into run folders (papermill)"),

@@ -92,7 +92,8 @@ def fingerprint(nets: dict, config) -> str:
 def predict_demo_scene(scene_dir: Path, out_dir: Path, models: dict, objects, renderer, config, fp: str,
                        progress: bool = True) -> bool:
     "Run the pipeline on the images of the BOP scene `scene_dir` into `out_dir` unless done with fingerprint `fp`. True if run."
-    from cosypose_nb.multiview.pipeline import read_scene_images, run_pipeline, write_pipeline_results, Stage1Inputs
+    from cosypose_nb.multiview.pipeline import run_pipeline, Stage1Inputs
+    from cosypose_nb.multiview.predict import read_scene_images, write_pipeline_results
     done = out_dir / "timings.json"
     if done.is_file() and read_json(done).get("fingerprint") == fp: return False
     scene = read_scene_images(scene_dir)
@@ -161,7 +162,7 @@ def record_demo_data(out: Path, name: str, n_scenes: int, n_views: int, resoluti
 # %% ../nbs/80_demo.ipynb #c621fe7e
 def load_demo_models(nets: dict, config, device=None) -> dict:
     "The detector (`Detector` with `config.detection`), coarse and refiner (`PoseModel`s) of `nets` on `device`."
-    from cosypose_nb.multiview.pipeline import check_run
+    from cosypose_nb.multiview.predict import check_run
     from cosypose_nb.singleview.detection import Detector
     from cosypose_nb.singleview.inference import load_pose_model
     for kind in DEMO_KINDS: check_run(nets[kind][0], kind)
@@ -179,7 +180,7 @@ def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(48
     from cosypose_nb.datasets.bop import read_results_csv
     from cosypose_nb.rendering.batch import BatchRenderer
     from cosypose_nb.viz.figures import plot_objects
-    from cosypose_nb.multiview.pipeline import check_run
+    from cosypose_nb.multiview.predict import check_run
     for kind, path in (networks or {}).items(): check_run(path, kind)       # before any work
     out = claim_output_dir(out, "demo", overwrite); figs = out / "figures"
     out.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,10 @@ def package_modules() -> dict[str, Path]:
     return out
 
 
-def rank(module: str) -> tuple[int, int]:
-    return PARTS.index(_part(module)), notebook_modules()[module][0]
+def rank(module: str) -> tuple[int, int, str]:
+    "(part, NN, notebook file name): nbdev's order of the notebooks within a part (two chapters may share an NN)."
+    nn, path = notebook_modules()[module]
+    return PARTS.index(_part(module)), nn, Path(path).name
 
 
 def _resolve(importer: str, node: ast.ImportFrom) -> str:

@@ -10,6 +10,7 @@ import torch
 
 from cosypose_nb.core import InputError, write_json
 from cosypose_nb.multiview import pipeline as pl
+from cosypose_nb.multiview import predict as pr
 from cosypose_nb.singleview.config import PredictorConfig
 
 
@@ -42,8 +43,8 @@ def test_groups_and_config():
 
 def test_run_pipeline_from_gt_boxes(scene_dir, tiny_run, default_objects):
     from cosypose_nb.singleview.inference import load_pose_model
-    scene = pl.read_scene_images(scene_dir)
-    gt = pl.gt_detections(scene)
+    scene = pr.read_scene_images(scene_dir)
+    gt = pr.gt_detections(scene)
     m = load_pose_model(tiny_run)
     cfg = pl.PipelineConfig(predictor=PredictorConfig(n_refiner_iterations=1), image_batch_size=1)
     res = pl.run_pipeline(scene.images, scene.K, default_objects, pl.Stage1Inputs(detections=gt, coarse=m, refiner=m), config=cfg,
@@ -130,5 +131,5 @@ def test_folder_of_images_with_one_camera(scene_dir, tmp_path):
     imgs = tmp_path / "imgs"; imgs.mkdir()
     for k, p in enumerate(sorted((scene_dir / "rgb").iterdir())): write_rgb(imgs / f"view_{k}.png", read_rgb(p))
     write_json(tmp_path / "cam.json", {"cam_K": [150, 0, 80, 0, 150, 60, 0, 0, 1]})
-    s = pl.read_scene_images(imgs, tmp_path / "cam.json")
+    s = pr.read_scene_images(imgs, tmp_path / "cam.json")
     assert s.images.shape == (2, 3, 120, 160) and s.im_ids == [1, 2] and torch.allclose(s.K[1, 0, 0], torch.tensor(150.0, dtype=torch.float64))
