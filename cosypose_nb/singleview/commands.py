@@ -14,34 +14,42 @@ from .config import (TRAIN_KINDS, TRAIN_PRESETS, TrainConfig, PoseDataConfig, DE
                                           DetectorTrainConfig)
 
 # %% auto #0
-__all__ = ['train_parser', 'parse_train_args', 'train_cli', 'detector_train_parser', 'parse_detector_train_args',
-           'detector_train_cli', 'train_command', 'convert_checkpoint_cli', 'convert_checkpoint_command']
+__all__ = ['run_parser', 'parse_run_args', 'train_parser', 'parse_train_args', 'train_cli', 'detector_train_parser',
+           'parse_detector_train_args', 'detector_train_cli', 'train_command', 'convert_checkpoint_cli',
+           'convert_checkpoint_command']
 
 # %% ../../nbs/singleview/39_commands.ipynb #3976b464
-def train_parser() -> argparse.ArgumentParser:
-    "The argument parser of `cosypose-nb train`."
-    ap = argparse.ArgumentParser(prog="cosypose-nb train", description="Train CosyPose's coarse or refiner pose network (the detector: cosypose-nb train detector --help) "
-                                 "(resumable; under torchrun, one process per GPU). The preset (--config) sets the defaults of the options.")
-    ap.add_argument("kind", choices=TRAIN_KINDS, help="which network")
-    ap.add_argument("--config", choices=sorted(TRAIN_PRESETS), default="cpu", help="preset: cpu (small, minutes) or paper (the original's)")
+def run_parser(prog: str, description: str, presets: dict, config_cls, kinds: tuple = ()) -> argparse.ArgumentParser:
+    """The parser of a training command: the network `kind` (when `kinds`), `--config` (a preset of `presets`), `--out`,
+    `--resume`, `--no-progress`, then the fields of `config_cls` and of `PoseDataConfig` (the data and augmentations)."""
+    ap = argparse.ArgumentParser(prog=prog, description=f"{description} (resumable; under torchrun, one process per GPU). "
+                                 "The preset (--config) sets the defaults of the options.")
+    if kinds: ap.add_argument("kind", choices=kinds, help="which network")
+    ap.add_argument("--config", choices=sorted(presets), default="cpu", help="preset: cpu (small, minutes) or paper (the original's)")
     ap.add_argument("--out", required=True, help="run folder (config.json, model.safetensors, state.pt, log.csv, curves.png)")
     ap.add_argument("--resume", action="store_true", help="continue the run of --out from its last checkpoint")
     ap.add_argument("--no-progress", action="store_true")
-    add_config_arguments(ap, TrainConfig, skip=("kind", "data_config"))
+    add_config_arguments(ap, config_cls, skip=("kind", "data_config"))
     add_config_arguments(ap.add_argument_group("data and augmentations"), PoseDataConfig)
     return ap
 
-def parse_train_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
-    "The `TrainConfig` of a `cosypose-nb train` command line (preset, then the options given) and the parsed arguments."
-    ap = train_parser()
+def parse_run_args(ap: argparse.ArgumentParser, presets: dict, config_cls, argv: list[str]):
+    "(`config_cls` of the command line `argv`: its preset's values, then the options given; the parsed arguments)."
     pre, _ = ap.parse_known_args(argv)
-    preset = dict(TRAIN_PRESETS[pre.config])
+    preset = dict(presets[pre.config])
     ap.set_defaults(**{k: v for k, v in preset.items() if k != "data_config"},
                     **{f.name: getattr(preset.get("data_config", PoseDataConfig()), f.name) for f in dataclasses.fields(PoseDataConfig)})
     args = ap.parse_args(argv)
-    return config_from_args(TrainConfig, args, data_config=config_from_args(PoseDataConfig, args)), args
+    return config_from_args(config_cls, args, data_config=config_from_args(PoseDataConfig, args)), args
 
+def train_parser() -> argparse.ArgumentParser:
+    "The argument parser of `cosypose-nb train`."
+    return run_parser("cosypose-nb train", "Train CosyPose's coarse or refiner pose network (the detector: cosypose-nb train "
+                      "detector --help)", TRAIN_PRESETS, TrainConfig, TRAIN_KINDS)
 
+def parse_train_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
+    "The `TrainConfig` of a `cosypose-nb train` command line (preset, then the options given) and the parsed arguments."
+    return parse_run_args(train_parser(), TRAIN_PRESETS, TrainConfig, argv)
 
 # %% ../../nbs/singleview/39_commands.ipynb #b9c0dfcb
 def train_cli(argv: list[str] | None = None) -> int:
@@ -58,25 +66,11 @@ def train_cli(argv: list[str] | None = None) -> int:
 # %% ../../nbs/singleview/39_commands.ipynb #ff7f244d
 def detector_train_parser() -> argparse.ArgumentParser:
     "The argument parser of `cosypose-nb train detector`."
-    ap = argparse.ArgumentParser(prog="cosypose-nb train detector", description="Train the Mask R-CNN detector "
-                                 "(resumable; under torchrun, one process per GPU). The preset (--config) sets the defaults of the options.")
-    ap.add_argument("--config", choices=sorted(DETECTOR_TRAIN_PRESETS), default="cpu", help="preset: cpu (small, minutes) or paper (the original's)")
-    ap.add_argument("--out", required=True, help="run folder (config.json, model.safetensors, state.pt, log.csv, curves.png)")
-    ap.add_argument("--resume", action="store_true", help="continue the run of --out from its last checkpoint")
-    ap.add_argument("--no-progress", action="store_true")
-    add_config_arguments(ap, DetectorTrainConfig, skip=("kind", "data_config"))
-    add_config_arguments(ap.add_argument_group("data and augmentations"), PoseDataConfig)
-    return ap
+    return run_parser("cosypose-nb train detector", "Train the Mask R-CNN detector", DETECTOR_TRAIN_PRESETS, DetectorTrainConfig)
 
 def parse_detector_train_args(argv: list[str]) -> tuple[DetectorTrainConfig, argparse.Namespace]:
     "The `DetectorTrainConfig` of a `cosypose-nb train detector` command line (preset, then the options) and the arguments."
-    ap = detector_train_parser()
-    pre, _ = ap.parse_known_args(argv)
-    preset = dict(DETECTOR_TRAIN_PRESETS[pre.config])
-    ap.set_defaults(**{k: v for k, v in preset.items() if k != "data_config"},
-                    **{f.name: getattr(preset.get("data_config", PoseDataConfig()), f.name) for f in dataclasses.fields(PoseDataConfig)})
-    args = ap.parse_args(argv)
-    return config_from_args(DetectorTrainConfig, args, data_config=config_from_args(PoseDataConfig, args)), args
+    return parse_run_args(detector_train_parser(), DETECTOR_TRAIN_PRESETS, DetectorTrainConfig, argv)
 
 # %% ../../nbs/singleview/39_commands.ipynb #fcd65f33
 def detector_train_cli(argv: list[str] | None = None) -> int:
