@@ -14,7 +14,7 @@ from .config import (TRAIN_KINDS, TRAIN_PRESETS, TrainConfig, PoseDataConfig, DE
                                           DetectorTrainConfig)
 
 # %% auto #0
-__all__ = ['run_parser', 'parse_run_args', 'train_parser', 'parse_train_args', 'train_cli', 'detector_train_parser',
+__all__ = ['run_parser', 'parse_run_args', 'train_parser', 'parse_train_args', 'report_run', 'train_cli', 'detector_train_parser',
            'parse_detector_train_args', 'detector_train_cli', 'train_command', 'convert_checkpoint_cli',
            'convert_checkpoint_command']
 
@@ -52,16 +52,20 @@ def parse_train_args(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     return parse_run_args(train_parser(), TRAIN_PRESETS, TrainConfig, argv)
 
 # %% ../../nbs/singleview/39_commands.ipynb #b9c0dfcb
+def report_run(res, out, unit: str = "samples") -> int:
+    "Print the line a training command ends with (steps, last total loss, throughput in `unit`/s); returns 0."
+    if res.log is not None:
+        last = res.log.iloc[-1]
+        rate = f"{last.samples_per_s:.1f}" if unit == "samples" else f"{last.samples_per_s:.2f}"
+        print(f"{out}: {res.steps} steps, last loss {last.loss_total:.4g} ({rate} {unit}/s)")
+    return 0
+
 def train_cli(argv: list[str] | None = None) -> int:
     "`cosypose-nb train`: see `train_parser`."
     import sys
     cfg, args = parse_train_args(sys.argv[1:] if argv is None else list(argv))
     from cosypose_nb.singleview.training import train
-    res = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    if res.log is not None:
-        last = res.log.iloc[-1]
-        print(f"{args.out}: {res.steps} steps, last loss {last.loss_total:.4g} ({last.samples_per_s:.1f} samples/s)")
-    return 0
+    return report_run(train(cfg, args.out, resume=args.resume, progress=not args.no_progress), args.out)
 
 # %% ../../nbs/singleview/39_commands.ipynb #ff7f244d
 def detector_train_parser() -> argparse.ArgumentParser:
@@ -78,13 +82,7 @@ def detector_train_cli(argv: list[str] | None = None) -> int:
     import sys
     cfg, args = parse_detector_train_args(sys.argv[1:] if argv is None else list(argv))
     from cosypose_nb.singleview.detector import train_detector
-    res = train_detector(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    if res.log is not None:
-        last = res.log.iloc[-1]
-        print(f"{args.out}: {res.steps} steps, last loss {last.loss_total:.4g} ({last.samples_per_s:.2f} images/s)")
-    return 0
-
-
+    return report_run(train_detector(cfg, args.out, resume=args.resume, progress=not args.no_progress), args.out, "images")
 
 # %% ../../nbs/singleview/39_commands.ipynb #5e062d63
 def train_command(argv: list[str] | None = None) -> int:
