@@ -249,10 +249,12 @@ def _sigint_ignored():
 def _dask_client(workers: int, scheduler: str | None):
     "A dask client on `scheduler`, or on a new LocalCluster of `workers` single-threaded processes that ignore Ctrl-C."
     from dask.distributed import Client, LocalCluster
-    import logging
+    import logging, warnings
     if scheduler:
         return Client(scheduler), None
-    with _sigint_ignored():          # and only critical logs: a worker cut off by a closing cluster is no error of ours
+    with _sigint_ignored(), warnings.catch_warnings():   # and only critical logs: a worker cut off by a closing cluster is no error of ours
+        # the scheduler's HTTP server (no dashboard here) moves to a free port when 8787 is taken by another cluster: not ours to report
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
