@@ -20,6 +20,7 @@ from ..structures import Candidates, Detections, ScenePrediction
 from ..datasets.bop import (BOPDataset, read_results_csv, write_results_csv, obj_id_from_label, SCENE_GT_INFO,
                                       RESULTS_HEADER)
 from ..multiview.config import MultiviewConfig
+from ..multiview.predict import box_detections
 
 # %% auto #0
 __all__ = ['BOX_SOURCES', 'POSE_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections',
@@ -104,8 +105,7 @@ def _gt_objects(records: list, min_visib_fract: float) -> tuple[list, list, list
 def gt_detections(records: list, min_visib_fract: float = 0.1) -> Detections:
     "Boxes (visible part, xyxy) of the annotated objects at least `min_visib_fract` visible in `records` (ImageRecords), score 1."
     vi, labels, boxes, _ = _gt_objects(records, min_visib_fract)
-    return Detections(torch.tensor(vi, dtype=torch.long), labels, torch.ones(len(vi)),
-                      torch.as_tensor(np.array(boxes).reshape(-1, 4)), None)
+    return box_detections([(v, l, b, 1.0) for v, l, b in zip(vi, labels, boxes)], min_visib_fract)
 
 def perturbed_gt_candidates(records: list, config: "RunnerConfig") -> Candidates:
     """Candidates (score 1) of the objects of `gt_detections`: their ground-truth `T_CO` rotated by `noise_rot_deg` about a random

@@ -15,9 +15,10 @@ from .config import MultiviewConfig, MatchingConfig, BundleAdjustConfig, PoseRef
 from .pipeline import PipelineConfig, PipelineResult, Stage1Inputs, run_pipeline, views_between
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'SceneImages', 'read_scene_images', 'gt_detections', 'init_candidates', 'silhouettes',
-           'draw_contours', 'overlay_figure', 'candidates_frame', 'write_group_scene', 'write_pipeline_results',
-           'check_run', 'predict_parser', 'pipeline_config_from_args', 'check_sources', 'predict_cli']
+__all__ = ['IMAGE_SUFFIXES', 'SceneImages', 'read_scene_images', 'box_detections', 'gt_detections', 'init_candidates',
+           'silhouettes', 'draw_contours', 'overlay_figure', 'candidates_frame', 'write_group_scene',
+           'write_pipeline_results', 'check_run', 'predict_parser', 'pipeline_config_from_args', 'check_sources',
+           'predict_cli']
 
 # %% ../../nbs/multiview/49_predict.ipynb #c3793b95
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -73,22 +74,27 @@ def read_scene_images(scene, camera=None) -> SceneImages:
     return SceneImages(torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous(), K, im_ids, scene_id, paths, folder)
 
 # %% ../../nbs/multiview/49_predict.ipynb #0554d7ce
+def box_detections(rows, min_visib: float = 0.1):
+    """`Detections` (score 1) of ground-truth objects `rows`: (view, label, visible box xyxy px, visible fraction) each,
+    kept when at least `min_visib` visible with a finite box of positive size (the one rule of `--gt-boxes` and the runners)."""
+    import numpy as np, torch
+    from cosypose_nb.structures import Detections
+    keep = [(v, l, np.asarray(b, dtype=np.float64)) for v, l, b, f in rows if f >= min_visib]
+    keep = [r for r in keep if np.isfinite(r[2]).all() and r[2][2] > r[2][0] and r[2][3] > r[2][1]]
+    return Detections(torch.tensor([r[0] for r in keep], dtype=torch.long), [r[1] for r in keep], torch.ones(len(keep)),
+                      torch.tensor(np.stack([r[2] for r in keep]) if keep else np.zeros((0, 4)), dtype=torch.float32), None)
+
 def gt_detections(scene: SceneImages, min_visib: float = 0.1):
     "The ground-truth visible boxes of the views of a BOP scene as `Detections` (score 1); `InputError` naming a missing file."
-    import numpy as np, torch
     from cosypose_nb.datasets.bop import read_scene_gt, read_scene_gt_info
-    from cosypose_nb.structures import Detections
     gt, info = read_scene_gt(scene.folder), read_scene_gt_info(scene.folder)
     rows = []
     for v, im in enumerate(scene.im_ids):
         objs, infos = gt.get(im, []), info.get(im, [])
         if len(objs) != len(infos):
             raise InputError(f"{scene.folder / 'scene_gt_info.json'}: image {im}: {len(infos)} entries, scene_gt.json has {len(objs)}")
-        for o, i in zip(objs, infos):
-            b = np.asarray(i["bbox_visib"], dtype=np.float64)
-            if i.get("visib_fract", 1.0) >= min_visib and b[2] > b[0] and b[3] > b[1]: rows.append((v, o["label"], b))
-    return Detections(torch.tensor([r[0] for r in rows], dtype=torch.long), [r[1] for r in rows], torch.ones(len(rows)),
-                      torch.tensor(np.stack([r[2] for r in rows]) if rows else np.zeros((0, 4)), dtype=torch.float32), None)
+        rows += [(v, o["label"], i["bbox_visib"], i.get("visib_fract", 1.0)) for o, i in zip(objs, infos)]
+    return box_detections(rows, min_visib)
 
 # %% ../../nbs/multiview/49_predict.ipynb #7ef9da8e
 def init_candidates(path, scene: SceneImages, objects):

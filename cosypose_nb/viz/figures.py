@@ -16,6 +16,7 @@ import torch
 from ..core import InputError, import_extra
 from ..geometry.transforms import as_tensor, invert_T, transform_points
 from ..geometry.cameras import project_points
+from ..multiview.predict import silhouettes
 
 plt = import_extra("matplotlib.pyplot", "viz")             # the figures' extra: a missing one says so
 
@@ -185,9 +186,9 @@ def pose_contours(image, K, poses, labels, renderer, T_gt=None, titles: Sequence
     P, D = poses.shape[:2]
     H, W = np.asarray(image).shape[:2]
     labels_all = labels_all or sorted(set(labels))
-    Kb = as_tensor(K, torch.float64).expand(D, 3, 3)
-    gt = None if T_gt is None else to_numpy(renderer.render(list(labels), as_tensor(T_gt, torch.float64), Kb, (H, W), render_mask=True).mask[:, 0])
-    all_masks = [to_numpy(renderer.render(list(labels), poses[k], Kb, (H, W), render_mask=True).mask[:, 0]) for k in range(P)]
+    K = as_tensor(K, torch.float64)
+    gt = None if T_gt is None else to_numpy(silhouettes(renderer, list(labels), as_tensor(T_gt, torch.float64), K, (H, W)))
+    all_masks = [to_numpy(silhouettes(renderer, list(labels), poses[k], K, (H, W))) for k in range(P)]
     cover = np.any(all_masks + ([] if gt is None else [gt]), axis=(0, 1)) if D else np.zeros((H, W), bool)
     ys, xs = np.nonzero(cover)
     if crop and len(xs):                                 # the outlines' box, 15% more on each side

@@ -133,3 +133,12 @@ def test_folder_of_images_with_one_camera(scene_dir, tmp_path):
     write_json(tmp_path / "cam.json", {"cam_K": [150, 0, 80, 0, 150, 60, 0, 0, 1]})
     s = pr.read_scene_images(imgs, tmp_path / "cam.json")
     assert s.images.shape == (2, 3, 120, 160) and s.im_ids == [1, 2] and torch.allclose(s.K[1, 0, 0], torch.tensor(150.0, dtype=torch.float64))
+
+
+def test_box_detections_one_rule():
+    "Ground-truth boxes (--gt-boxes and the runners): kept when visible enough, with a finite box of positive size."
+    rows = [(0, "a", [1, 2, 5, 6], 0.5), (0, "b", [1, 2, 1, 6], 0.9), (1, "c", [0, 0, float("nan"), 3], 0.9),
+            (1, "d", [0, 0, 4, 4], 0.05), (1, "e", [0, 0, 4, 4], 0.1)]
+    d = pr.box_detections(rows, 0.1)
+    assert d.labels == ["a", "e"] and d.view_ids.tolist() == [0, 1] and d.boxes.tolist() == [[1, 2, 5, 6], [0, 0, 4, 4]]
+    assert len(pr.box_detections([], 0.1)) == 0

@@ -4,7 +4,7 @@ import json, math
 import pytest
 import torch
 
-from cosypose_nb.core import InputError, ConfigError, config_from_dict, config_to_dict
+from cosypose_nb.core import get_device, InputError, ConfigError, config_from_dict, config_to_dict
 from cosypose_nb.geometry.cameras import make_K, project_points, boxes_from_points, crop_images, crop_intrinsics
 from cosypose_nb.geometry.rotations import random_rotations, perturb_poses, rot6d_to_matrix
 from cosypose_nb.geometry.transforms import make_T
@@ -240,7 +240,7 @@ def test_paper_model_on_cuda(scene, objects):
         out[dev] = its[-1].T_CO_output.cpu()
     step = (out["cpu"] - T_in).abs().max()
     assert step > 1e-4 and (out["cuda"] - out["cpu"]).abs().max() < 1e-3 * step + 1e-6
-    g = copy.deepcopy(m).cuda().train()
+    g = copy.deepcopy(m).to(get_device("cuda")).train()
     with BatchRenderer(objects, n_workers=1, backend="tiny", device="cuda") as r:
         its = g(images, K, T_in, labels, 1, r, objects)
     its[0].T_CO_output[:, :3, 3].sum().backward()
