@@ -176,6 +176,7 @@ class BAResult:
     n_iters: int                # LM iterations run (accepted and rejected steps)
     converged: bool             # stopped on a convergence test rather than on `n_iters`
     lambdas: list[float] = field(default_factory=list)   # damping of each iteration
+    reproj_errors: list[float] = field(default_factory=list)   # median candidate reprojection error (px): start, each accepted step
 
 # %% ../nbs/09_structures.ipynb #1dd01000
 @dataclass

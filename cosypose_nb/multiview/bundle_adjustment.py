@@ -256,6 +256,12 @@ def _ba_rules(config: BundleAdjustConfig) -> LMRules:
     "The Levenberg-Marquardt rules of the bundle adjustment (made once per settings)."
     return LMRules(config.ba_iters, config.ba_lambda0, *BA_LAMBDA_RANGE, config.ba_ftol, config.ba_xtol)
 
+def _median_error(problem) -> float:
+    "The `record` of the solver: the median over the candidates of their mean reprojection error (px) now (NaN: none)."
+    e = _host(problem.res[3])
+    return float(np.median(e.mean(-1))) if len(e) else float("nan")
+
+# %% ../../nbs/multiview/43_bundle_adjustment.ipynb #0f9cf3d5
 class _BAProblem:
     """The bundle adjustment as an `LMProblem` (`cosypose_nb.multiview.solver`): the point is (T_CW (V, 4, 4),
     T_WO (O, 4, 4)) host arrays; a trial is judged with the symmetries of the current scene (a smooth cost),
@@ -322,11 +328,11 @@ def bundle_adjust(scene: SceneProblem, config: BundleAdjustConfig = BundleAdjust
     problem = _BAProblem(_prepare(vi, co, h, keep, fixed, dev, dtype), config.robust, config.robust_cap_px)
     rules = _ba_rules(config)
     with torch.inference_mode():
-        lm = levenberg_marquardt(problem, (invert_T(h["T_WC"]), h["T_WO"]), rules)
+        lm = levenberg_marquardt(problem, (invert_T(h["T_WC"]), h["T_WO"]), rules, record=_median_error)
     (T_CW, T_WO), pr = lm.x, problem.pr
     cand_errors, sym_index = np.full(len(vi), np.nan), np.full(len(vi), -1)
     cand_errors[pr.ki], sym_index[pr.ki] = _host(problem.res[3]).mean(-1), problem.sidx
     T_WC_out = np.where(fixed[:, None, None], h["T_WC"], invert_T(T_CW))
     out = lambda x, dt=out_dtype: torch.from_numpy(x).to(device=dev, dtype=dt)
     return BAResult(out(T_WC_out), out(T_WO.copy()), lm.costs, out(cand_errors), out(sym_index, torch.long), lm.n_iters,
-                    lm.converged, lm.lambdas)
+                    lm.converged, lm.lambdas, lm.history)

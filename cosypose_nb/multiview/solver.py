@@ -77,6 +77,7 @@ class LMResult:
     n_iters: int                                    # trials run (accepted and rejected)
     converged: bool                                 # stopped on a convergence test
     lambdas: list[float] = field(default_factory=list)   # damping of each trial
+    history: list = field(default_factory=list)     # what `record` returned at the start and after each accepted step
 
 # %% ../../nbs/multiview/42_solver.ipynb #0a0859c0
 def cholesky_solve(A, b):
@@ -109,12 +110,13 @@ def marquardt_diagonal(H):
     return d
 
 # %% ../../nbs/multiview/42_solver.ipynb #b495c854
-def levenberg_marquardt(problem: LMProblem, x, rules: LMRules) -> LMResult:
-    "Minimise `problem` from the point `x` under `rules` (see above)."
+def levenberg_marquardt(problem: LMProblem, x, rules: LMRules, record=None) -> LMResult:
+    """Minimise `problem` from the point `x` under `rules` (see above). `record(problem)`, if given, is called at the
+    start and after each accepted step (the problem then holds that point); its values are `LMResult.history`."""
     n = max(problem.n_terms, 1)
     c_old = c_cur = problem.start(x)
-    lam, costs, lambdas, converged, system = rules.lambda0, [c_old / n], [], False, None
-    trials = steps = 0
+    lam, costs, lambdas, converged, system, trials, steps = rules.lambda0, [c_old / n], [], False, None, 0, 0
+    history = [record(problem)] if record else []
     while (trials if rules.count_rejected else steps) < (rules.max_iters if problem.n_terms else 0):
         trials += 1
         lambdas.append(lam)
@@ -137,6 +139,7 @@ def levenberg_marquardt(problem: LMProblem, x, rules: LMRules) -> LMResult:
             x, c_cur = x_new, problem.accept(x_new)
             c_new = min(c_new, c_cur)
             costs.append(c_cur / n)
+            if record: history.append(record(problem))
             lam, system, steps = max(lam / 10, rules.lambda_min), None, steps + 1
         else:
             lam *= 10
@@ -145,4 +148,4 @@ def levenberg_marquardt(problem: LMProblem, x, rules: LMRules) -> LMResult:
             break
         if lam > rules.lambda_max: break
         c_old = c_cur
-    return LMResult(x, costs, trials, converged, lambdas)
+    return LMResult(x, costs, trials, converged, lambdas, history)

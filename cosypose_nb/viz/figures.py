@@ -242,15 +242,21 @@ def candidate_graph(candidates, matching, n_views: int | None = None, labels_all
 
 # %% ../../nbs/viz/70_figures.ipynb #15eb50e1
 def ba_convergence(ba, size: float = 3.4):
-    "The bundle adjustment `ba` (`BAResult`): cost per accepted step, damping per trial, final reprojection errors (px). Returns the figure."
-    fig, axs = plt.subplots(1, 3, figsize=(3 * size, 0.85 * size))
+    """The bundle adjustment `ba` (`BAResult`): cost and median reprojection error (px) per accepted step, damping
+    per trial, final reprojection errors (px). Returns the figure."""
+    fig, axs = plt.subplots(2, 2, figsize=(2.4 * size, 1.6 * size))
+    axs = axs.ravel()
     costs = np.asarray(ba.costs, dtype=np.float64)
     axs[0].semilogy(np.arange(len(costs)), np.maximum(costs, 1e-12), "o-", ms=3)
     axs[0].set_xlabel("accepted step"); axs[0].set_title("mean robust cost (px²)", fontsize=9)
-    if len(ba.lambdas): axs[1].semilogy(np.arange(1, len(ba.lambdas) + 1), ba.lambdas, "o-", ms=3, color="C1")
-    axs[1].set_xlabel("trial"); axs[1].set_title("damping λ", fontsize=9)
+    rep = np.asarray(ba.reproj_errors, dtype=np.float64)
+    if len(rep): axs[1].semilogy(np.arange(len(rep)), np.maximum(rep, 1e-12), "s-", ms=3, color="C3")
+    axs[1].set_xlabel("accepted step"); axs[1].set_title("median reprojection error (px)", fontsize=9)
+    if len(ba.lambdas): axs[2].semilogy(np.arange(1, len(ba.lambdas) + 1), ba.lambdas, "o-", ms=3, color="C1")
+    axs[2].set_xlabel("trial"); axs[2].set_title("damping λ", fontsize=9)
     err = to_numpy(ba.cand_errors); err = err[np.isfinite(err)]
-    axs[2].hist(err, bins=30, color="C2"); axs[2].set_xlabel("px, per candidate"); axs[2].set_title(f"final reprojection error, median {np.median(err) if len(err) else float('nan'):.2f} px", fontsize=9)
+    axs[3].hist(err, bins=30, color="C2"); axs[3].set_xlabel("px, per candidate")
+    axs[3].set_title(f"final reprojection error, median {np.median(err) if len(err) else float('nan'):.2f} px", fontsize=9)
     for ax in axs: ax.grid(alpha=0.3)
     fig.suptitle(f"bundle adjustment: {ba.n_iters} trials, {len(costs) - 1} accepted, {'converged' if ba.converged else 'stopped at the limit'}", fontsize=10)
     fig.tight_layout()

@@ -136,6 +136,18 @@ def test_noisy_data_error_below_the_candidates(V, O):
     assert sum(ba_mm) < 0.8 * sum(cand_mm)
 
 
+def test_reprojection_errors_per_step():
+    "`reproj_errors`: the median candidate error of the start and of each accepted step; the last one is the result's."
+    pb = make_problem(8, 6, seed=5, noise=CandidateNoise(outlier_frac=0.0))
+    T_WC0, T_WO0 = perturbed_start(pb, 5, angle=0.05, trans=0.03)
+    res = ba_run(*inputs(pb), T_WC0, T_WO0)
+    assert len(res.reproj_errors) == len(res.costs) >= 3
+    assert res.reproj_errors[-1] < 0.2 * res.reproj_errors[0]
+    assert res.reproj_errors[-1] == pytest.approx(float(np.nanmedian(res.cand_errors.numpy())), rel=1e-12)
+    none = ba_run(*inputs(pb), T_WC0, T_WO0, ba_iters=0)         # no step: the start only, which is the result
+    assert len(none.reproj_errors) == 1 and none.reproj_errors[0] == pytest.approx(res.reproj_errors[0], rel=1e-12)
+
+
 def test_symmetric_candidates_converge_to_the_same_scene():
     # every candidate re-reported under a random symmetry of its object gives the same scene
     for seed in range(4):

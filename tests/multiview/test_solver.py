@@ -83,6 +83,21 @@ def test_driver_rules():
         LMRules(-1, 1e-3, 1e-9, 1e8, 1e-12)
 
 
+def test_driver_records_the_start_and_each_accepted_step():
+    "The `record` hook sees the problem at the start and at each accepted point, never at a rejected trial."
+    rng = np.random.default_rng(2)
+    A, b = rng.normal(size=(20, 4)), rng.normal(size=20)
+    pb = Quadratic(A, b)
+    r = levenberg_marquardt(pb, np.zeros(4), LMRules(20, 1e3, 1e-9, 1e8, 0.0, count_rejected=True, model_tests=False),
+                            record=lambda p: p._cost(p.x))
+    assert len(r.history) == len(r.costs) >= 2 and np.allclose(np.array(r.history) / len(b), r.costs)
+    assert levenberg_marquardt(Quadratic(A, b), np.zeros(4), LMRules(5, 1e-3, 1e-9, 1e8, 1e-12)).history == []
+    class Uphill(Quadratic):                                     # every trial rejected: the start only
+        def evaluate(self, x): return super().evaluate(x) + 1e6
+    r = levenberg_marquardt(Uphill(A, b), np.zeros(4), LMRules(5, 1e-3, 1e-9, 1e8, 0.0, model_tests=False), record=lambda p: 1)
+    assert r.history == [1] and r.n_iters == 5
+
+
 def test_cholesky_paths():
     "scipy below 128 unknowns, torch from 128 and on tensors: the same solutions; None when not positive definite."
     rng = np.random.default_rng(2)
