@@ -66,11 +66,13 @@ def check_detections(det: Detections, n_views: int, image_size, objects) -> Dete
 @dataclass
 class PoseEstimates:
     """Output of `PosePredictor.run`: `candidates` (the final poses, as `Candidates`), the poses before the
-    coarse model `T_CO_init` (D, 4, 4), after it `T_CO_coarse` (D, 4, 4), and seconds per step `timings`."""
+    coarse model `T_CO_init` (D, 4, 4), after it `T_CO_coarse` (D, 4, 4), seconds per step `timings`, and
+    `T_CO_iterations` (1 + n_coarse + n_refiner, D, 4, 4): the pose from the box, then each iteration's output."""
     candidates: Candidates
     T_CO_init: torch.Tensor
     T_CO_coarse: torch.Tensor
     timings: dict = field(default_factory=dict)
+    T_CO_iterations: torch.Tensor | None = None
 
 # %% ../../nbs/singleview/36_inference.ipynb #44ed89a4
 def check_iterations(n, name: str, model) -> int:
@@ -103,43 +105,51 @@ class PosePredictor:
         points = self.objects.points(det.labels, device="cpu", dtype=K.dtype) if len(det) and mode == "zup-autodepth" else None
         T0 = poses_from_boxes(det.boxes.cpu(), Kc[vi], points, mode) if len(det) else Kc.new_zeros(0, 4, 4)
         timings["init"] = time.perf_counter() - t0
-        T1 = self.iterate(self.coarse, n_coarse, images, K, T0, vi, det.labels, timings)
-        T2 = self.iterate(self.refiner, n_refiner, images, K, T1, vi, det.labels, timings)
+        Tc = self.iterate(self.coarse, n_coarse, images, K, T0, vi, det.labels, timings, all_iterations=True)
+        T1 = Tc[-1] if n_coarse else T0
+        Tr = self.iterate(self.refiner, n_refiner, images, K, T1, vi, det.labels, timings, all_iterations=True)
+        T2 = Tr[-1] if n_refiner else T1
         timings["total"] = time.perf_counter() - t0
-        return PoseEstimates(Candidates(vi, list(det.labels), det.scores.detach().cpu(), T2.cpu()), T0, T1.cpu(), timings)
+        return PoseEstimates(Candidates(vi, list(det.labels), det.scores.detach().cpu(), T2.cpu()), T0, T1.cpu(), timings,
+                             torch.cat([T0[None], Tc, Tr]).cpu())
 
-    def predict(self, images, K, detections: Detections, n_coarse=None, n_refiner=None) -> Candidates:
-        "The candidates of `run` (see there)."
-        return self.run(images, K, detections, n_coarse, n_refiner).candidates
+# %% ../../nbs/singleview/36_inference.ipynb #2c90bba0
+@patch
+def predict(self: PosePredictor, images, K, detections: Detections, n_coarse=None, n_refiner=None) -> Candidates:
+    "The candidates of `run` (see there)."
+    return self.run(images, K, detections, n_coarse, n_refiner).candidates
 
-    @fast_inference
-    def refine(self, images, K, candidates: Candidates, n_iterations=None) -> Candidates:
-        "Refine given poses `candidates` (C) in `images` (V, 3, H, W) with `K` (V, 3, 3): `n_iterations` (default: the config's)."
-        n = check_iterations(self.config.n_refiner_iterations if n_iterations is None else n_iterations, "refiner", self.refiner)
-        K = check_views(images, K)
-        candidates.validate(len(images))
-        check_objects(candidates.view_ids, candidates.labels, len(images), self.objects, "candidates")
-        vi = candidates.view_ids.cpu().long()
-        T = self.iterate(self.refiner, n, images, K, candidates.T_CO.cpu().to(K.dtype), vi, list(candidates.labels))
-        return Candidates(vi, list(candidates.labels), candidates.scores.detach().cpu(), T.cpu())
+@patch
+@fast_inference
+def refine(self: PosePredictor, images, K, candidates: Candidates, n_iterations=None) -> Candidates:
+    "Refine given poses `candidates` (C) in `images` (V, 3, H, W) with `K` (V, 3, 3): `n_iterations` (default: the config's)."
+    n = check_iterations(self.config.n_refiner_iterations if n_iterations is None else n_iterations, "refiner", self.refiner)
+    K = check_views(images, K)
+    candidates.validate(len(images))
+    check_objects(candidates.view_ids, candidates.labels, len(images), self.objects, "candidates")
+    vi = candidates.view_ids.cpu().long()
+    T = self.iterate(self.refiner, n, images, K, candidates.T_CO.cpu().to(K.dtype), vi, list(candidates.labels))
+    return Candidates(vi, list(candidates.labels), candidates.scores.detach().cpu(), T.cpu())
 
 # %% ../../nbs/singleview/36_inference.ipynb #5b0e2c71
 @patch
 def iterate(self: PosePredictor, model: PoseModel, n: int, images, K, T_CO, view_ids, labels,
-            timings: dict | None = None) -> torch.Tensor:
+            timings: dict | None = None, all_iterations: bool = False) -> torch.Tensor:
     """`n` iterations of `model` on D objects `labels` in views `view_ids` (D,) of `images` (V, 3, H, W) with `K`
     (V, 3, 3), from `T_CO` (D, 4, 4), `config.batch_size` objects at a time, with the predictor's renderer and
-    objects: the final poses (D, 4, 4). Adds the seconds of each step to `timings`."""
-    if n == 0 or len(labels) == 0: return T_CO
+    objects: the final poses (D, 4, 4), or with `all_iterations` the poses after each iteration (n, D, 4, 4).
+    Adds the seconds of each step to `timings`."""
+    if n == 0 or len(labels) == 0: return T_CO[None].expand(n, *T_CO.shape).clone() if all_iterations else T_CO
     out, batch_size = [], self.config.batch_size
     for s in range(0, len(labels), batch_size):
         sl = slice(s, s + batch_size)
         its = model(images, K[view_ids[sl]], T_CO[sl], labels[sl], n, self.renderer, self.objects, image_ids=view_ids[sl])
-        out.append(its[-1].T_CO_output.to(T_CO))
+        out.append(torch.stack([it.T_CO_output.to(T_CO) for it in its]))
         for it in its:
             for k, v in it.timings.items():
                 if timings is not None: timings[k] = timings.get(k, 0.0) + v
-    return torch.cat(out)
+    out = torch.cat(out, 1)
+    return out if all_iterations else out[-1]
 
 # %% ../../nbs/singleview/36_inference.ipynb #96ea80a4
 def _model_config(path: Path) -> PoseModelConfig:

@@ -178,10 +178,11 @@ def pose_iterations(model, images, K, T_CO, labels, n_iterations: int, renderer,
     return torch.stack([as_tensor(T_CO, torch.float64)] + [it.T_CO_output.detach().cpu().double() for it in its])
 
 def pose_contours(image, K, poses, labels, renderer, T_gt=None, titles: Sequence[str] | None = None, labels_all=None,
-                  size: float = 3.0, crop: bool = True):
+                  size: float = 3.0, crop: bool = True, ncols: int | None = None):
     """One panel per pose set: `image` (H, W, 3) uint8 with the outline of each object `labels` (D) rendered at
     `poses[k]` (D, 4, 4) (`poses`: (P, D, 4, 4), e.g. from `pose_iterations`), `K` (3, 3); dashed white: the
-    ground truth `T_gt` (D, 4, 4); `crop`: show the part of the image the outlines cover. Returns the figure."""
+    ground truth `T_gt` (D, 4, 4); `crop`: show the part of the image the outlines cover; `ncols` panels a row
+    (default: all in one). Returns the figure."""
     poses = as_tensor(poses, torch.float64)
     P, D = poses.shape[:2]
     H, W = np.asarray(image).shape[:2]
@@ -195,8 +196,10 @@ def pose_contours(image, K, poses, labels, renderer, T_gt=None, titles: Sequence
         m = 0.15 * max(np.ptp(xs), np.ptp(ys)) + 4
         box = (max(xs.min() - m, 0), min(xs.max() + m, W - 1), max(ys.min() - m, 0), min(ys.max() + m, H - 1))
     aspect = (box[3] - box[2]) / max(box[1] - box[0], 1) if crop and len(xs) else H / W
-    fig, axes = plt.subplots(1, P, figsize=(size * P, size * aspect + 0.4), squeeze=False)
-    for k, ax in enumerate(axes[0]):
+    ncols = max(min(ncols or P, P), 1); nrows = max(-(-P // ncols), 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size * aspect + 0.4) * nrows), squeeze=False)
+    for ax in axes.ravel()[P:]: ax.axis("off")
+    for k, ax in enumerate(axes.ravel()[:P]):
         masks = all_masks[k]
         ax.imshow(image); ax.axis("off")
         for d in range(D):

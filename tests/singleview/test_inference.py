@@ -62,6 +62,23 @@ def test_predict_shapes_and_determinism(views, predictor):
     c.T_CO[0, 0, 3] = 1.0                                       # ordinary tensors (not inference tensors): writable
 
 
+def test_every_iteration_is_kept(views, predictor):
+    "`T_CO_iterations`: the pose from the box, each coarse and each refiner iteration, over the batch chunks."
+    images, K, det, _ = views
+    est = predictor.run(images, K, det, n_coarse=1, n_refiner=3)          # 6 objects in chunks of 4
+    Ts = est.T_CO_iterations
+    assert Ts.shape == (5, 6, 4, 4) and Ts.dtype == torch.float64
+    assert torch.equal(Ts[0], est.T_CO_init) and torch.equal(Ts[1], est.T_CO_coarse) and torch.equal(Ts[-1], est.candidates.T_CO)
+    assert all(not torch.equal(Ts[k], Ts[k + 1]) for k in range(4))     # each iteration moves the poses
+    # the refiner's first two iterations are those of a run with two (the iterations do not depend on the count)
+    two = predictor.run(images, K, det, n_coarse=1, n_refiner=2).T_CO_iterations
+    assert two.shape == (4, 6, 4, 4) and (two - Ts[:4]).abs().max() < 1e-6
+    none = predictor.run(images, K, det, n_coarse=0, n_refiner=0)
+    assert none.T_CO_iterations.shape == (1, 6, 4, 4) and torch.equal(none.T_CO_iterations[0], none.candidates.T_CO)
+    empty = predictor.run(images, K, det[[]], n_coarse=1, n_refiner=2)
+    assert empty.T_CO_iterations.shape == (4, 0, 4, 4)
+
+
 def test_batching_equals_one_by_one(views, predictor):
     images, K, det, _ = views
     full = predictor.predict(images, K, det)                   # chunks of 4 objects over 3 views
