@@ -15,7 +15,7 @@ EXPERIMENTS = ROOT / "book" / "experiments"
 SMALL = {"multiview_evaluation": {"n_problems": 1, "configs": [[4, 6]]},
          "record_dataset": {"n_scenes": 2},
          "train_network": {"n_steps": 2, "record_scenes": 1},
-         "singleview_evaluation": {"train_steps": 1, "max_images": 2, "n_refiner": 1},
+         "singleview_evaluation": {"n_scenes": 1, "views_per_scene": 1, "n_refiner": 1},
          "figures": {"n_views": 4, "n_objects": 4, "timed_views": [3]},
          "singleview_vs_multiview": {"n_scenes": 1, "views_per_scene": 2, "group_sizes": [1, 2], "ablations": False}}
 
@@ -105,7 +105,8 @@ def same_numbers(name, ra, rb):
         cols = [c for c in pd.read_csv(A / "run" / "log.csv").columns if c.startswith("loss_") or c in ("step", "lr", "grad_norm")]
         return csv_equal(A / "run" / "log.csv", B / "run" / "log.csv", cols) and numbers_equal(read(A / "summary.json"), read(B / "summary.json"), 1e-6)
     if name == "singleview_evaluation":
-        return csv_equal(A / "errors.csv", B / "errors.csv") and numbers_equal(read(A / "summary.json"), read(B / "summary.json"), 1e-6)
+        return (all(csv_equal(A / k / "eval" / "errors.csv", B / k / "eval" / "errors.csv") for k in ("box", "coarse", "refiner"))
+                and numbers_equal(read(A / "summary.json"), read(B / "summary.json"), 1e-6))
     if name == "figures":
         return numbers_equal(read(A / "scene.json"), read(B / "scene.json"), 1e-9)
     raise AssertionError(f"{name}: no comparison of its numbers")
