@@ -253,7 +253,7 @@ def ba_convergence(ba, size: float = 3.4):
     axs[0].semilogy(np.arange(len(costs)), np.maximum(costs, 1e-12), "o-", ms=3)
     axs[0].set_xlabel("accepted step"); axs[0].set_title("mean robust cost (px²)", fontsize=9)
     rep = np.asarray(ba.reproj_errors, dtype=np.float64)
-    if len(rep): axs[1].semilogy(np.arange(len(rep)), np.maximum(rep, 1e-12), "s-", ms=3, color="C3")
+    if len(rep): axs[1].plot(np.arange(len(rep)), rep, "s-", ms=3, color="C3"); axs[1].set_ylim(bottom=0)
     axs[1].set_xlabel("accepted step"); axs[1].set_title("median reprojection error (px)", fontsize=9)
     if len(ba.lambdas): axs[2].semilogy(np.arange(1, len(ba.lambdas) + 1), ba.lambdas, "o-", ms=3, color="C1")
     axs[2].set_xlabel("trial"); axs[2].set_title("damping λ", fontsize=9)
@@ -261,6 +261,7 @@ def ba_convergence(ba, size: float = 3.4):
     axs[3].hist(err, bins=30, color="C2"); axs[3].set_xlabel("px, per candidate")
     axs[3].set_title(f"final reprojection error, median {np.median(err) if len(err) else float('nan'):.2f} px", fontsize=9)
     for ax in axs: ax.grid(alpha=0.3)
+    for ax in axs[:3]: ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     fig.suptitle(f"bundle adjustment: {ba.n_iters} trials, {len(costs) - 1} accepted, {'converged' if ba.converged else 'stopped at the limit'}", fontsize=10)
     fig.tight_layout()
     return fig
