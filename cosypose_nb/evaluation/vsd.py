@@ -18,7 +18,7 @@ from ..geometry.cameras import project_camera_points
 from .metrics import as_R, as_t
 
 # %% auto #0
-__all__ = ['RASTER_PIXELS', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
+__all__ = ['RASTER_PIXELS', 'NEAR_MM', 'FAR_MM', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
            'overlapping_sphere_projections', 'overlapping_sphere_projections_batch', 'projected_boxes', 'DepthMesh',
            'depth_mesh', 'camera_outside', 'rasterize_depth', 'DepthRenderer']
 
@@ -61,6 +61,11 @@ def vsd(R_est, t_est, R_gt, t_gt, depth_test, K, delta, taus, normalized_by_diam
     return vsd_depths(depth_test, f(R_est, t_est), f(R_gt, t_gt), K, delta, taus, normalized_by_diameter, diameter, cost_type)
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #3058ded8
+def _dist(d: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    "Distances from the camera centre of depths `d` on the rays (px, py, 1) (float64, the toolkit's formula)."
+    d = d.to(torch.float64)
+    return torch.sqrt((px * d) ** 2 + (py * d) ** 2 + d ** 2)
+
 def depth_to_dist_batch(depth: torch.Tensor, K: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
     "Distance maps (B, H, W) float64 of depth maps (B, H, W) with intrinsics `K` (B, 3, 3) and window origins (B, 2) (x0, y0)."
     B, H, W = depth.shape
@@ -68,24 +73,30 @@ def depth_to_dist_batch(depth: torch.Tensor, K: torch.Tensor, origin: torch.Tens
     o = torch.zeros(B, 2, dtype=torch.float64, device=depth.device) if origin is None else origin.to(depth.device, torch.float64)
     xs = torch.arange(W, dtype=torch.float64, device=depth.device)[None] + o[:, :1]          # (B, W)
     ys = torch.arange(H, dtype=torch.float64, device=depth.device)[None] + o[:, 1:]          # (B, H)
-    px = ((xs - K[:, 0, 2:3]) / K[:, 0, 0:1])[:, None, :]
-    py = ((ys - K[:, 1, 2:3]) / K[:, 1, 1:2])[:, :, None]
-    d = depth.to(torch.float64)
-    return torch.sqrt((px * d) ** 2 + (py * d) ** 2 + d ** 2)
+    return _dist(depth, ((xs - K[:, 0, 2:3]) / K[:, 0, 0:1])[:, None, :], ((ys - K[:, 1, 2:3]) / K[:, 1, 1:2])[:, :, None])
 
 def vsd_batch(depth_test, depth_est, depth_gt, K, delta: float, taus: Sequence[float], normalized_by_diameter: bool,
               diameter, cost_type: str = "step", origin=None) -> torch.Tensor:
-    "VSD of B depth-map triples (B, H, W) (mm) with `K` (B, 3, 3), diameters (B,): errors (B, T)."
+    """VSD of B depth-map triples (B, H, W) (mm) with `K` (B, 3, 3), diameters (B,): errors (B, T). Only the pixels where
+    a rendering has depth can be visible: the distances are computed there (the same values as `depth_to_dist_batch`)."""
     if cost_type not in ("step", "tlinear"): raise InputError(f"cost_type: expected 'step' or 'tlinear', got {cost_type!r}")
     check_shape(depth_est, tuple(depth_test.shape), "depth_est"); check_shape(depth_gt, tuple(depth_test.shape), "depth_gt")
     B = depth_test.shape[0]
-    d_test, d_est, d_gt = (depth_to_dist_batch(d, K, origin) for d in (depth_test, depth_est, depth_gt))
+    K = K.to(depth_test.device, torch.float64)
+    o = torch.zeros(B, 2, dtype=torch.float64, device=depth_test.device) if origin is None else origin.to(depth_test.device, torch.float64)
+    H, W = depth_test.shape[1:]
+    flat = ((depth_est > 0) | (depth_gt > 0)).reshape(-1).nonzero().squeeze(1)             # those pixels (index_select: fast gathers)
+    pb, x = flat // (H * W), (flat % W).to(torch.float64)
+    at = lambda v: v.index_select(0, pb)
+    px = ((x + at(o[:, 0])) - at(K[:, 0, 2])) / at(K[:, 0, 0])
+    py = (((flat // W) % H).to(torch.float64) + at(o[:, 1]) - at(K[:, 1, 2])) / at(K[:, 1, 1])
+    d_test, d_est, d_gt = (_dist(d.reshape(-1).index_select(0, flat), px, py) for d in (depth_test, depth_est, depth_gt))
     vis = lambda dm: ((dm.float() - d_test.float() <= delta) | (d_test == 0)) & (dm > 0)
     v_gt = vis(d_gt)
     v_est = vis(d_est) | (v_gt & (d_est > 0))
     inter, union = v_gt & v_est, v_gt | v_est
-    n_union, n_inter = union.flatten(1).sum(-1), inter.flatten(1).sum(-1)
-    b = torch.arange(B, device=inter.device)[:, None, None].expand_as(inter)[inter]      # pair of each pixel of the intersections
+    n_union, n_inter = torch.bincount(pb[union], minlength=B), torch.bincount(pb[inter], minlength=B)
+    b = pb[inter]                                                                       # pair of each pixel of the intersections
     d = (d_gt[inter] - d_est[inter]).abs()
     if normalized_by_diameter: d = d / torch.as_tensor(diameter, dtype=torch.float64, device=d.device).reshape(-1)[b]
     T = len(taus)
@@ -239,6 +250,8 @@ def rasterize_depth(mesh: DepthMesh, R: torch.Tensor, t: torch.Tensor, K: torch.
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #d0d9f367
 RASTER_PIXELS = 1 << 21         # window pixels of one z-buffer call (memory: a few float64 per pixel and per row)
+NEAR_MM, FAR_MM = 10.0, 10000.0 # pybullet's clipping planes `rendering.bullet.NEAR`, `FAR` in mm (that module is not imported
+                                # here: it loads roma and torch's compiler, 2 s; the tests check the numbers are the same)
 
 class DepthRenderer:
     """Depth renderings (mm) of the objects of a `MeshDatabase` for VSD. `backend`: 'raster' (the z-buffer above, in
@@ -289,7 +302,6 @@ class DepthRenderer:
 def render_windows(self: DepthRenderer, labels: Sequence[str], R, t, K, boxes) -> list[np.ndarray]:
     """Depth (mm, float64) of object `labels[i]` at `R[i]` (3, 3), `t[i]` (3,) mm, seen with `K[i]`, in the window
     `boxes[i]` (x0, y0, x1, y1) of the image: a list of (y1 - y0, x1 - x0) arrays."""
-    from cosypose_nb.rendering.bullet import NEAR, FAR
     R, t, K = (torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in (R, t, K))
     t, boxes = t.reshape(-1, 3), torch.as_tensor(np.asarray(boxes, dtype=np.int64)).reshape(-1, 4)
     out: list = [None] * len(labels)
@@ -300,7 +312,7 @@ def render_windows(self: DepthRenderer, labels: Sequence[str], R, t, K, boxes) -
     for l, ii in groups.items():
         m, ii = self.mesh(l), torch.as_tensor(ii)
         z_min = (m.vertices[None] @ R[ii, 2, :, None]).squeeze(-1).amin(-1) + t[ii, 2]     # nearest vertex depth (B,)
-        front = z_min > NEAR * 1000.0
+        front = z_min > NEAR_MM
         left += ii[~front].tolist(); ii = ii[front]
         area = ((boxes[ii, 3] - boxes[ii, 1]) * (boxes[ii, 2] - boxes[ii, 0])).tolist()
         cull = camera_outside(m, R[ii], t[ii]) & m.closed
@@ -308,7 +320,7 @@ def render_windows(self: DepthRenderer, labels: Sequence[str], R, t, K, boxes) -
         for j in range(len(ii) + 1):                       # chunks of at most RASTER_PIXELS window pixels
             if j == len(ii) or (acc + area[j] > RASTER_PIXELS and j > c):
                 s = slice(c, j)
-                d = rasterize_depth(m, R[ii[s]], t[ii[s]], K[ii[s]], boxes[ii[s]], cull[s], NEAR * 1000.0, FAR * 1000.0)
+                d = rasterize_depth(m, R[ii[s]], t[ii[s]], K[ii[s]], boxes[ii[s]], cull[s], NEAR_MM, FAR_MM)
                 for i, x in zip(ii[s].tolist(), d): out[i] = x.numpy()
                 c, acc = j, 0
             if j < len(ii): acc += area[j]
