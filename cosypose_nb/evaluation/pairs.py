@@ -253,13 +253,13 @@ def pair_vsd_errors(p: pd.DataFrame, ests, gts, Ks: dict, depth_of, models: dict
     obj, sizes = q["obj_id"].tolist(), [depth[k].shape for k in ims]
     be, bg = _boxes(models, obj, Re, te_, K, sizes), _boxes(models, obj, Rg, tg, K, sizes)
     labels = [label_from_obj_id(o) for o in obj]
-    gkeys = list(zip(q["im_id"], q["gt_id"]))
-    we = _render_once(renderer, q["est_row"].tolist(), labels, Re, te_, K, be)
-    wg = _render_once(renderer, gkeys, labels, Rg, tg, K, bg)
+    ekeys, gkeys = [("est", r) for r in q["est_row"]], [("gt", i, g) for i, g in zip(q["im_id"], q["gt_id"])]
+    win = _render_once(renderer, ekeys + gkeys, labels + labels, torch.cat([Re, Rg]), torch.cat([te_, tg]), torch.cat([K, K]),
+                           torch.cat([be, bg]))                            # one call: larger batches of each object
     U = _union(be, bg)
     test = [depth[k][u[1]:u[3], u[0]:u[2]] for k, u in zip(ims, U)]
-    est = [(we[r], (b[0] - u[0], b[1] - u[1])) for r, b, u in zip(q["est_row"], be.tolist(), U.tolist())]
-    gtw = [(wg[k], (b[0] - u[0], b[1] - u[1])) for k, b, u in zip(gkeys, bg.tolist(), U.tolist())]
+    est = [(win[k], (b[0] - u[0], b[1] - u[1])) for k, b, u in zip(ekeys, be.tolist(), U.tolist())]
+    gtw = [(win[k], (b[0] - u[0], b[1] - u[1])) for k, b, u in zip(gkeys, bg.tolist(), U.tolist())]
     p.loc[q.index, cols] = _vsd_of_windows(test, est, gtw, U, K, diam, cfg)
     return p
 
