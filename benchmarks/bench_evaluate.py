@@ -7,20 +7,22 @@ cost the same as with real depth), visible fractions in [0.1, 1]; results = the 
 noise, one estimate per instance: S x I x O estimates (default 100 x 20 x 5 = 10,000).
 
 Measured:
-  1. the parts of one pass over the scenes (1 rendering worker): reading and checks, pose errors (te, re, ADD, ADD-S,
-     MSSD, MSPD, batched), renderings (window renderings, waiting on the workers), the VSD formula (windows pasted,
-     `vsd_batch`), scores;
-  2. window renderings vs whole-image renderings of the same objects (a sample), renders per second and the ratio;
-  3. the whole `evaluate` (every metric), each run in its own process: the code of this checkout ("new") and of the
-     git revision --old ("old", default main; its cosypose_nb taken with `git archive`) side by side on the same
-     dataset, with --workers rendering processes each, --repeat times in alternation; wall seconds, CPU seconds (the
-     process and its rendering workers) and the ratio old / new; with --torchrun, 2 processes x 1 worker (new code).
+  1. the parts of one pass over the scenes, new code with renderer --backend (default 'raster', the z-buffer of
+     `evaluation.vsd`; pybullet backends with 1 rendering worker): reading and checks, pose errors (te, re, ADD, ADD-S,
+     MSSD, MSPD, batched), renderings, the VSD formula (windows pasted, `vsd_batch`), scores;
+  2. renders per second of the z-buffer and of pybullet ('tiny', 1 worker) on the same `--sample` estimates, in their
+     windows and in whole 640x480 images;
+  3. the whole `evaluate` (every metric), each run in its own process: the code of this checkout ("new", renderer
+     --backend) and of the git revision --old ("old", default main, renderer --old-backend, default 'tiny'; its
+     cosypose_nb taken with `git archive`) side by side on the same dataset, pybullet runs with each of --workers
+     rendering processes, --repeat times in alternation; wall seconds, CPU seconds (the process and its rendering
+     workers) and the ratios old / new; with --torchrun, 2 processes x 1 worker (new code).
 
 The load average is printed before and after: on a shared machine the wall times follow the load, the CPU seconds
 much less. To re-measure on a quiet machine: `python benchmarks/bench_evaluate.py` (about 5 minutes there).
 
-Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--workers 1,2] [--old main] [--repeat 1]
-                                           [--torchrun] [--sample 200] [--no-parts]
+Usage: python benchmarks/bench_evaluate.py [--scenes 100 --images 20 --objects 5] [--backend raster] [--workers 1,2]
+                                           [--old main] [--old-backend tiny] [--repeat 1] [--torchrun] [--sample 200] [--no-parts]
 """
 from __future__ import annotations
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
