@@ -18,7 +18,7 @@ from ..geometry.cameras import project_camera_points
 from .metrics import as_R, as_t
 
 # %% auto #0
-__all__ = ['RASTER_PIXELS', 'NEAR_MM', 'FAR_MM', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
+__all__ = ['NEAR_MM', 'FAR_MM', 'RASTER_PIXELS', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
            'overlapping_sphere_projections', 'overlapping_sphere_projections_batch', 'projected_boxes', 'DepthMesh',
            'depth_mesh', 'camera_outside', 'rasterize_depth', 'DepthRenderer']
 
@@ -75,6 +75,7 @@ def depth_to_dist_batch(depth: torch.Tensor, K: torch.Tensor, origin: torch.Tens
     ys = torch.arange(H, dtype=torch.float64, device=depth.device)[None] + o[:, 1:]          # (B, H)
     return _dist(depth, ((xs - K[:, 0, 2:3]) / K[:, 0, 0:1])[:, None, :], ((ys - K[:, 1, 2:3]) / K[:, 1, 1:2])[:, :, None])
 
+# %% ../../nbs/evaluation/52_vsd.ipynb #6505e25b
 def vsd_batch(depth_test, depth_est, depth_gt, K, delta: float, taus: Sequence[float], normalized_by_diameter: bool,
               diameter, cost_type: str = "step", origin=None) -> torch.Tensor:
     """VSD of B depth-map triples (B, H, W) (mm) with `K` (B, 3, 3), diameters (B,): errors (B, T). Only the pixels where
@@ -228,8 +229,12 @@ def _rows(bi, a, b, c, h, w, off):
     start = g(off.index_select(0, bi).to(xA)) + y * g(wb) + x0
     return start.long(), n, iz, gur
 
+# %% ../../nbs/evaluation/52_vsd.ipynb #265cafd5
+NEAR_MM, FAR_MM = 10.0, 10000.0 # pybullet's clipping planes `rendering.bullet.NEAR`, `FAR` in mm (that module is not imported
+                                # here: it loads roma and torch's compiler, 2 s; the tests check the numbers are the same)
+
 def rasterize_depth(mesh: DepthMesh, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor, boxes: torch.Tensor,
-                    cull: torch.Tensor | None = None, near: float = 10.0, far: float = 10000.0) -> list[torch.Tensor]:
+                    cull: torch.Tensor | None = None, near: float = NEAR_MM, far: float = FAR_MM) -> list[torch.Tensor]:
     """Depth (mm, float64, 0: no surface) of `mesh` at poses `R` (B, 3, 3), `t` (B, 3) mm seen with `K` (B, 3, 3), in the windows
     `boxes` (B, 4) (x0, y0, x1, y1) of the image: B tensors (y1 - y0, x1 - x0). `cull` (B,) bool: skip the faces turned
     away (closed meshes seen from outside); depths outside [near, far] mm are dropped (every vertex must lie beyond `near`)."""
@@ -250,8 +255,6 @@ def rasterize_depth(mesh: DepthMesh, R: torch.Tensor, t: torch.Tensor, K: torch.
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #d0d9f367
 RASTER_PIXELS = 1 << 21         # window pixels of one z-buffer call (memory: a few float64 per pixel and per row)
-NEAR_MM, FAR_MM = 10.0, 10000.0 # pybullet's clipping planes `rendering.bullet.NEAR`, `FAR` in mm (that module is not imported
-                                # here: it loads roma and torch's compiler, 2 s; the tests check the numbers are the same)
 
 class DepthRenderer:
     """Depth renderings (mm) of the objects of a `MeshDatabase` for VSD. `backend`: 'raster' (the z-buffer above, in
@@ -285,17 +288,19 @@ class DepthRenderer:
     def _label(self, obj_id) -> str:
         return obj_id if isinstance(obj_id, str) else f"obj_{int(obj_id):06d}"
 
-    def render_object(self, obj_id, R, t, fx, fy, cx, cy) -> dict:
-        "The toolkit's interface: {'depth': (H, W) float64 mm, 0 where the object is not}."
-        if self.image_size is None: raise InputError("DepthRenderer: give image_size (H, W) to render whole images")
-        K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-        box = torch.tensor([[0, 0, self.image_size[1], self.image_size[0]]])
-        return {"depth": self.render_windows([self._label(obj_id)], np.asarray(R)[None], np.asarray(t).reshape(1, 3), K[None], box)[0]}
-
     def close(self) -> None:
         if self.renderer is not None: self.renderer.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #92beb975
+@patch
+def render_object(self: DepthRenderer, obj_id, R, t, fx, fy, cx, cy) -> dict:
+    "The toolkit's interface: {'depth': (H, W) float64 mm, 0 where the object is not}."
+    if self.image_size is None: raise InputError("DepthRenderer: give image_size (H, W) to render whole images")
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    box = torch.tensor([[0, 0, self.image_size[1], self.image_size[0]]])
+    return {"depth": self.render_windows([self._label(obj_id)], np.asarray(R)[None], np.asarray(t).reshape(1, 3), K[None], box)[0]}
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #9b83ef5c
 @patch
