@@ -59,11 +59,11 @@ class EvaluateConfig(Config):
     max_sym_disc_step: float = setting(0.01, "step of the discretised continuous symmetries (toolkit: 0.01, 315 steps)")
     symmetric_obj_ids: tuple[int, ...] | None = setting(None, "objects evaluated with ADD-S in ADD(-S) (default: PoseCNN's list for ycbv, else those with symmetries in models_info)")
     on_bad_row: str = setting("error", "a bad results row (unknown object, scene or image; repeated row): 'error' or 'skip' (counted)", choices=("error", "skip"))
-    n_workers: int = setting(1, "rendering processes for VSD")
+    n_workers: int = setting(1, "rendering processes for VSD with a pybullet backend")
     device: str = setting("cpu", "device of the batched errors ('cpu', 'cuda', 'auto')")
     threads: int = setting(1, "torch threads of each process (the renderings have their own processes; for more, run under torchrun)")
-    scene_threads: int = setting(2, "scenes evaluated at once in each process (threads: one waits on its renderings while another computes)")
-    backend: str = setting("auto", "pybullet renderer: 'auto', 'tiny' (CPU) or 'egl'", choices=("auto", "tiny", "egl"))
+    scene_threads: int = setting(2, "scenes evaluated at once in each process (threads: torch, scipy and the renderers release the GIL)")
+    backend: str = setting("raster", "VSD depth renderings: 'raster' (exact z-buffer in torch) or pybullet's 'auto', 'tiny' (CPU), 'egl'", choices=("raster", "auto", "tiny", "egl"))
     progress: bool = setting(True, "show a progress bar")
     overwrite: bool = setting(False, "write into an --out folder holding other files, or the evaluation of other inputs (whose scene files are then dropped)")
 
@@ -71,7 +71,7 @@ class EvaluateConfig(Config):
         if not self.metrics or any(m not in METRICS for m in self.metrics): self.fail("metrics", f"must be among {', '.join(METRICS)}")
         self.need_float("vsd_delta", 0, lo_open=True, none=True)
         self.need_int("n_workers", 1, 64); self.need_int("threads", 1, 1024); self.need_int("scene_threads", 1, 64)
-        self.need_choice("on_bad_row", ("error", "skip")); self.need_choice("backend", ("auto", "tiny", "egl"))
+        self.need_choice("on_bad_row", ("error", "skip")); self.need_choice("backend", ("raster", "auto", "tiny", "egl"))
         if self.symmetric_obj_ids is not None and not all(isinstance(i, int) and i >= 0 for i in self.symmetric_obj_ids):
             self.fail("symmetric_obj_ids", "must be non-negative integers")
         BOP19Config(visib_gt_min=self.visib_gt_min, max_sym_disc_step=self.max_sym_disc_step)     # checks those two

@@ -85,7 +85,7 @@ def scene_errors(inp: EvalInputs, scene_id: int, renderer: DepthRenderer | None 
     Ks = dict(zip(zip(ims["scene_id"], ims["im_id"]), ims["K"]))
     sdir = inp.root / inp.cfg.split / scene_dir_name(scene_id)
     scale = dict(zip(ims["im_id"], ims["depth_scale"]))
-    with ThreadPoolExecutor(1) as ex:                   # VSD (mostly waiting on the rendering processes) next to the pose errors
+    with ThreadPoolExecutor(1) as ex:                   # VSD next to the pose errors (both mostly in torch, GIL released)
         depth_of = lambda s, i: read_depth_mm(sdir, i, scale[i])
         vsd = ex.submit(pair_vsd_errors, p, ests, gts, Ks, depth_of, inp.models, renderer, inp.bop) if "bop19" in inp.cfg.metrics else None
         p = pair_pose_errors(p, ests, gts, Ks, inp.models, inp.cfg.device)
@@ -141,7 +141,7 @@ def scene_file(out, scene_id: int) -> Path:
 # %% ../../nbs/evaluation/56_evaluate.ipynb #25c23d6c
 def _run_scenes(inp: EvalInputs, out: Path, scenes: list, rank: int) -> list:
     """Evaluate the scenes not yet written (one file each, atomically, as they finish); returns the scenes written by
-    this call. `scene_threads` scenes at once: one waits on its renderings while another computes its errors."""
+    this call. `scene_threads` scenes at once (threads: torch, scipy and the renderers release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
     from tqdm.auto import tqdm
     todo = [s for s in scenes if not scene_file(out, s).exists()]

@@ -220,8 +220,13 @@ def _min_max(dist, B: int, nS: int, N: int, sub: torch.Tensor, max_elems: int, d
     pc, sc = cand.nonzero(as_tuple=True)
     return U.scatter_reduce(0, pc, maxima(pc, sc, None, N), reduce="amin") if len(pc) else U
 
+_BOUND_POINTS = torch.utils.weak.WeakTensorKeyDictionary()    # model points -> {n: indices}: any points give exact results, these fast ones
+
 def _bound_points(pts: torch.Tensor, n: int) -> torch.Tensor:
-    if pts.ndim == 2: return farthest_point_indices(pts, n)
+    if pts.ndim == 2:                                         # a model's points: the same at each call, spread once
+        cache = _BOUND_POINTS.setdefault(pts, {})
+        if n not in cache: cache[n] = farthest_point_indices(pts, n)
+        return cache[n]
     return torch.as_tensor(even_indices(pts.shape[1], n), device=pts.device)
 
 # %% ../../nbs/evaluation/51_metrics.ipynb #6851fffe

@@ -193,12 +193,6 @@ def read_depth_mm(scene_dir, im_id: int, depth_scale: float) -> np.ndarray:
     d = read_depth(find_image(Path(scene_dir) / "depth", im_id), depth_scale)
     return np.round(d.astype(np.float64) / (depth_scale * MM_TO_M)) * depth_scale
 
-def _paste(win: np.ndarray, box, U, shape) -> np.ndarray:
-    out = np.zeros(shape)
-    x0, y0 = box[0] - U[0], box[1] - U[1]
-    out[y0:y0 + win.shape[0], x0:x0 + win.shape[1]] = win
-    return out
-
 # %% ../../nbs/evaluation/55_pairs.ipynb #885c40c5
 def _boxes(models: dict, obj: list, R, t, K, sizes) -> torch.Tensor:
     "Render windows (B, 4) of the pairs' objects at poses R (B, 3, 3), t (B, 3) mm, per object and image size."
@@ -222,7 +216,8 @@ def _render_once(renderer: DepthRenderer, keys: list, labels: list, R, t, K, box
 
 # %% ../../nbs/evaluation/55_pairs.ipynb #8f6163a4
 def _vsd_of_windows(depth_test: list, est: list, gt: list, U: np.ndarray, K, diam, cfg: BOP19Config, chunk: int = 32) -> np.ndarray:
-    "VSD (P, T) of pairs given their union windows `U` (P, 4) and the test / estimate / instance depth in them."
+    """VSD (P, T) of pairs given their union windows `U` (P, 4), the test depth in them, and the estimate's and the
+    instance's renderings as (window depth, (x, y) of its first pixel in the union window)."""
     out = np.zeros((len(U), len(cfg.vsd_taus)))
     order = np.argsort((U[:, 2] - U[:, 0]) * (U[:, 3] - U[:, 1]), kind="stable")
     for c in range(0, len(order), chunk):
@@ -230,7 +225,8 @@ def _vsd_of_windows(depth_test: list, est: list, gt: list, U: np.ndarray, K, dia
         h, w = int((U[idx, 3] - U[idx, 1]).max()), int((U[idx, 2] - U[idx, 0]).max())
         D = np.zeros((3, len(idx), h, w))
         for k, i in enumerate(idx):
-            for j, a in enumerate((depth_test[i], est[i], gt[i])): D[j, k, :a.shape[0], :a.shape[1]] = a
+            a = depth_test[i]; D[0, k, :a.shape[0], :a.shape[1]] = a
+            for j, (a, (x0, y0)) in ((1, est[i]), (2, gt[i])): D[j, k, y0:y0 + a.shape[0], x0:x0 + a.shape[1]] = a
         D = torch.as_tensor(D)
         out[idx] = vsd_batch(D[0], D[1], D[2], K[idx], cfg.vsd_delta, cfg.vsd_taus, True, diam[idx], cfg.vsd_cost,
                              origin=torch.as_tensor(U[idx, :2])).numpy()
@@ -257,14 +253,13 @@ def pair_vsd_errors(p: pd.DataFrame, ests, gts, Ks: dict, depth_of, models: dict
     obj, sizes = q["obj_id"].tolist(), [depth[k].shape for k in ims]
     be, bg = _boxes(models, obj, Re, te_, K, sizes), _boxes(models, obj, Rg, tg, K, sizes)
     labels = [label_from_obj_id(o) for o in obj]
-    gkeys = list(zip(q["im_id"], q["gt_id"]))
-    we = _render_once(renderer, q["est_row"].tolist(), labels, Re, te_, K, be)
-    wg = _render_once(renderer, gkeys, labels, Rg, tg, K, bg)
+    ekeys, gkeys = [("est", r) for r in q["est_row"]], [("gt", i, g) for i, g in zip(q["im_id"], q["gt_id"])]
+    win = _render_once(renderer, ekeys + gkeys, labels + labels, torch.cat([Re, Rg]), torch.cat([te_, tg]), torch.cat([K, K]),
+                           torch.cat([be, bg]))                            # one call: larger batches of each object
     U = _union(be, bg)
-    shape = lambda u: (u[3] - u[1], u[2] - u[0])
     test = [depth[k][u[1]:u[3], u[0]:u[2]] for k, u in zip(ims, U)]
-    est = [_paste(we[r], b.tolist(), u, shape(u)) for r, b, u in zip(q["est_row"], be, U)]
-    gtw = [_paste(wg[k], b.tolist(), u, shape(u)) for k, b, u in zip(gkeys, bg, U)]
+    est = [(win[k], (b[0] - u[0], b[1] - u[1])) for k, b, u in zip(ekeys, be.tolist(), U.tolist())]
+    gtw = [(win[k], (b[0] - u[0], b[1] - u[1])) for k, b, u in zip(gkeys, bg.tolist(), U.tolist())]
     p.loc[q.index, cols] = _vsd_of_windows(test, est, gtw, U, K, diam, cfg)
     return p
 

@@ -6,18 +6,21 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/evaluation/vsd.html.md"""
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #b7e1c0a4
 from __future__ import annotations
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from ..core import InputError, check_shape, where
 from ..geometry.cameras import project_camera_points
 from .metrics import as_R, as_t
 
 # %% auto #0
-__all__ = ['depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch', 'overlapping_sphere_projections',
-           'overlapping_sphere_projections_batch', 'projected_boxes', 'DepthRenderer']
+__all__ = ['NEAR_MM', 'FAR_MM', 'RASTER_PIXELS', 'depth_im_to_dist_im', 'vsd_depths', 'vsd', 'depth_to_dist_batch', 'vsd_batch',
+           'overlapping_sphere_projections', 'overlapping_sphere_projections_batch', 'projected_boxes', 'DepthMesh',
+           'depth_mesh', 'camera_outside', 'rasterize_depth', 'DepthRenderer']
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #d55c2f49
 def depth_im_to_dist_im(depth, K, origin=(0, 0)) -> np.ndarray:
@@ -58,6 +61,11 @@ def vsd(R_est, t_est, R_gt, t_gt, depth_test, K, delta, taus, normalized_by_diam
     return vsd_depths(depth_test, f(R_est, t_est), f(R_gt, t_gt), K, delta, taus, normalized_by_diameter, diameter, cost_type)
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #3058ded8
+def _dist(d: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    "Distances from the camera centre of depths `d` on the rays (px, py, 1) (float64, the toolkit's formula)."
+    d = d.to(torch.float64)
+    return torch.sqrt((px * d) ** 2 + (py * d) ** 2 + d ** 2)
+
 def depth_to_dist_batch(depth: torch.Tensor, K: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
     "Distance maps (B, H, W) float64 of depth maps (B, H, W) with intrinsics `K` (B, 3, 3) and window origins (B, 2) (x0, y0)."
     B, H, W = depth.shape
@@ -65,24 +73,31 @@ def depth_to_dist_batch(depth: torch.Tensor, K: torch.Tensor, origin: torch.Tens
     o = torch.zeros(B, 2, dtype=torch.float64, device=depth.device) if origin is None else origin.to(depth.device, torch.float64)
     xs = torch.arange(W, dtype=torch.float64, device=depth.device)[None] + o[:, :1]          # (B, W)
     ys = torch.arange(H, dtype=torch.float64, device=depth.device)[None] + o[:, 1:]          # (B, H)
-    px = ((xs - K[:, 0, 2:3]) / K[:, 0, 0:1])[:, None, :]
-    py = ((ys - K[:, 1, 2:3]) / K[:, 1, 1:2])[:, :, None]
-    d = depth.to(torch.float64)
-    return torch.sqrt((px * d) ** 2 + (py * d) ** 2 + d ** 2)
+    return _dist(depth, ((xs - K[:, 0, 2:3]) / K[:, 0, 0:1])[:, None, :], ((ys - K[:, 1, 2:3]) / K[:, 1, 1:2])[:, :, None])
 
+# %% ../../nbs/evaluation/52_vsd.ipynb #6505e25b
 def vsd_batch(depth_test, depth_est, depth_gt, K, delta: float, taus: Sequence[float], normalized_by_diameter: bool,
               diameter, cost_type: str = "step", origin=None) -> torch.Tensor:
-    "VSD of B depth-map triples (B, H, W) (mm) with `K` (B, 3, 3), diameters (B,): errors (B, T)."
+    """VSD of B depth-map triples (B, H, W) (mm) with `K` (B, 3, 3), diameters (B,): errors (B, T). Only the pixels where
+    a rendering has depth can be visible: the distances are computed there (the same values as `depth_to_dist_batch`)."""
     if cost_type not in ("step", "tlinear"): raise InputError(f"cost_type: expected 'step' or 'tlinear', got {cost_type!r}")
     check_shape(depth_est, tuple(depth_test.shape), "depth_est"); check_shape(depth_gt, tuple(depth_test.shape), "depth_gt")
     B = depth_test.shape[0]
-    d_test, d_est, d_gt = (depth_to_dist_batch(d, K, origin) for d in (depth_test, depth_est, depth_gt))
+    K = K.to(depth_test.device, torch.float64)
+    o = torch.zeros(B, 2, dtype=torch.float64, device=depth_test.device) if origin is None else origin.to(depth_test.device, torch.float64)
+    H, W = depth_test.shape[1:]
+    flat = ((depth_est > 0) | (depth_gt > 0)).reshape(-1).nonzero().squeeze(1)             # those pixels (index_select: fast gathers)
+    pb, x = flat // (H * W), (flat % W).to(torch.float64)
+    at = lambda v: v.index_select(0, pb)
+    px = ((x + at(o[:, 0])) - at(K[:, 0, 2])) / at(K[:, 0, 0])
+    py = (((flat // W) % H).to(torch.float64) + at(o[:, 1]) - at(K[:, 1, 2])) / at(K[:, 1, 1])
+    d_test, d_est, d_gt = (_dist(d.reshape(-1).index_select(0, flat), px, py) for d in (depth_test, depth_est, depth_gt))
     vis = lambda dm: ((dm.float() - d_test.float() <= delta) | (d_test == 0)) & (dm > 0)
     v_gt = vis(d_gt)
     v_est = vis(d_est) | (v_gt & (d_est > 0))
     inter, union = v_gt & v_est, v_gt | v_est
-    n_union, n_inter = union.flatten(1).sum(-1), inter.flatten(1).sum(-1)
-    b = torch.arange(B, device=inter.device)[:, None, None].expand_as(inter)[inter]      # pair of each pixel of the intersections
+    n_union, n_inter = torch.bincount(pb[union], minlength=B), torch.bincount(pb[inter], minlength=B)
+    b = pb[inter]                                                                       # pair of each pixel of the intersections
     d = (d_gt[inter] - d_est[inter]).abs()
     if normalized_by_diameter: d = d / torch.as_tensor(diameter, dtype=torch.float64, device=d.device).reshape(-1)[b]
     T = len(taus)
@@ -128,48 +143,213 @@ def projected_boxes(pts: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torc
     return box
 
 # %% ../../nbs/evaluation/52_vsd.ipynb #a462800f
+@dataclass(frozen=True)
+class DepthMesh:
+    "A triangle mesh for the z-buffer: `vertices` (N, 3) float64 mm, `faces` (F, 3) long, `closed` (faces outwards, watertight), bounds `lo`, `hi` (3,) mm."
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    closed: bool
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+def depth_mesh(mesh, scale: float = 1000.0) -> DepthMesh:
+    "The `DepthMesh` of a trimesh `mesh` (its units times `scale`: metres to mm by default)."
+    import trimesh
+    V, F = np.asarray(mesh.vertices, dtype=np.float64) * scale, np.asarray(mesh.faces, dtype=np.int64)
+    check_shape(V, (None, 3), "vertices"); check_shape(F, (None, 3), "faces")
+    welded = trimesh.Trimesh(V, F, process=False)
+    welded.merge_vertices(merge_tex=True, merge_norm=True)        # seams of texture coordinates split vertices, not the surface
+    closed = bool(welded.is_watertight and welded.is_winding_consistent and welded.volume > 0)
+    V = torch.as_tensor(V)
+    return DepthMesh(V, torch.as_tensor(F), closed, V.amin(0), V.amax(0))
+
+def camera_outside(mesh: DepthMesh, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    "Whether the camera centre of each pose `R` (B, 3, 3), `t` (B, 3) mm lies outside the mesh's bounding box: (B,) bool."
+    c = -(R.transpose(-1, -2) @ t.reshape(-1, 3, 1)).squeeze(-1)             # camera centre in the model's frame
+    return ((c < mesh.lo.to(c)) | (c > mesh.hi.to(c))).any(-1)
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #097260fa
+def _sort3(a, b):
+    "Corners `a`, `b` (tuples (v, u, 1/z) of tensors) ordered by v: (upper, lower)."
+    s = b[0] < a[0]
+    return tuple(torch.where(s, q, p) for p, q in zip(a, b)), tuple(torch.where(s, p, q) for p, q in zip(a, b))
+
+def _triangles(mesh: DepthMesh, R, t, K, boxes, cull: torch.Tensor):
+    """The triangles of `mesh` at poses `R` (B, 3, 3), `t` (B, 3) mm that may cover a pixel of their window `boxes` (B, 4),
+    `K` (B, 3, 3): (render index (T,), corners A, B, C sorted by v, each (v, u, 1/z) (T,) in window pixels)."""
+    F, Ff, nF, B = mesh.faces.to(R.device), mesh.faces.reshape(-1).to(R.device), len(mesh.faces), len(R)
+    X = mesh.vertices.to(R)[None] @ R.transpose(-1, -2) + t[:, None]                      # (B, N, 3)
+    u = K[:, 0, 0, None] * X[..., 0] / X[..., 2] + (K[:, 0, 2] - boxes[:, 0])[:, None]
+    v = K[:, 1, 1, None] * X[..., 1] / X[..., 2] + (K[:, 1, 2] - boxes[:, 1])[:, None]
+    tu, tv = u.index_select(1, Ff).reshape(B, nF, 3), v.index_select(1, Ff).reshape(B, nF, 3)
+    h, w = (boxes[:, 3] - boxes[:, 1])[:, None].to(tv), (boxes[:, 2] - boxes[:, 0])[:, None].to(tu)
+    vmin, vmax = tv.amin(-1), tv.amax(-1)
+    keep = (vmax.floor() >= vmin.ceil()) & (vmax >= 0) & (vmin <= h - 1) & (tu.amax(-1) >= 0) & (tu.amin(-1) <= w - 1)
+    if bool(cull.any()):     # front faces: the corners run clockwise in the image (v downwards) for outward normals
+        area = (tu[..., 1] - tu[..., 0]) * (tv[..., 2] - tv[..., 0]) - (tu[..., 2] - tu[..., 0]) * (tv[..., 1] - tv[..., 0])
+        keep &= ~cull[:, None] | (area < 0)
+    flat = keep.reshape(-1).nonzero().squeeze(1)
+    bi, fi = flat // nF, flat % nF
+    corners = []
+    for j in range(3):
+        vi = bi * X.shape[1] + F[:, j].index_select(0, fi)
+        corners.append((v.reshape(-1).index_select(0, vi), u.reshape(-1).index_select(0, vi), 1.0 / X[..., 2].reshape(-1).index_select(0, vi)))
+    a, b, c = corners
+    a, b = _sort3(a, b); b, c = _sort3(b, c); a, b = _sort3(a, b)
+    return bi, a, b, c
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #d6f874fd
+def _expand(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "For counts `n` (M,): the owner (N,) of each of the N = sum(n) items and its place (N,) among its owner's."
+    own = torch.repeat_interleave(torch.arange(len(n), device=n.device), n, output_size=int(n.sum()))
+    return own, torch.arange(len(own), device=n.device) - (torch.cumsum(n, 0) - n).index_select(0, own)
+
+def _rows(bi, a, b, c, h, w, off):
+    """The pixel rows of the triangles (corners sorted by v) in windows of heights `h`, widths `w` (B,) starting at
+    `off` (B,) in the flat z-buffer: (first buffer index (R,), pixel count (R,), 1/z at the first pixel (R,), its step along u (R,))."""
+    (yA, xA, zA), (yB, xB, zB), (yC, xC, zC) = a, b, c
+    ar = (xB - xA) * (yC - yA) - (xC - xA) * (yB - yA)
+    d1, d2 = zB - zA, zC - zA
+    gu, gv = (d1 * (yC - yA) - d2 * (yB - yA)) / ar, (d2 * (xB - xA) - d1 * (xC - xA)) / ar     # gradient of 1/z
+    slope = lambda x0, y0, x1, y1: torch.where(y1 == y0, 0.0, (x1 - x0) / (y1 - y0))
+    sL, sAB, sBC = slope(xA, yA, xC, yC), slope(xA, yA, xB, yB), slope(xB, yB, xC, yC)
+    yBe = torch.where(yC == yB, torch.inf, yB)                                 # rows above it meet the edge AB, the others BC
+    wb = w.index_select(0, bi).to(xA)
+    y0 = yA.ceil().clamp(min=0)
+    ny = torch.where(ar != 0, torch.minimum(yC.floor(), h.index_select(0, bi).to(yC) - 1) - y0 + 1, 0).clamp(min=0).long()
+    tri, k = _expand(ny)
+    g = lambda x: x.index_select(0, tri)
+    y, xAg, yAg = g(y0) + k, g(xA), g(yA)
+    xl = xAg + (y - yAg) * g(sL)                                                # on the long edge AC
+    xs = torch.where(y < g(yBe), xAg + (y - yAg) * g(sAB), g(xB) + (y - g(yB)) * g(sBC))
+    x0 = torch.minimum(xl, xs).ceil().clamp(min=0)
+    n = (torch.minimum(torch.maximum(xl, xs).floor(), g(wb) - 1) - x0 + 1).clamp(min=0).long()
+    gur = g(gu)
+    iz = g(zA) + gur * (x0 - xAg) + g(gv) * (y - yAg)
+    start = g(off.index_select(0, bi).to(xA)) + y * g(wb) + x0
+    return start.long(), n, iz, gur
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #265cafd5
+NEAR_MM, FAR_MM = 10.0, 10000.0 # pybullet's clipping planes `rendering.bullet.NEAR`, `FAR` in mm (that module is not imported
+                                # here: it loads roma and torch's compiler, 2 s; the tests check the numbers are the same)
+
+def rasterize_depth(mesh: DepthMesh, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor, boxes: torch.Tensor,
+                    cull: torch.Tensor | None = None, near: float = NEAR_MM, far: float = FAR_MM) -> list[torch.Tensor]:
+    """Depth (mm, float64, 0: no surface) of `mesh` at poses `R` (B, 3, 3), `t` (B, 3) mm seen with `K` (B, 3, 3), in the windows
+    `boxes` (B, 4) (x0, y0, x1, y1) of the image: B tensors (y1 - y0, x1 - x0). `cull` (B,) bool: skip the faces turned
+    away (closed meshes seen from outside); depths outside [near, far] mm are dropped (every vertex must lie beyond `near`)."""
+    check_shape(R, (None, 3, 3), "R"); B = len(R); check_shape(t, (B, 3), "t"); check_shape(K, (B, 3, 3), "K"); check_shape(boxes, (B, 4), "boxes")
+    cull = torch.zeros(B, dtype=torch.bool, device=R.device) if cull is None else cull
+    h, w = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
+    off = torch.cumsum(h * w, 0) - h * w
+    start, n, iz, gu = _rows(*_triangles(mesh, R, t, K, boxes, cull), h, w, off)
+    row, k = _expand(n)
+    z = 1.0 / (iz.index_select(0, row) + gu.index_select(0, row) * k)
+    idx = start.index_select(0, row) + k
+    ok = (z >= near) & (z <= far)
+    if not bool(ok.all()): idx, z = idx[ok], z[ok]
+    zbuf = torch.full((int((h * w).sum()),), torch.inf, dtype=torch.float64, device=R.device)
+    zbuf.scatter_reduce_(0, idx, z, "amin")
+    zbuf[torch.isinf(zbuf)] = 0.0
+    return [zbuf[o:o + hh * ww].reshape(hh, ww) for o, hh, ww in zip(off.tolist(), h.tolist(), w.tolist())]
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #d0d9f367
+RASTER_PIXELS = 1 << 21         # window pixels of one z-buffer call (memory: a few float64 per pixel and per row)
+
 class DepthRenderer:
-    """Depth renderings (mm) of the objects of a `MeshDatabase` with `rendering.BatchRenderer` (pool of `n_workers`
-    processes), for VSD. `render_object` is the toolkit's interface (whole image of `image_size` (H, W)); `render_windows`
-    renders many objects, each in its own window of the image."""
-    def __init__(self, objects, image_size=None, n_workers: int = 1, backend: str = "auto"):
-        from cosypose_nb.rendering.batch import BatchRenderer
-        self.objects, self.image_size = objects, image_size
-        self.renderer = BatchRenderer(objects, n_workers=n_workers, backend=backend, device="cpu")
-        self.n_renders, self.n_pixels = 0, 0
+    """Depth renderings (mm) of the objects of a `MeshDatabase` for VSD. `backend`: 'raster' (the z-buffer above, in
+    this process) or a pybullet backend of `rendering.BatchRenderer` ('auto', 'tiny', 'egl'; pool of `n_workers`
+    processes), which also renders the poses the z-buffer leaves (a vertex before the near plane). `render_object` is
+    the toolkit's interface (whole image of `image_size` (H, W)); `render_windows` renders many objects, each in its
+    own window of the image."""
+    def __init__(self, objects, image_size=None, n_workers: int = 1, backend: str = "raster"):
+        if backend not in ("raster", "auto", "tiny", "egl"):
+            raise InputError(f"backend: expected 'raster', 'auto', 'tiny' or 'egl', got {backend!r}")
+        import threading
+        self.objects, self.image_size, self.n_workers, self.backend = objects, image_size, n_workers, backend
+        self.renderer, self._lock, self._meshes = None, threading.Lock(), {}
+        self.n_renders, self.n_pixels, self.n_bullet = 0, 0, 0
+        if backend != "raster": self._bullet()
+
+    def _bullet(self):
+        "The pybullet renderer (started on first use with the 'raster' backend)."
+        with self._lock:
+            if self.renderer is None:
+                from cosypose_nb.rendering.batch import BatchRenderer
+                self.renderer = BatchRenderer(self.objects, n_workers=self.n_workers, device="cpu",
+                                              backend="auto" if self.backend == "raster" else self.backend)
+            return self.renderer
+
+    def mesh(self, label: str) -> DepthMesh:
+        "The `DepthMesh` of object `label` (mm), made once."
+        if label not in self._meshes: self._meshes[label] = depth_mesh(self.objects[label].mesh)
+        return self._meshes[label]
 
     def _label(self, obj_id) -> str:
         return obj_id if isinstance(obj_id, str) else f"obj_{int(obj_id):06d}"
 
-    def render_object(self, obj_id, R, t, fx, fy, cx, cy) -> dict:
-        "The toolkit's interface: {'depth': (H, W) float64 mm, 0 where the object is not}."
-        if self.image_size is None: raise InputError("DepthRenderer: give image_size (H, W) to render whole images")
-        K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-        box = torch.tensor([[0, 0, self.image_size[1], self.image_size[0]]])
-        return {"depth": self.render_windows([self._label(obj_id)], np.asarray(R)[None], np.asarray(t).reshape(1, 3), K[None], box)[0]}
-
-    def render_windows(self, labels: Sequence[str], R, t, K, boxes, chunk: int = 64) -> list[np.ndarray]:
-        """Depth (mm, float64) of object `labels[i]` at `R[i]` (3, 3), `t[i]` (3,) mm, seen with `K[i]`, in the window
-        `boxes[i]` (x0, y0, x1, y1) of the image: a list of (y1 - y0, x1 - x0) arrays."""
-        R, t, K = (np.asarray(x, dtype=np.float64) for x in (R, t, K))
-        boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
-        sizes = np.stack([boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], 1)
-        out: list = [None] * len(labels)
-        order = np.lexsort((sizes[:, 1], sizes[:, 0]))
-        for c in range(0, len(order), chunk):
-            idx = order[c:c + chunk]
-            h, w = (int(-(-sizes[idx, k].max() // 8) * 8) for k in (0, 1))                 # one size per call, rounded up to 8 px
-            if h == 0 or w == 0:
-                for i in idx: out[i] = np.zeros(tuple(sizes[i]))
-                continue
-            T = np.tile(np.eye(4), (len(idx), 1, 1)); T[:, :3, :3] = R[idx]; T[:, :3, 3] = t[idx].reshape(-1, 3) / 1000.0
-            Kw = K[idx].copy(); Kw[:, 0, 2] -= boxes[idx, 0]; Kw[:, 1, 2] -= boxes[idx, 1]
-            d = self.renderer.render([labels[i] for i in idx], T, Kw, (h, w), render_depth=True).depth[:, 0].numpy()
-            self.n_renders += len(idx); self.n_pixels += len(idx) * h * w
-            for k, i in enumerate(idx):
-                out[i] = d[k, :sizes[i, 0], :sizes[i, 1]].astype(np.float64) * 1000.0
-        return out
-
-    def close(self) -> None: self.renderer.close()
+    def close(self) -> None:
+        if self.renderer is not None: self.renderer.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #92beb975
+@patch
+def render_object(self: DepthRenderer, obj_id, R, t, fx, fy, cx, cy) -> dict:
+    "The toolkit's interface: {'depth': (H, W) float64 mm, 0 where the object is not}."
+    if self.image_size is None: raise InputError("DepthRenderer: give image_size (H, W) to render whole images")
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    box = torch.tensor([[0, 0, self.image_size[1], self.image_size[0]]])
+    return {"depth": self.render_windows([self._label(obj_id)], np.asarray(R)[None], np.asarray(t).reshape(1, 3), K[None], box)[0]}
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #9b83ef5c
+@patch
+def render_windows(self: DepthRenderer, labels: Sequence[str], R, t, K, boxes) -> list[np.ndarray]:
+    """Depth (mm, float64) of object `labels[i]` at `R[i]` (3, 3), `t[i]` (3,) mm, seen with `K[i]`, in the window
+    `boxes[i]` (x0, y0, x1, y1) of the image: a list of (y1 - y0, x1 - x0) arrays."""
+    R, t, K = (torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in (R, t, K))
+    t, boxes = t.reshape(-1, 3), torch.as_tensor(np.asarray(boxes, dtype=np.int64)).reshape(-1, 4)
+    out: list = [None] * len(labels)
+    if self.backend != "raster": return self._render_bullet(range(len(labels)), labels, R, t, K, boxes, out)
+    left = []
+    groups: dict = {}
+    for i, l in enumerate(labels): groups.setdefault(l, []).append(i)
+    for l, ii in groups.items():
+        m, ii = self.mesh(l), torch.as_tensor(ii)
+        z_min = (m.vertices[None] @ R[ii, 2, :, None]).squeeze(-1).amin(-1) + t[ii, 2]     # nearest vertex depth (B,)
+        front = z_min > NEAR_MM
+        left += ii[~front].tolist(); ii = ii[front]
+        area = ((boxes[ii, 3] - boxes[ii, 1]) * (boxes[ii, 2] - boxes[ii, 0])).tolist()
+        cull = camera_outside(m, R[ii], t[ii]) & m.closed
+        c, acc = 0, 0
+        for j in range(len(ii) + 1):                       # chunks of at most RASTER_PIXELS window pixels
+            if j == len(ii) or (acc + area[j] > RASTER_PIXELS and j > c):
+                s = slice(c, j)
+                d = rasterize_depth(m, R[ii[s]], t[ii[s]], K[ii[s]], boxes[ii[s]], cull[s], NEAR_MM, FAR_MM)
+                for i, x in zip(ii[s].tolist(), d): out[i] = x.numpy()
+                c, acc = j, 0
+            if j < len(ii): acc += area[j]
+        self.n_renders += len(ii); self.n_pixels += sum(area)
+    return self._render_bullet(left, labels, R, t, K, boxes, out) if left else out
+
+# %% ../../nbs/evaluation/52_vsd.ipynb #f338a4c0
+@patch
+def _render_bullet(self: DepthRenderer, which, labels, R, t, K, boxes, out: list, chunk: int = 64) -> list:
+    "Render the windows `which` with pybullet into `out`, `chunk` at a time, each chunk at one size (the largest, rounded up)."
+    which = np.asarray(list(which), dtype=np.int64)
+    R, t, K, boxes = (np.asarray(x) for x in (R, t, K, boxes))
+    sizes = np.stack([boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], 1)
+    order = which[np.lexsort((sizes[which, 1], sizes[which, 0]))]
+    for c in range(0, len(order), chunk):
+        idx = order[c:c + chunk]
+        h, w = (int(-(-sizes[idx, k].max() // 8) * 8) for k in (0, 1))                 # one size per call, rounded up to 8 px
+        if h == 0 or w == 0:
+            for i in idx: out[i] = np.zeros(tuple(sizes[i]))
+            continue
+        T = np.tile(np.eye(4), (len(idx), 1, 1)); T[:, :3, :3] = R[idx]; T[:, :3, 3] = t[idx] / 1000.0
+        Kw = K[idx].copy(); Kw[:, 0, 2] -= boxes[idx, 0]; Kw[:, 1, 2] -= boxes[idx, 1]
+        d = self._bullet().render([labels[i] for i in idx], T, Kw, (h, w), render_depth=True).depth[:, 0].numpy()
+        self.n_renders += len(idx); self.n_pixels += len(idx) * h * w; self.n_bullet += len(idx)
+        for k, i in enumerate(idx):
+            out[i] = d[k, :sizes[i, 0], :sizes[i, 1]].astype(np.float64) * 1000.0
+    return out
