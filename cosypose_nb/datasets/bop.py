@@ -240,6 +240,12 @@ def _objects(self: BOPDataset, sid: int, im: int, HW: tuple) -> list[ObjectRecor
 
 # %% ../../nbs/datasets/13_bop.ipynb #3a3b1fcf
 @patch
+def image_file(self: BOPDataset, scene_id: int, im_id: int) -> Path:
+    "The image file of image `im_id` of scene `scene_id` (in `rgb/`, or `gray/`); `InputError` naming the folder when it is not there."
+    d = self.scene_dir(scene_id)
+    return find_image(d / "rgb" if (d / "rgb").is_dir() or not (d / "gray").is_dir() else d / "gray", im_id)
+
+@patch
 def __getitem__(self: BOPDataset, i: int) -> ImageRecord:
     if not -len(self) <= i < len(self):
         raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
@@ -247,8 +253,7 @@ def __getitem__(self: BOPDataset, i: int) -> ImageRecord:
     sid, im = int(row.scene_id), int(row.im_id)
     d = self.scene_dir(sid)
     cam = self._cameras[sid][im]
-    rgb_dir = d / "rgb" if (d / "rgb").is_dir() or not (d / "gray").is_dir() else d / "gray"
-    rgb = read_rgb(find_image(rgb_dir, im))
+    rgb = read_rgb(self.image_file(sid, im))
     H, W = rgb.shape[:2]
     depth = None
     if self.load_depth:

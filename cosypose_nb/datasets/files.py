@@ -18,7 +18,8 @@ from .bop_format import MM_TO_M, to_numpy
 
 # %% auto #0
 __all__ = ['MAX_COORD', 'read_rgb', 'write_rgb', 'read_depth', 'write_depth', 'read_mask', 'write_mask', 'mask_bbox',
-           'gt_info_from_masks', 'read_model_mesh', 'check_mesh', 'check_mesh_faces', 'write_model_mesh']
+           'gt_info_from_masks', 'read_model_mesh', 'check_mesh', 'check_textures', 'check_mesh_faces',
+           'write_model_mesh']
 
 # %% ../../nbs/datasets/11_files.ipynb #3d54a72f
 def _open_image(path) -> np.ndarray:
@@ -137,6 +138,7 @@ def read_model_mesh(path) -> trimesh.Trimesh:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    check_textures(path)                                          # first: trimesh would log a traceback of its own
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False, maintain_order=True)
     except Exception as e:
@@ -160,7 +162,11 @@ def check_mesh(mesh: trimesh.Trimesh, path=None) -> None:
         raise InputError(f"{where(path, 'vertex')}holds NaN or infinite coordinates")
     if V.size and np.abs(V).max() > MAX_COORD:
         raise InputError(f"{where(path, 'vertex')}coordinates up to {np.abs(V).max():.3g}: more than {MAX_COORD:g} (in the file's units) is not an object")
-    for name in (_named_textures(Path(path)) if path is not None else []):   # trimesh puts a 2x2 stand-in in its place
+    if path is not None: check_textures(path)                    # trimesh puts a 2x2 stand-in in its place
+
+def check_textures(path) -> None:
+    "Raise `InputError` naming the model file unless each texture image it names is there and readable (before trimesh logs it)."
+    for name in _named_textures(Path(path)):
         f = Path(path).parent / name
         if not f.is_file():
             raise InputError(f"{where(path, 'texture')}{name}: the texture the file names is not there ({f})")

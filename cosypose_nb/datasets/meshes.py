@@ -19,7 +19,7 @@ from PIL import Image
 from scipy.spatial import ConvexHull, cKDTree
 
 from ..core import InputError, atomic_write
-from .files import check_mesh
+from .files import check_mesh, check_textures
 
 # %% auto #0
 __all__ = ['MAX_POINTS', 'DEFAULT_GREY', 'mesh_diameter', 'sample_surface_points', 'even_indices', 'subsample_points',
@@ -296,6 +296,7 @@ def write_urdf(mesh: trimesh.Trimesh, out_dir, name: str, color: Sequence[float]
 # %% ../../nbs/datasets/14_meshes.ipynb #aafdfe2a
 def load_mesh(path: Path) -> trimesh.Trimesh:
     "Load a mesh file as it is (no unit change); unreadable or empty files raise `InputError` naming the file."
+    check_textures(path)                                          # first: trimesh would log a traceback of its own
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False)   # (maintain_order=True loses the uv seams of .obj files)
     except Exception as e:

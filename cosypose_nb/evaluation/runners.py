@@ -17,7 +17,7 @@ import torch
 from ..core import (Config, InputError, setting, read_json, write_json, atomic_write, config_to_dict,
                               config_from_dict, claim_output_dir, record_outputs)
 from ..structures import Candidates, Detections, ScenePrediction
-from ..datasets.bop import (BOPDataset, read_results_csv, write_results_csv, obj_id_from_label, SCENE_GT_INFO,
+from ..datasets.bop import (BOPDataset, read_results_csv, write_results_csv, obj_id_from_label, SCENE_GT, SCENE_GT_INFO,
                                       RESULTS_HEADER)
 from ..multiview.config import MultiviewConfig
 from ..multiview.predict import box_detections
@@ -25,7 +25,7 @@ from ..multiview.predict import box_detections
 # %% auto #0
 __all__ = ['BOX_SOURCES', 'POSE_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections',
            'perturbed_gt_candidates', 'group_images', 'view_predictions', 'candidates_table', 'runner_objects',
-           'RunnerModels', 'predict_group', 'group_file', 'RunSummary', 'run_predictions']
+           'RunnerModels', 'predict_group', 'group_file', 'RunSummary', 'check_split_files', 'run_predictions']
 
 # %% ../../nbs/evaluation/58_runners.ipynb #f91da864
 BOX_SOURCES = ("gt", "file", "detector")
@@ -274,6 +274,19 @@ def _finish_run(out: Path, groups: pd.DataFrame) -> RunSummary:
     return RunSummary(out / "results.csv", out, len(groups), 0, cnt["n_predictions"], tim, cnt)
 
 # %% ../../nbs/evaluation/58_runners.ipynb #3e43662a
+def check_split_files(ds: BOPDataset, need_gt: bool) -> None:
+    """Before any work, `InputError` naming the first missing file: an image of the split (a view of a group) and,
+    when `need_gt` (boxes='gt'), a scene's `scene_gt.json` or `scene_gt_info.json`, or an image's annotation."""
+    for s, ims in ds.frame_index.groupby("scene_id", sort=True)["im_id"]:
+        for f in (SCENE_GT, SCENE_GT_INFO) if need_gt else ():
+            if not (ds.scene_dir(s) / f).exists():
+                raise InputError(f"{ds.scene_dir(s) / f}: file not found: boxes='gt' needs the ground truth of split {ds.split_dir.name!r}")
+        gt = ds.annotations(int(s))[0] if need_gt else {}
+        for im in ims.tolist():
+            ds.image_file(int(s), im)
+            if need_gt and im not in gt: raise InputError(f"{ds.scene_dir(s) / SCENE_GT}: {im}: no annotation for this image")
+
+# %% ../../nbs/evaluation/58_runners.ipynb #1b5e1317
 def run_predictions(dataset, out, config: RunnerConfig = RunnerConfig(), objects=None, coarse=None, refiner=None,
                     limit: int | None = None) -> RunSummary:
     """Predict every view group of split `config.split` of the BOP dataset `dataset` into the run folder `out`
@@ -282,10 +295,7 @@ def run_predictions(dataset, out, config: RunnerConfig = RunnerConfig(), objects
     from tqdm.auto import tqdm
     out, c = Path(out), config
     ds = BOPDataset(dataset, c.split, require_gt=c.boxes == "gt", models_dir=None)
-    if c.boxes == "gt":
-        for s in sorted(set(ds.frame_index.scene_id)):
-            if not (ds.scene_dir(s) / SCENE_GT_INFO).exists():
-                raise InputError(f"{ds.scene_dir(s) / SCENE_GT_INFO}: file not found: boxes='gt' needs the visible boxes of split {c.split!r}")
+    check_split_files(ds, c.boxes == "gt")
     groups = view_groups(ds.frame_index, c.n_views, c.group_seed)
     if limit is not None: groups = groups.iloc[:limit]
     claim_output_dir(out, "run_predictions", c.overwrite)

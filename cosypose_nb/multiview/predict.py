@@ -55,6 +55,7 @@ def read_scene_images(scene, camera=None) -> SceneImages:
     import numpy as np, torch
     from cosypose_nb.datasets.bop import read_rgb
     from cosypose_nb.geometry.cameras import check_intrinsics
+    from cosypose_nb.singleview.inference import check_views
     folder = Path(scene)
     if not folder.is_dir(): raise InputError(f"{folder}: scene folder not found")
     img_dir = folder / "rgb" if camera is None else folder
@@ -72,9 +73,11 @@ def read_scene_images(scene, camera=None) -> SceneImages:
     sizes = sorted({r.shape[:2] for r in rgbs})
     if len(sizes) > 1: raise InputError(f"{img_dir}: images of several sizes {sizes[:3]}: one size per scene")
     K = check_intrinsics(torch.as_tensor(np.stack([cams[norm(p.stem)] for p in paths]), dtype=torch.float64), str(cam_path))
+    images = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous()
+    check_views(images, K, [f"{p} (its camera in {cam_path.name})" for p in paths])      # a K of another image size
     im_ids = [int(p.stem) if p.stem.isdigit() else v + 1 for v, p in enumerate(paths)]
     scene_id = int(folder.name) if folder.name.isdigit() else 0
-    return SceneImages(torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous(), K, im_ids, scene_id, paths, folder)
+    return SceneImages(images, K, im_ids, scene_id, paths, folder)
 
 # %% ../../nbs/multiview/49_predict.ipynb #0554d7ce
 def box_detections(rows, min_visib: float = 0.1):
@@ -87,8 +90,9 @@ def box_detections(rows, min_visib: float = 0.1):
     return Detections(torch.tensor([r[0] for r in keep], dtype=torch.long), [r[1] for r in keep], torch.ones(len(keep)),
                       torch.tensor(np.stack([r[2] for r in keep]) if keep else np.zeros((0, 4)), dtype=torch.float32), None)
 
-def gt_detections(scene: SceneImages, min_visib: float = 0.1):
-    "The ground-truth visible boxes of the views of a BOP scene as `Detections` (score 1); `InputError` naming a missing file."
+def gt_detections(scene: SceneImages, min_visib: float = 0.1, objects=None):
+    """The ground-truth visible boxes of the views of a BOP scene as `Detections` (score 1); `InputError` naming a
+    missing file, or an object `objects` (when given) has no model of."""
     from cosypose_nb.datasets.bop import read_scene_gt, read_scene_gt_info
     gt, info = read_scene_gt(scene.folder), read_scene_gt_info(scene.folder)
     rows = []
@@ -97,6 +101,9 @@ def gt_detections(scene: SceneImages, min_visib: float = 0.1):
         if len(objs) != len(infos):
             raise InputError(f"{scene.folder / 'scene_gt_info.json'}: image {im}: {len(infos)} entries, scene_gt.json has {len(objs)}")
         rows += [(v, o["label"], i["bbox_visib"], i.get("visib_fract", 1.0)) for o, i in zip(objs, infos)]
+        bad = [k for k, o in enumerate(objs) if objects is not None and o["label"] not in objects]
+        if bad: raise InputError(f"{scene.folder / 'scene_gt.json'}: image {im}: [{bad[0]}].obj_id: no model of object "
+                                 f"{objs[bad[0]]['label']} in the object set ({len(objects)} objects)")
     return box_detections(rows, min_visib)
 
 # %% ../../nbs/multiview/49_predict.ipynb #7ef9da8e
@@ -107,9 +114,11 @@ def init_candidates(path, scene: SceneImages, objects):
     from cosypose_nb.structures import Candidates
     df = read_results_csv(path, in_front=True)
     view_of = {im: v for v, im in enumerate(scene.im_ids)}
-    df = df[(df["scene_id"] == scene.scene_id) & df["im_id"].isin(list(view_of))].reset_index(drop=True)
-    missing = sorted(set(df["label"]) - set(objects.labels))
-    if missing: raise InputError(f"{path}: obj_id: objects {missing[:5]} are not in the object set")
+    df = df[(df["scene_id"] == scene.scene_id) & df["im_id"].isin(list(view_of))]
+    bad = df[~df["label"].isin(list(objects.labels))]
+    if len(bad): raise InputError(f"{path}: row {bad.index[0] + 1}: obj_id: no model of object {bad['obj_id'].iloc[0]} in the object set "
+                                  f"({len(bad)} rows of objects {sorted(set(bad['label']))[:5]})")
+    df = df.reset_index(drop=True)
     return Candidates(torch.tensor([view_of[i] for i in df["im_id"].tolist()], dtype=torch.long), list(df["label"]),
                       torch.tensor(df["score"].to_numpy(), dtype=torch.float64), poses_tensor(df))
 
@@ -229,6 +238,8 @@ def check_run(path, kind: str, objects=None) -> Path:
     if objects is not None and isinstance(labels, list) and kind == "detector":
         missing = [l for l in labels if l not in objects]
         if missing: raise InputError(f"{cfg}: the detector predicts {len(missing)} labels the object set lacks: {missing[:5]}")
+    if objects is not None and isinstance(labels, list) and kind != "detector" and not set(labels) & set(getattr(objects, "labels", objects)):
+        raise InputError(f"{cfg}: labels: a {kind} network of other objects ({labels[:3]}...): none is in the object set")
     return path
 
 # %% ../../nbs/multiview/49_predict.ipynb #285c64fd
@@ -324,8 +335,10 @@ def predict_cli(argv: list[str] | None = None) -> int:
     kw = {}
     if source == "detector":
         kw["detector"] = Detector.load(a.detector, config.detection, dev); kw["detector"].check_objects(objects)
-    elif source == "detections": kw["detector"] = DetectionFile(a.detections, objects, config.detection)
-    elif source == "gt-boxes": kw["detections"] = gt_detections(scene)
+    elif source == "detections":
+        kw["detector"] = DetectionFile(a.detections, objects, config.detection)
+        kw["detector"].check_boxes([(scene.scene_id, i) for i in scene.im_ids], [scene.images.shape[-2:]] * len(scene.im_ids))
+    elif source == "gt-boxes": kw["detections"] = gt_detections(scene, objects=objects)
     else: kw["init_poses"] = init_candidates(a.init_poses, scene, objects)
     stage1 = Stage1Inputs(coarse=coarse, refiner=refiner, keys=[(scene.scene_id, i) for i in scene.im_ids], **kw)
     with BatchRenderer(objects, n_workers=1, device=dev) as renderer:

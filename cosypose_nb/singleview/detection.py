@@ -21,6 +21,7 @@ from ..structures import Detections
 from .config import DetectionConfig
 from .detector import DetectorNet, load_detector, check_labels
 from .pose_data import find_split
+from .inference import boxes_outside
 
 # %% auto #0
 __all__ = ['select_detections', 'as_images', 'Detector', 'read_bop_detections', 'rle_encode', 'rle_decode',
@@ -188,6 +189,16 @@ class DetectionFile:
         for r in self.rows: self.by_image.setdefault((r["scene_id"], r["im_id"]), []).append(r)
         self.labels = tuple(sorted({r["label"] for r in self.rows}))
 
+    def check_boxes(self, keys, sizes) -> None:
+        "Raise `InputError` naming the entry of a box wholly outside its image: images `keys` [(scene_id, im_id)] of `sizes` [(H, W)]."
+        for key, (H, W) in zip(keys, sizes):
+            rows = self.by_image.get((int(key[0]), int(key[1])), [])
+            out = boxes_outside(torch.tensor(np.array([r["box"] for r in rows]).reshape(-1, 4)), (H, W))
+            if out.any():
+                r = rows[int(out.nonzero()[0])]; i = next(k for k, x in enumerate(self.rows) if x is r)
+                raise InputError(f"{where(self.path, f'[{i}].bbox')}{bbox_xyxy_to_xywh(r['box']).tolist()} lies outside the "
+                                 f"{W}x{H} image (scene {key[0]}, image {key[1]})")
+
     def check_objects(self, objects) -> None:
         "Raise `InputError` unless every label in the file is in `objects`."
         have = set(getattr(objects, "labels", objects))
@@ -198,6 +209,7 @@ class DetectionFile:
         "The file's detections of images `keys` [(scene_id, im_id)] (view v = keys[v]); `images` give the masks' size."
         sizes = [tuple(im.shape[1:]) for im in as_images(images)] if images is not None else None
         if sizes is not None and len(sizes) != len(keys): raise InputError(f"{len(sizes)} images but {len(keys)} keys")
+        if sizes is not None: self.check_boxes(keys, sizes)
         rows = [(v, r) for v, key in enumerate(keys) for r in self.by_image.get((int(key[0]), int(key[1])), [])]
         masks = None
         if self.config.masks and sizes is not None:

@@ -24,12 +24,13 @@ from .pose_model import (PoseModel, PoseModelConfig, poses_from_boxes, is_origin
                                                pose_model_from_original)
 
 # %% auto #0
-__all__ = ['check_views', 'check_objects', 'check_detections', 'PoseEstimates', 'check_iterations', 'PosePredictor',
-           'load_pose_model']
+__all__ = ['check_views', 'check_objects', 'check_detections', 'boxes_outside', 'PoseEstimates', 'check_iterations',
+           'PosePredictor', 'load_pose_model']
 
 # %% ../../nbs/singleview/36_inference.ipynb #9fa91ee1
-def check_views(images: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    "Check images (V, 3, H, W) against intrinsics `K` (V, 3, 3) (principal point inside the image); returns K."
+def check_views(images: torch.Tensor, K: torch.Tensor, names=None) -> torch.Tensor:
+    """Check images (V, 3, H, W) against intrinsics `K` (V, 3, 3) (principal point inside the image); returns K.
+    `names` (V str, e.g. the image files): what an error calls view v (default `K[v]`)."""
     check_shape(images, (None, 3, None, None), "images")
     K = check_intrinsics(K); check_shape(K, (len(images), 3, 3), "K")
     H, W = images.shape[-2:]
@@ -37,7 +38,7 @@ def check_views(images: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     bad = (c[:, 0] < -0.5) | (c[:, 0] > W - 0.5) | (c[:, 1] < -0.5) | (c[:, 1] > H - 0.5)
     if bad.any():
         v = int(bad.nonzero()[0])
-        raise InputError(f"K[{v}]: principal point ({c[v, 0].item():.1f}, {c[v, 1].item():.1f}) lies outside the "
+        raise InputError(f"{names[v] if names is not None else f'K[{v}]'}: principal point ({c[v, 0].item():.1f}, {c[v, 1].item():.1f}) lies outside the "
                          f"{W}x{H} image: the image size does not match K")
     return K
 
@@ -55,12 +56,17 @@ def check_detections(det: Detections, n_views: int, image_size, objects) -> Dete
     check_objects(det.view_ids, det.labels, n_views, objects)
     check_shape(det.scores, (D,), "detections.scores"); check_finite(det.scores, "detections.scores")
     check_boxes(det.boxes, "detections.boxes"); check_shape(det.boxes, (D, 4), "detections.boxes")
-    H, W = image_size
-    b = det.boxes
-    out = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= W) | (b[:, 1] >= H)
+    out = boxes_outside(det.boxes, image_size)
     if out.any():
-        i = int(out.nonzero()[0]); raise InputError(f"detections.boxes[{i}]: {b[i].tolist()} lies outside the {W}x{H} image")
+        i, (H, W) = int(out.nonzero()[0]), image_size
+        raise InputError(f"detections.boxes[{i}]: {det.boxes[i].tolist()} lies outside the {W}x{H} image")
     return det
+
+def boxes_outside(boxes: torch.Tensor, image_size) -> torch.Tensor:
+    "Which boxes (D, 4) xyxy px lie wholly outside an image of `image_size` (H, W): bool (D,)."
+    H, W = image_size
+    b = torch.as_tensor(boxes).reshape(-1, 4)
+    return (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= W) | (b[:, 1] >= H)
 
 # %% ../../nbs/singleview/36_inference.ipynb #b9af73e9
 @dataclass
