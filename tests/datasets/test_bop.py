@@ -495,3 +495,18 @@ def test_dataset_bad_input(tmp_path):
     # a target that is not in the split
     shutil.rmtree(sd)
     raises(lambda: BOPDataset(root, targets=True), "test_targets_bop19.json", "scene 0")
+
+
+@pytest.mark.parametrize("reader", ["read_model_mesh", "load_mesh"])
+def test_missing_texture_is_one_error_without_trimesh_traceback(reader, tmp_path, caplog):
+    "A PLY naming a texture that is not there: an `InputError` naming the file, and trimesh logs nothing (no traceback)."
+    import logging
+    from cosypose_nb.datasets import files, meshes
+    p = tmp_path / "obj_000001.ply"
+    p.write_bytes(b"ply\nformat ascii 1.0\ncomment TextureFile gone.png\nelement vertex 3\nproperty float x\nproperty float y\n"
+                  b"property float z\nproperty float texture_u\nproperty float texture_v\nelement face 1\n"
+                  b"property list uchar int vertex_indices\nend_header\n0 0 0 0 0\n0 10 0 1 0\n0 0 10 0 1\n3 0 1 2\n")
+    fn = getattr(files, reader, None) or getattr(meshes, reader)
+    with caplog.at_level(logging.DEBUG, logger="trimesh"), pytest.raises(InputError, match="obj_000001.ply: texture: gone.png"):
+        fn(p)
+    assert not [r for r in caplog.records if r.name.startswith("trimesh") and r.exc_info], caplog.text

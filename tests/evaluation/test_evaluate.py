@@ -219,3 +219,21 @@ def test_cli(toy, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:                       # argparse: unknown metric, exit status 2
         main(["evaluate", str(toy / "noisy.csv"), "--dataset", str(toy), "--out", str(tmp_path / "y"), "--metrics", "adds"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f[:3] + ["high"] + f[4:], r"line 3: score: expected a number, got 'high'"),
+    (lambda f: f[:5] + ["1 2 x"] + f[6:], r"line 3: t: expected 3 space-separated numbers"),
+    (lambda f: f + ["extra"], r"line 3: expected 7 fields .*, got 8"),
+    (lambda f: f[:4], r"line 3: expected 7 fields .*, got 4")])
+def test_cli_malformed_row_names_file_line_and_field(toy, tmp_path, capsys, edit, message):
+    "`cosypose-nb evaluate` on a malformed row: exit status 2, one line naming the file, line and field; nothing written."
+    import re
+    from cosypose_nb.cli import main
+    lines = (toy / "noisy.csv").read_text().splitlines()
+    lines[2] = ",".join(edit(lines[2].split(",")))
+    p = tmp_path / "bad.csv"; p.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(p), "--dataset", str(toy), "--out", str(out), "--metrics", "ycbv", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"bad.csv: {message}", err) and "Traceback" not in err and not out.exists()

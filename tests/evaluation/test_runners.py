@@ -204,3 +204,20 @@ def test_perturbed_ground_truth_poses(toy, tmp_path):
           for s, i, oid, T in zip(r1.scene_id, r1.im_id, r1.obj_id, r1.T_CO)]
     assert 0.002 < np.median(dz) < 0.05                                                # depth noise of 2 cm std
     fails(lambda: RunnerConfig(poses="perturbed_gt", boxes="file", detections="x"), contains="boxes='gt'")
+
+
+@pytest.mark.parametrize("case,message", [
+    ("image file", "rgb: image {im}: no file"),                        # a view of a group is missing
+    ("annotation", "scene_gt.json: {im}: no annotation for this image"),
+    ("scene_gt.json", "scene_gt.json: file not found: boxes='gt' needs the ground truth of split 'test'")])
+def test_missing_view_or_ground_truth_refused_before_any_work(toy, nets, tmp_path, case, message):
+    data, out = tmp_path / "toy", tmp_path / "run"
+    shutil.copytree(toy, data)
+    scene = data / "test" / "000001"
+    im = sorted(int(k) for k in json.loads((scene / "scene_camera.json").read_text()))[2]
+    if case == "image file": next((scene / "rgb").glob(f"{im:06d}.*")).unlink()
+    elif case == "annotation":
+        d = json.loads((scene / "scene_gt.json").read_text()); d.pop(str(im)); (scene / "scene_gt.json").write_text(json.dumps(d))
+    else: (scene / "scene_gt.json").unlink()
+    fails(lambda: run_predictions(data, out, dataclasses.replace(SV, n_views=4), **nets), contains=message.format(im=im))
+    assert not out.exists()                                            # nothing written, not even the run's bookkeeping

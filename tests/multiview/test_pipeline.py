@@ -142,3 +142,96 @@ def test_box_detections_one_rule():
     d = pr.box_detections(rows, 0.1)
     assert d.labels == ["a", "e"] and d.view_ids.tolist() == [0, 1] and d.boxes.tolist() == [[1, 2, 5, 6], [0, 0, 4, 4]]
     assert len(pr.box_detections([], 0.1)) == 0
+
+
+def _scene_copy(scene_dir, tmp_path, size=None):
+    "A copy of the scene; `size` (W, H): its images resized (the camera file unchanged)."
+    import shutil
+    from PIL import Image
+    s = tmp_path / "000000"; shutil.copytree(scene_dir, s)
+    for p in (s / "rgb").iterdir():
+        if size is not None: Image.open(p).resize(size).save(p)
+    return s
+
+
+def _subset_models(recorded_dataset, tmp_path, labels):
+    "A BOP models folder of the recording's objects `labels` only."
+    import shutil
+    m = tmp_path / "models"; m.mkdir()
+    info = json.loads((recorded_dataset / "models" / "models_info.json").read_text())
+    ids = [str(int(l.split("_")[-1])) for l in labels]
+    for i in ids:
+        for f in (recorded_dataset / "models").glob(f"obj_{int(i):06d}.*"): shutil.copy(f, m)
+    write_json(m / "models_info.json", {i: info[i] for i in ids})
+    return m
+
+
+def _pose_run(tiny_run, tmp_path, **change):
+    "A copy of the tiny pose network whose config.json is changed: `labels`/`kind` at the top, other keys in the model."
+    import shutil
+    r = tmp_path / "run"; shutil.copytree(tiny_run, r)
+    model = json.loads((r / "config.json").read_text())
+    top = {k: change.pop(k) for k in ("labels", "kind") if k in change}
+    model.update(change)
+    write_json(r / "config.json", {"kind": "refiner", "model": model, **top} if top else model)
+    return r
+
+
+BAD_PREDICT = {   # name: (make the arguments in tmp_path, exit status, what the error names)
+    "K of another image size": (lambda c: [_scene_copy(c.scene, c.tmp, (40, 30)), "--gt-boxes"], 2,
+                                "000000.jpg (its camera in scene_camera.json): principal point"),
+    "a label without a mesh (--gt-boxes)": (lambda c: [c.scene, "--gt-boxes", "--objects", _subset_models(c.rec, c.tmp, c.labels[:1])],
+                                            2, "scene_gt.json: image 0: ["),
+    "a label without a mesh (--detections)": (lambda c: [c.scene, "--detections", c.dets([dict(category_id=99)])], 2,
+                                              "det.json: [0].category_id: object 99"),
+    "a box outside the image": (lambda c: [c.scene, "--detections", c.dets([{}, dict(bbox=[900, 20, 30, 30])])], 2,
+                                "det.json: [1].bbox: [900.0, 20.0, 30.0, 30.0] lies outside the 160x120 image (scene 0, image 0)"),
+    "an empty box list": (lambda c: [c.scene, "--detections", c.dets([])], 0, "no detection in any image"),
+    "a NaN pose in --init-poses": (lambda c: [c.scene, "--init-poses", c.init("t", "nan nan nan")], 2, "init.csv: line 2: t: holds NaN"),
+    "an --init-poses object without a mesh": (lambda c: [c.scene, "--init-poses", c.init("obj_id", "99")], 2,
+                                              "init.csv: row 1: obj_id: no model of object 99"),
+    "a pose run of other objects": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
+                                               _pose_run(c.tiny, c.tmp, labels=["obj_000099"])], 2, "none is in the object set"),
+    "a checkpoint that does not match its configuration": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
+                                                                      _pose_run(c.tiny, c.tmp, head_hidden=128)], 2, "does not match"),
+    "a coarse run given as --detector": (lambda c: [c.scene, "--detector", _pose_run(c.tiny, c.tmp, kind="coarse", labels=c.labels)], 2,
+                                         "a coarse network, not a detector one"),
+    "a detector run given as --refiner": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
+                                                    _pose_run(c.tiny, c.tmp, kind="detector", labels=c.labels)], 2,
+                                          "a detector network, not a refiner one"),
+    "a detector of objects the set lacks": (lambda c: [c.scene, "--detector", _pose_run(c.tiny, c.tmp, kind="detector", labels=["obj_000099"])],
+                                            2, "the detector predicts 1 labels the object set lacks"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PREDICT))
+def test_predict_bad_input(name, scene_dir, recorded_dataset, tiny_run, tmp_path, capsys):
+    """Issues 15-16, bad input through `cosypose-nb predict`: exit status 2 and one error line naming the file (and entry),
+    no traceback, nothing written, a user's file kept; or (no box at all) an empty result counted in the summary."""
+    from types import SimpleNamespace
+    from cosypose_nb.datasets.bop import read_scene_gt, write_results_csv
+    import pandas as pd
+    gt = read_scene_gt(scene_dir)
+    def dets(entries):
+        base = dict(scene_id=0, image_id=0, category_id=int(gt[0][0]["obj_id"]), bbox=[10, 10, 40, 30], score=0.9)
+        write_json(tmp_path / "det.json", [base | e for e in entries]); return tmp_path / "det.json"
+    def init(field, value):
+        rows = [dict(scene_id=0, im_id=im, label=o["label"], score=1.0, T_CO=o["T_CO"]) for im, objs in gt.items() for o in objs]
+        write_results_csv(tmp_path / "init.csv", pd.DataFrame(rows))
+        lines = (tmp_path / "init.csv").read_text().splitlines()
+        f = lines[1].split(","); f[{"obj_id": 2, "t": 5}[field]] = value; lines[1] = ",".join(f)
+        (tmp_path / "init.csv").write_text("\n".join(lines) + "\n"); return tmp_path / "init.csv"
+    labels = sorted({o["label"] for o in gt[0]})
+    assert len(labels) >= 2                                         # the label-without-mesh case needs two objects in image 0
+    ctx = SimpleNamespace(scene=scene_dir, rec=recorded_dataset, tmp=tmp_path, tiny=tiny_run, labels=labels, dets=dets, init=init)
+    make, status, message = BAD_PREDICT[name]
+    args = make(ctx)
+    out = tmp_path / "out"; out.mkdir(); (out / "mine.txt").write_text("a user's file")
+    rc = predict(*args, *([] if "--init-poses" in args else ["--coarse", tiny_run]),
+                 *([] if "--refiner" in args else ["--refiner-iters", "0"]), "--no-figures", "--overwrite", "--out", out)
+    cap = capsys.readouterr()
+    assert rc == status and "Traceback" not in cap.err, cap.err
+    assert message in (cap.err if status else cap.err + cap.out), cap.err
+    assert (out / "mine.txt").read_text() == "a user's file"
+    if status: assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]                       # nothing half-written
+    else: assert json.loads((out / "timings.json").read_text())["n_detections"] == 0              # counted in the summary
