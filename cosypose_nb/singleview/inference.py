@@ -185,6 +185,8 @@ def load_pose_model(path, device=None) -> PoseModel:
         model = pose_model_from_original(state, weights)
     else:
         cfg_path = (path if path.is_dir() else path.parent) / "config.json"
+        if not cfg_path.is_file():
+            raise InputError(f"{weights}: not an original CosyPose checkpoint, and no {cfg_path.name} beside it ({cfg_path}): give its run folder")
         model = PoseModel(_model_config(cfg_path))
         try: model.load_state_dict(state)
         except RuntimeError as e:

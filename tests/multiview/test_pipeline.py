@@ -177,6 +177,12 @@ def _pose_run(tiny_run, tmp_path, **change):
     return r
 
 
+def _bare_weights(tiny_run, tmp_path):
+    "The tiny network's weights alone in a folder, without their config.json."
+    import shutil
+    (tmp_path / "alone").mkdir(); return shutil.copy(tiny_run / "model.safetensors", tmp_path / "alone")
+
+
 BAD_PREDICT = {   # name: (make the arguments in tmp_path, exit status, what the error names)
     "K of another image size": (lambda c: [_scene_copy(c.scene, c.tmp, (40, 30)), "--gt-boxes"], 2,
                                 "000000.jpg (its camera in scene_camera.json): principal point"),
@@ -194,6 +200,8 @@ BAD_PREDICT = {   # name: (make the arguments in tmp_path, exit status, what the
                                                _pose_run(c.tiny, c.tmp, labels=["obj_000099"])], 2, "none is in the object set"),
     "a checkpoint that does not match its configuration": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
                                                                       _pose_run(c.tiny, c.tmp, head_hidden=128)], 2, "does not match"),
+    "a weights file without its configuration": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
+                                                            _bare_weights(c.tiny, c.tmp)], 2, "no config.json beside it"),
     "a coarse run given as --detector": (lambda c: [c.scene, "--detector", _pose_run(c.tiny, c.tmp, kind="coarse", labels=c.labels)], 2,
                                          "a coarse network, not a detector one"),
     "a detector run given as --refiner": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
