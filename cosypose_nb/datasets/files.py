@@ -164,6 +164,7 @@ def check_mesh(mesh: trimesh.Trimesh, path=None) -> None:
         raise InputError(f"{where(path, 'vertex')}coordinates up to {np.abs(V).max():.3g}: more than {MAX_COORD:g} (in the file's units) is not an object")
     if path is not None: check_textures(path)                    # trimesh puts a 2x2 stand-in in its place
 
+# %% ../../nbs/datasets/11_files.ipynb #3ad9427e
 def check_textures(path) -> None:
     "Raise `InputError` naming the model file unless each texture image it names is there and readable (before trimesh logs it)."
     for name in _named_textures(Path(path)):

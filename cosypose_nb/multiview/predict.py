@@ -332,15 +332,14 @@ def predict_cli(argv: list[str] | None = None) -> int:
         if p: check_run(p, kind, objects)
     coarse = load_pose_model(a.coarse, dev) if a.coarse and source != "init-poses" else None
     refiner = load_pose_model(a.refiner, dev) if a.refiner and a.refiner_iters > 0 else None
-    kw = {}
+    kw, keys = {}, [(scene.scene_id, i) for i in scene.im_ids]
     if source == "detector":
         kw["detector"] = Detector.load(a.detector, config.detection, dev); kw["detector"].check_objects(objects)
-    elif source == "detections":
-        kw["detector"] = DetectionFile(a.detections, objects, config.detection)
-        kw["detector"].check_boxes([(scene.scene_id, i) for i in scene.im_ids], [scene.images.shape[-2:]] * len(scene.im_ids))
+    elif source == "detections":                              # a box outside its image: refused before any batch
+        kw["detector"] = DetectionFile(a.detections, objects, config.detection); kw["detector"].check_boxes(keys, [scene.images.shape[-2:]] * len(keys))
     elif source == "gt-boxes": kw["detections"] = gt_detections(scene, objects=objects)
     else: kw["init_poses"] = init_candidates(a.init_poses, scene, objects)
-    stage1 = Stage1Inputs(coarse=coarse, refiner=refiner, keys=[(scene.scene_id, i) for i in scene.im_ids], **kw)
+    stage1 = Stage1Inputs(coarse=coarse, refiner=refiner, keys=keys, **kw)
     with BatchRenderer(objects, n_workers=1, device=dev) as renderer:
         res = run_pipeline(scene.images, scene.K, objects, stage1, renderer=renderer, config=config, device=dev,
                            progress=not a.no_progress)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from ..core import (Config, InputError, setting, get_device, where, fast_inference, read_json, write_json)
 from ..datasets.bop import (BOPDataset, SCENE_GT_INFO, bbox_xyxy_to_xywh, label_from_obj_id, obj_id_from_label,
@@ -189,16 +190,6 @@ class DetectionFile:
         for r in self.rows: self.by_image.setdefault((r["scene_id"], r["im_id"]), []).append(r)
         self.labels = tuple(sorted({r["label"] for r in self.rows}))
 
-    def check_boxes(self, keys, sizes) -> None:
-        "Raise `InputError` naming the entry of a box wholly outside its image: images `keys` [(scene_id, im_id)] of `sizes` [(H, W)]."
-        for key, (H, W) in zip(keys, sizes):
-            rows = self.by_image.get((int(key[0]), int(key[1])), [])
-            out = boxes_outside(torch.tensor(np.array([r["box"] for r in rows]).reshape(-1, 4)), (H, W))
-            if out.any():
-                r = rows[int(out.nonzero()[0])]; i = next(k for k, x in enumerate(self.rows) if x is r)
-                raise InputError(f"{where(self.path, f'[{i}].bbox')}{bbox_xyxy_to_xywh(r['box']).tolist()} lies outside the "
-                                 f"{W}x{H} image (scene {key[0]}, image {key[1]})")
-
     def check_objects(self, objects) -> None:
         "Raise `InputError` unless every label in the file is in `objects`."
         have = set(getattr(objects, "labels", objects))
@@ -225,6 +216,18 @@ class DetectionFile:
                          torch.tensor([r["score"] for _, r in rows], dtype=torch.float32),
                          torch.tensor(np.array([r["box"] for _, r in rows]).reshape(-1, 4), dtype=torch.float32), masks)
         return select_detections(det, self.config)
+
+# %% ../../nbs/singleview/38_detection.ipynb #05092417
+@patch
+def check_boxes(self: DetectionFile, keys, sizes) -> None:
+    "Raise `InputError` naming the entry of a box wholly outside its image: images `keys` [(scene_id, im_id)] of `sizes` [(H, W)]."
+    for key, (H, W) in zip(keys, sizes):
+        rows = self.by_image.get((int(key[0]), int(key[1])), [])
+        out = boxes_outside(torch.tensor(np.array([r["box"] for r in rows]).reshape(-1, 4)), (H, W))
+        if out.any():
+            r = rows[int(out.nonzero()[0])]; i = next(k for k, x in enumerate(self.rows) if x is r)
+            raise InputError(f"{where(self.path, f'[{i}].bbox')}{bbox_xyxy_to_xywh(r['box']).tolist()} lies outside the "
+                             f"{W}x{H} image (scene {key[0]}, image {key[1]})")
 
 # %% ../../nbs/singleview/38_detection.ipynb #47727320
 def coco_ground_truth(folder, labels, min_visib: float = 0.1) -> tuple[dict, dict]:
