@@ -145,7 +145,7 @@ def read_model_mesh(path) -> trimesh.Trimesh:
         raise InputError(f"{path}: cannot read the mesh ({type(e).__name__}: {e})") from e
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0:
         raise InputError(f"{path}: vertex: the file holds no mesh vertices")
-    check_mesh(mesh, path)                                        # faces, finite coordinates, texture
+    check_mesh(mesh, path)                                        # faces, finite coordinates
     mesh.apply_scale(MM_TO_M)
     return mesh
 
@@ -153,20 +153,19 @@ MAX_COORD = 1e7      # largest |coordinate| of a model file, in its units (10 km
 
 def check_mesh(mesh: trimesh.Trimesh, path=None) -> None:
     """Checks of a loaded model file, each an `InputError` naming the file: faces within the vertices, coordinates
-    finite and at most `MAX_COORD`, and the texture image a PLY names (`comment TextureFile`) actually read:
-    trimesh drops an unreadable texture with a warning only. (An OBJ's material is not checked: many name
-    textures they have no texture coordinates for.)"""
+    finite and at most `MAX_COORD`. The texture a PLY names is `check_textures`' work, before the file is loaded."""
     check_mesh_faces(mesh, path)
     V = np.asarray(mesh.vertices)
     if not np.isfinite(V).all():
         raise InputError(f"{where(path, 'vertex')}holds NaN or infinite coordinates")
     if V.size and np.abs(V).max() > MAX_COORD:
         raise InputError(f"{where(path, 'vertex')}coordinates up to {np.abs(V).max():.3g}: more than {MAX_COORD:g} (in the file's units) is not an object")
-    if path is not None: check_textures(path)                    # trimesh puts a 2x2 stand-in in its place
 
 # %% ../../nbs/datasets/11_files.ipynb #3ad9427e
 def check_textures(path) -> None:
-    "Raise `InputError` naming the model file unless each texture image it names is there and readable (before trimesh logs it)."
+    """Raise `InputError` naming the model file unless each texture image a PLY names (`comment TextureFile`) is there and
+    readable; run it before trimesh loads the file. (An OBJ's material is not checked: many name textures they have no
+    texture coordinates for.)"""
     for name in _named_textures(Path(path)):
         f = Path(path).parent / name
         if not f.is_file():

@@ -303,7 +303,7 @@ def load_mesh(path: Path) -> trimesh.Trimesh:
         raise InputError(f"{path}: cannot read the mesh ({type(e).__name__}: {e})") from e
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
         raise InputError(f"{path}: faces: the file holds no triangle mesh")
-    check_mesh(mesh, path)                                        # faces, finite coordinates, texture
+    check_mesh(mesh, path)                                        # faces, finite coordinates
     return mesh
 
 def mesh_key(mesh: trimesh.Trimesh) -> str:

@@ -179,8 +179,8 @@ def _triangles(mesh: DepthMesh, R, t, K, boxes, cull: torch.Tensor):
     `K` (B, 3, 3): (render index (T,), corners A, B, C sorted by v, each (v, u, 1/z) (T,) in window pixels)."""
     F, Ff, nF, B = mesh.faces.to(R.device), mesh.faces.reshape(-1).to(R.device), len(mesh.faces), len(R)
     X = mesh.vertices.to(R)[None] @ R.transpose(-1, -2) + t[:, None]                      # (B, N, 3)
-    u = K[:, 0, 0, None] * X[..., 0] / X[..., 2] + (K[:, 0, 2] - boxes[:, 0])[:, None]
-    v = K[:, 1, 1, None] * X[..., 1] / X[..., 2] + (K[:, 1, 2] - boxes[:, 1])[:, None]
+    uv = project_camera_points(X, K) - boxes[:, None, :2].to(X)                          # window pixels (B, N, 2)
+    u, v = uv[..., 0], uv[..., 1]
     tu, tv = u.index_select(1, Ff).reshape(B, nF, 3), v.index_select(1, Ff).reshape(B, nF, 3)
     h, w = (boxes[:, 3] - boxes[:, 1])[:, None].to(tv), (boxes[:, 2] - boxes[:, 0])[:, None].to(tu)
     vmin, vmax = tv.amin(-1), tv.amax(-1)
