@@ -3,7 +3,7 @@
 # record the training and held-out images, train the refiner and the coarse model with the `cpu` preset, measure
 # issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
 # (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
-# checkpoints are moved to <name>.old, never overwritten silently. About 15 min of recording and 20-30 min of training on two CPU cores.
+# checkpoints are moved to <name>.old, never overwritten silently. About 15 min of recording and 19 min of training on two quiet CPU cores (4-10x longer beside other work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -17,9 +17,9 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
 "$BIN/cosypose-nb" record --scenes 200 --views 1 --objects-per-scene 1,3 --seed 2000 --resolution 480x640 --K $K \
   --workers 0 --no-progress --out "$WORK/heldout_data"
 "$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
-  --n-steps 800 --depth-zooms 0.92 0.96 1.04 1.08 --no-progress $(resume "$WORK/refiner")
+  --n-steps 3200 --depth-zooms 0.92 0.96 1.04 1.08 --no-progress $(resume "$WORK/refiner")
 "$BIN/cosypose-nb" train coarse --config cpu --data "$WORK/train_data" --objects default --out "$WORK/coarse" --seed 1 \
-  --n-steps 600 --no-progress $(resume "$WORK/coarse")
+  --n-steps 1800 --no-progress $(resume "$WORK/coarse")
 "$BIN/python" benchmarks/bench_pose_learning.py --data "$WORK/heldout_data" --coarse "$WORK/coarse" --refiner "$WORK/refiner" \
   --out "$WORK/results.json" | tee "$WORK/results.md"
 for m in coarse refiner; do

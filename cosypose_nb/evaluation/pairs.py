@@ -17,6 +17,7 @@ import torch
 from ..core import InputError, where, get_device
 from ..datasets.bop import (read_scene_gt, read_scene_gt_info, read_scene_camera, read_models_info, read_model_mesh,
                                       read_depth, find_image, label_from_obj_id, SCENE_GT, SCENE_GT_INFO, SCENE_CAMERA, MM_TO_M)
+from ..datasets.results import results_line
 from .metrics import (get_symmetry_transformations, symmetries_tensor, add_batch, adi_batch, mssd_batch,
                                             mspd_batch, re_batch, te_batch)
 from .vsd import vsd_batch, overlapping_sphere_projections_batch, projected_boxes, DepthRenderer
@@ -99,8 +100,8 @@ def check_estimates(ests: pd.DataFrame, images: pd.DataFrame, models_info: dict,
             first = ""
             if name == "duplicate":
                 same = (ests["scene_id"] == r.scene_id) & (ests["im_id"] == r.im_id) & (ests["obj_id"] == r.obj_id) & (pose == pose[k])
-                first = f" (the same as row {int(np.flatnonzero(same.to_numpy())[0]) + 1})"
-            raise InputError(f"{where(path)}row {k + 1} (scene {r.scene_id}, image {r.im_id}, object {r.obj_id}): "
+                first = f" (the same as {results_line(ests, int(np.flatnonzero(same.to_numpy())[0]))})"
+            raise InputError(f"{where(path)}{results_line(ests, k)} (scene {r.scene_id}, image {r.im_id}, object {r.obj_id}): "
                              f"{name.replace('_', ' ')}{first}; use --on-bad-row skip to leave such rows out")
         counts[name] = int(m.sum()); bad |= m
     return ests[~bad.to_numpy()], counts

@@ -131,6 +131,6 @@ def test_times_as_the_toolkit(tmp_path, times, ok):
     if ok:
         assert read_results_csv(tmp_path / "r.csv")["time"].tolist()[:3] == list(times)
     else:
-        with pytest.raises(InputError, match="r.csv: time: the estimates of scene 1 image 2"):
+        with pytest.raises(InputError, match=r"r.csv: line \d+: time: the estimates of scene 1 image 2"):
             read_results_csv(tmp_path / "r.csv")
     assert TIME_TOLERANCE == 1e-3

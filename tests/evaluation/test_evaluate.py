@@ -175,11 +175,24 @@ def _row_like(lines, k=1, **change):
 def test_bad_rows_error_or_skip(toy, tmp_path, change, reason):
     p = _bad_csv(toy, tmp_path, lambda lines: _row_like(lines, 1, **change))
     n = len(p.read_text().splitlines()) - 1
-    with pytest.raises(InputError, match=rf"row {n} \(.*\): {reason}"):
+    with pytest.raises(InputError, match=rf"line {n + 1} \(.*\): {reason}"):
         evaluate(p, toy, tmp_path / "a", EvaluateConfig(metrics=("ycbv",), **FAST))
     s = evaluate(p, toy, tmp_path / "b", EvaluateConfig(metrics=("ycbv",), on_bad_row="skip", **FAST))
     assert s["counts"]["skipped"][reason.replace(" ", "_")] == 1 and s["counts"]["estimates"] == n - 1
     assert reason.replace("_", " ") in (tmp_path / "b" / "summary.md").read_text().replace("_", " ")
+
+
+def test_bad_row_named_by_its_file_line(toy, tmp_path):
+    "Blank lines are skipped by the reader: the error still names the line of the file (as the reader's own errors do)."
+    lines = (toy / "noisy.csv").read_text().splitlines()
+    p = tmp_path / "blank.csv"
+    p.write_text("\n".join(lines[:2] + ["", ""] + lines[2:] + ["", _row_like(lines, 1, obj_id=77)]) + "\n")
+    n = len(p.read_text().splitlines())
+    with pytest.raises(InputError, match=rf"blank.csv: line {n} \(.*\): unknown object"):
+        evaluate(p, toy, tmp_path / "o", EvaluateConfig(metrics=("ycbv",), **FAST))
+    p.write_text("\n".join(lines[:2] + [""] + lines[1:]) + "\n")       # line 4 repeats line 2
+    with pytest.raises(InputError, match=r"line 4 \(.*\): duplicate \(the same as line 2\)"):
+        evaluate(p, toy, tmp_path / "o2", EvaluateConfig(metrics=("ycbv",), **FAST))
 
 
 def test_malformed_row_names_its_line(toy, tmp_path):

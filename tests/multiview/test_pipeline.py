@@ -195,7 +195,7 @@ BAD_PREDICT = {   # name: (make the arguments in tmp_path, exit status, what the
     "an empty box list": (lambda c: [c.scene, "--detections", c.dets([])], 0, "no detection in any image"),
     "a NaN pose in --init-poses": (lambda c: [c.scene, "--init-poses", c.init("t", "nan nan nan")], 2, "init.csv: line 2: t: holds NaN"),
     "an --init-poses object without a mesh": (lambda c: [c.scene, "--init-poses", c.init("obj_id", "99")], 2,
-                                              "init.csv: row 1: obj_id: no model of object 99"),
+                                              "init.csv: line 2: obj_id: no model of object 99"),
     "a pose run of other objects": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
                                                _pose_run(c.tiny, c.tmp, labels=["obj_000099"])], 2, "none is in the object set"),
     "a checkpoint that does not match its configuration": (lambda c: [c.scene, "--gt-boxes", "--refiner-iters", "1", "--refiner",
