@@ -95,20 +95,32 @@ def _results_row(row: list, line: int, path: Path, in_front: bool, fixes: list |
 # %% ../../nbs/datasets/12_results.ipynb #e4af872b
 TIME_TOLERANCE = 1e-3     # seconds: the estimates of one image may disagree on its time by this much (the toolkit's rule)
 
-def results_line(df: pd.DataFrame, i: int) -> str:
-    "'line N' (N: the file's line) for the row `i` (index label) of a frame `read_results_csv` made, else 'row i+1'."
-    lines = df.attrs.get("lines")
-    return f"line {lines[i]}" if lines is not None and 0 <= i < len(lines) else f"row {i + 1}"
+def results_line(path, i: int) -> str:
+    """'line N': the line of the results CSV `path` that holds its row `i` (0-based, in the order `read_results_csv`
+    reads the rows, blank lines skipped); 'row i+1' when `path` is None or unreadable. For error messages only: it
+    reads the file again."""
+    if path is not None:
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader, n = csv.reader(f), -1
+                next(reader, None)
+                for row in reader:
+                    if row and any(c.strip() for c in row):
+                        n += 1
+                        if n == i: return f"line {reader.line_num}"
+        except (OSError, UnicodeDecodeError, csv.Error): pass
+    return f"row {i + 1}"
 
-def _check_times(df: pd.DataFrame, path) -> None:
-    "Raise `InputError` when the times of one image differ by more than `TIME_TOLERANCE` (unless any time is < 0: no timing)."
+def _check_times(df: pd.DataFrame, path, read: bool = True) -> None:
+    """Raise `InputError` when the times of one image differ by more than `TIME_TOLERANCE` (unless any time is < 0: no
+    timing); `read`: `df` holds the rows of the file `path`, in order (the error names the line)."""
     if len(df) == 0 or (df["time"] < 0).any():
         return
     first = df.groupby(["scene_id", "im_id"], sort=False)["time"].transform("first")
     bad = ((df["time"] - first).abs() > TIME_TOLERANCE).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0]); r = df.iloc[i]
-        raise InputError(f"{where(path, results_line(df, int(df.index[i])) + ': time')}the estimates of scene {r.scene_id} image {r.im_id} have times "
+        raise InputError(f"{where(path, results_line(path if read else None, i) + ': time')}the estimates of scene {r.scene_id} image {r.im_id} have times "
                          f"{first.iloc[i]:g} and {r.time:g} s, more than {TIME_TOLERANCE:g} s apart (BOP needs one time per image)")
 
 def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
@@ -120,7 +132,7 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
         raise InputError(f"{path}: file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    rows, lines, reader, fixes = [], [], None, []
+    rows, reader, fixes = [], None, []
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:     # (a byte-order mark, as Excel writes, is skipped)
             reader = csv.reader(f)
@@ -129,14 +141,13 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
                 raise InputError(f"{path}: line 1: header: expected {','.join(RESULTS_HEADER)}, got {','.join(header or [])!r}")
             for row in reader:
                 if row and any(c.strip() for c in row):
-                    rows.append(_results_row(row, reader.line_num, path, in_front, fixes)); lines.append(reader.line_num)
+                    rows.append(_results_row(row, reader.line_num, path, in_front, fixes))
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
         raise InputError(f"{path}: line {reader.line_num if reader else 1}: {e}") from None
     df = pd.DataFrame(rows, columns=RESULTS_COLUMNS).astype({"scene_id": "int64", "im_id": "int64", "obj_id": "int64",
                                                              "score": "float64", "time": "float64"})
-    df.attrs["lines"] = lines                             # the file line of each row, for errors (`results_line`)
     _check_times(df, path)
     warn_fixes(path, fixes)
     return df
@@ -151,7 +162,7 @@ def write_results_csv(path, df: pd.DataFrame) -> Path:
     df = df.copy()
     if "time" not in df.columns:
         df["time"] = -1.0
-    _check_times(df, path)
+    _check_times(df, path, read=False)
     buf = io.StringIO()
     buf.write(",".join(RESULTS_HEADER) + "\n")
     for i, r in enumerate(df.to_dict("records")):

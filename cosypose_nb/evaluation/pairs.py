@@ -100,8 +100,8 @@ def check_estimates(ests: pd.DataFrame, images: pd.DataFrame, models_info: dict,
             first = ""
             if name == "duplicate":
                 same = (ests["scene_id"] == r.scene_id) & (ests["im_id"] == r.im_id) & (ests["obj_id"] == r.obj_id) & (pose == pose[k])
-                first = f" (the same as {results_line(ests, int(np.flatnonzero(same.to_numpy())[0]))})"
-            raise InputError(f"{where(path)}{results_line(ests, k)} (scene {r.scene_id}, image {r.im_id}, object {r.obj_id}): "
+                first = f" (the same as {results_line(path, int(np.flatnonzero(same.to_numpy())[0]))})"
+            raise InputError(f"{where(path)}{results_line(path, k)} (scene {r.scene_id}, image {r.im_id}, object {r.obj_id}): "
                              f"{name.replace('_', ' ')}{first}; use --on-bad-row skip to leave such rows out")
         counts[name] = int(m.sum()); bad |= m
     return ests[~bad.to_numpy()], counts

@@ -117,7 +117,7 @@ def init_candidates(path, scene: SceneImages, objects):
     view_of = {im: v for v, im in enumerate(scene.im_ids)}
     df = df[(df["scene_id"] == scene.scene_id) & df["im_id"].isin(list(view_of))]
     bad = df[~df["label"].isin(list(objects.labels))]
-    if len(bad): raise InputError(f"{path}: {results_line(df, int(bad.index[0]))}: obj_id: no model of object {bad['obj_id'].iloc[0]} in the object set "
+    if len(bad): raise InputError(f"{path}: {results_line(path, int(bad.index[0]))}: obj_id: no model of object {bad['obj_id'].iloc[0]} in the object set "
                                   f"({len(bad)} rows of objects {sorted(set(bad['label']))[:5]})")
     df = df.reset_index(drop=True)
     return Candidates(torch.tensor([view_of[i] for i in df["im_id"].tolist()], dtype=torch.long), list(df["label"]),
