@@ -1,6 +1,6 @@
 """The training runner: a run killed with SIGKILL and resumed reaches the same weights as an uninterrupted one,
 a two-process torchrun (gloo) run, the learning-rate schedules, the run folder's refusals, the command line,
-and (once the pose network exists) the coarse and refiner pose tasks."""
+the coarse and refiner pose tasks, and that the pose network learns (it memorises one batch)."""
 from __future__ import annotations
 import importlib.util, json, math, os, subprocess, sys, time
 from pathlib import Path
@@ -219,3 +219,44 @@ def test_pose_losses_weights_and_flow():
     out = SimpleNamespace(T_CO_output=T_in, T_CO_input=T_in, flows=[torch.zeros(2, 2, 4, 4)], depth=depth, K_crop=K)
     lf = tr.pose_losses([out], T, pts, syms, tr.train_config("cpu", loss_weights=(1.0, 1.0, 1.0), flow_weight=0.01))
     assert lf["flow"] > 0 and abs(lf["total"] - (l1["total"] + 0.01 * lf["flow"])) < 1e-6 and torch.isclose(lf["epe"], lf["epe_zero"])
+
+
+# The pose network can learn: the coarse task's own step (`pose_step`: crop, rendering, update, symmetric loss) with
+# Adam on one fixed batch of recorded objects, the box-based start without noise. A cut link (with the rotation update
+# detached from the graph the rotation term ends at 1.00 of its start) keeps a term from falling. Measured on the
+# pose networks' training images (32 objects, 200 steps): rotation 21.7 -> 3.3 mm, x-y 2.8 -> 0.7, depth 8.6 -> 3.1.
+# Here (the recorded mini-dataset's objects, 150 steps), seeds 0-2 with 1 and 2 threads ended at 0.26-0.32 of the
+# start (rotation), 0.20-0.32 (x-y) and 0.05-0.09 (depth); the test asks each term to halve: the trajectory's floats
+# differ between CPUs and thread counts.
+def memorise(data, objects, renderer, n_steps: int, seed: int = 0, max_objects: int = 16) -> list[dict]:
+    "The loss terms (mm) at each of `n_steps` Adam steps of the coarse task on one fixed batch of `data`."
+    import dataclasses
+    from cosypose_nb.singleview.pose_data import PoseDataset, collate_poses
+    from cosypose_nb.singleview.pose_model import PoseModel
+    torch.manual_seed(seed)
+    base = tr.train_config("cpu")
+    cfg = tr.train_config("cpu", kind="coarse", data=(str(data),), trans_noise=(0.0, 0.0, 0.0),
+                          data_config=dataclasses.replace(base.data_config, min_visib=0.1))
+    ds = PoseDataset(cfg.data, cfg.data_config, seed=seed, labels=objects.labels)
+    batch = collate_poses([ds[i] for i in range(min(len(ds), max_objects))])
+    model_cfg = tr.pose_model_config(cfg)
+    model = PoseModel(model_cfg).train()
+    step = tr.pose_step(cfg, model_cfg, objects, {"renderer": renderer}, torch.device("cpu"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    terms = []
+    for _ in range(n_steps):
+        loss = step(model, batch)
+        opt.zero_grad(); loss["total"].backward(); opt.step()
+        terms.append({k: 1000 * float(loss[k].detach()) for k in ("rot", "xy", "depth")})
+    return terms
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_coarse_model_memorises_a_batch(recorded_dataset, objects, renderer, threads):
+    old = torch.get_num_threads(); torch.set_num_threads(threads)
+    try: terms = memorise(recorded_dataset, objects, renderer, n_steps=150)
+    finally: torch.set_num_threads(old)
+    first = {k: sum(t[k] for t in terms[:5]) / 5 for k in terms[0]}
+    last = {k: sum(t[k] for t in terms[-5:]) / 5 for k in terms[0]}
+    for k in ("rot", "xy", "depth"):
+        assert last[k] < 0.5 * first[k], (k, first, last)
