@@ -95,6 +95,11 @@ def _results_row(row: list, line: int, path: Path, in_front: bool, fixes: list |
 # %% ../../nbs/datasets/12_results.ipynb #e4af872b
 TIME_TOLERANCE = 1e-3     # seconds: the estimates of one image may disagree on its time by this much (the toolkit's rule)
 
+def _data_rows(reader):
+    "The (line number, row) of each data row of a results CSV `reader` past its header; blank lines are skipped."
+    for row in reader:
+        if row and any(c.strip() for c in row): yield reader.line_num, row
+
 def results_line(path, i: int) -> str:
     """'line N': the line of the results CSV `path` that holds its row `i` (0-based, in the order `read_results_csv`
     reads the rows, blank lines skipped); 'row i+1' when `path` is None or unreadable. For error messages only: it
@@ -102,12 +107,10 @@ def results_line(path, i: int) -> str:
     if path is not None:
         try:
             with open(path, newline="", encoding="utf-8-sig") as f:
-                reader, n = csv.reader(f), -1
+                reader = csv.reader(f)
                 next(reader, None)
-                for row in reader:
-                    if row and any(c.strip() for c in row):
-                        n += 1
-                        if n == i: return f"line {reader.line_num}"
+                for n, (line, _) in enumerate(_data_rows(reader)):
+                    if n == i: return f"line {line}"
         except (OSError, UnicodeDecodeError, csv.Error): pass
     return f"row {i + 1}"
 
@@ -139,9 +142,7 @@ def read_results_csv(path, in_front: bool = False) -> pd.DataFrame:
             header = next(reader, None)
             if header is None or tuple(h.strip() for h in header) != RESULTS_HEADER:
                 raise InputError(f"{path}: line 1: header: expected {','.join(RESULTS_HEADER)}, got {','.join(header or [])!r}")
-            for row in reader:
-                if row and any(c.strip() for c in row):
-                    rows.append(_results_row(row, reader.line_num, path, in_front, fixes))
+            rows = [_results_row(row, line, path, in_front, fixes) for line, row in _data_rows(reader)]
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
