@@ -9,8 +9,13 @@ rotation unchanged). It runs on held-out recorded images, from the ground-truth 
 inputs (`training.paper_pose_noise`: 1 cm in x and y, 5 cm in depth) with each rotation noise of `--rot-deg`, the
 same draws scaled, so the rows differ only in the rotation error.
 
+A second cue, one no image gives: the object's true outline. The rendering at the ground truth in the same crop
+gives the true silhouette; the square root of the ratio of the silhouettes' areas (input / true) is the depth
+ratio when the rotation is exact, and tells how well a size cue that ignores the rotation could do at best.
+
 Columns: the median relative depth error |z_in / z_gt - 1| before and after the search, their ratio; the median
-ADD-S and the share of objects within ADD-S < 0.1 d before and after; and 'exact x-y-z', the median ADD-S when the
+ADD-S and the share of objects within ADD-S < 0.1 d before and after; the depth error after the outline-area cue;
+and 'exact x-y-z', the median ADD-S when the
 translation is set to the ground truth (what a perfect depth and x-y correction could give at that rotation error).
 
     python benchmarks/bench_depth_cue.py --data HELDOUT [--rot-deg 0 3 6 10 15] [--size 64x85] [--max-objects 300]
@@ -49,22 +54,27 @@ def scale_shift_search(crops: torch.Tensor, renders: torch.Tensor, zooms, max_sh
 
 
 def probe(samples, objects, renderer, rot_deg: float, size, zooms, max_shift: int, seed: int, chunk: int = 32):
-    "Input and searched poses (N, 4, 4) float64 of `samples` perturbed with `rot_deg` (the draws of `seed`)."
+    """Poses (N, 4, 4) float64 of `samples`: ground truth, input (perturbed with `rot_deg`, the draws of `seed`),
+    after the search; and the depth ratios v_z (N,) of the true outline's area."""
     from cosypose_nb.singleview.pose_model import crop_inputs, apply_update
     from cosypose_nb.singleview.training import paper_pose_noise
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
     T_in = paper_pose_noise(T_gt, rot_deg, (0.01, 0.01, 0.05), generator=torch.Generator().manual_seed(seed))
-    out = []
+    out, v_area = [], []
     for s in range(0, len(samples), chunk):
         part, T = samples[s:s + chunk], T_in[s:s + chunk]
         labels = [p["label"] for p in part]
         images, K = torch.stack([p["rgb"] for p in part]), torch.stack([p["K"] for p in part]).float()
         crops, _, K_crop = crop_inputs(images, K, T.float(), objects.points(labels, dtype=torch.float32), size, 1.4, 2)
-        renders = renderer.render(labels, T.float(), K_crop, size).rgb
+        r = renderer.render(labels, T.float(), K_crop, size, render_depth=True)
+        renders, area_in = r.rgb, (r.depth > 0).sum((1, 2, 3)).double()
+        T_true = T_gt[s:s + chunk].float()
+        area_gt = (renderer.render(labels, T_true, K_crop, size, render_depth=True).depth > 0).sum((1, 2, 3)).double()
+        v_area.append((area_in / area_gt.clamp(min=1)).sqrt())
         v_z, v_xy = scale_shift_search(crops, renders, zooms, max_shift)
         eye = torch.eye(3, dtype=torch.float64).expand(len(part), 3, 3)
         out.append(apply_update(T, K_crop.double(), eye, v_xy.double(), v_z.double()))
-    return T_gt, T_in, torch.cat(out)
+    return T_gt, T_in, torch.cat(out), torch.cat(v_area)
 
 
 def main(argv=None) -> list[dict]:
@@ -103,23 +113,25 @@ def main(argv=None) -> list[dict]:
     rows, t0 = [], time.time()
     try:
         for r in a.rot_deg:
-            T_gt, T_in, T_out = probe(samples, objects, renderer, r, (h, w), zooms, a.max_shift, a.seed)
+            T_gt, T_in, T_out, v_area = probe(samples, objects, renderer, r, (h, w), zooms, a.max_shift, a.seed)
             T_exact = T_in.clone(); T_exact[:, :3, 3] = T_gt[:, :3, 3]
             zerr = lambda T: float((T[:, 2, 3] / T_gt[:, 2, 3] - 1).abs().median())
+            z_area = float((v_area * T_in[:, 2, 3] / T_gt[:, 2, 3] - 1).abs().median())
             e_in, e_out, e_ex = (adds(T, T_gt, labels, objects) for T in (T_in, T_out, T_exact))
             share = lambda e: float((e < 0.1 * d).double().mean())
             rows.append(dict(rot_deg=r, z_in=zerr(T_in), z_out=zerr(T_out), adds_in=1e3 * float(e_in.median()),
                              adds_out=1e3 * float(e_out.median()), share_in=share(e_in), share_out=share(e_out),
-                             adds_exact=1e3 * float(e_ex.median())))
+                             z_area=z_area, adds_exact=1e3 * float(e_ex.median())))
     finally:
         renderer.close()
     print(f"held-out: {a.data}, {len(samples)} objects (visible >= {a.min_visib}); crops {h}x{w}; depth factors "
           f"{zooms[0]:.2f}-{zooms[-1]:.2f} ({a.zoom_steps}); shifts +-{a.max_shift} px; {time.time() - t0:.0f} s\n")
     print("| rotation noise (deg/axis) | depth error in -> out | out / in | median ADD-S in -> out (mm) | "
-          "share < 0.1 d in -> out | median ADD-S, exact x-y-z (mm) |\n|---|---|---|---|---|---|")
+          "share < 0.1 d in -> out | depth error, true outline's area | median ADD-S, exact x-y-z (mm) |\n"
+          "|---|---|---|---|---|---|---|")
     for q in rows:
         print(f"| {q['rot_deg']:g} | {q['z_in']:.4f} -> {q['z_out']:.4f} | {q['z_out'] / q['z_in']:.2f} | "
-              f"{q['adds_in']:.1f} -> {q['adds_out']:.1f} | {q['share_in']:.3f} -> {q['share_out']:.3f} | {q['adds_exact']:.1f} |")
+              f"{q['adds_in']:.1f} -> {q['adds_out']:.1f} | {q['share_in']:.3f} -> {q['share_out']:.3f} | {q['z_area']:.4f} | {q['adds_exact']:.1f} |")
     return rows
 
 
