@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_pose_learning import adds, load_heldout                      # noqa: E402  (the same held-out samples)
+from bench_pose_learning import adds, load_heldout, record_heldout                     # noqa: E402  (the same held-out samples)
 
 
 def scale_shift_search(crops: torch.Tensor, renders: torch.Tensor, zooms, max_shift: int):
@@ -98,14 +98,7 @@ def main(argv=None) -> list[dict]:
     h, w = (int(v) for v in a.size.lower().split("x"))
     zooms = torch.linspace(1 - a.zoom_range, 1 + a.zoom_range, a.zoom_steps).tolist()
     objects = load_objects(a.objects)
-    if a.data is None:
-        import tempfile
-        from cosypose_nb.cli import main as cli
-        a.data = os.path.join(tempfile.mkdtemp(prefix="bench_depth_"), "heldout")
-        rc = cli(["record", "--scenes", "40", "--views", "1", "--objects-per-scene", "1,3", "--seed", "2000",
-                  "--resolution", "480x640", "--K", "1066.778,1067.487,312.987,241.311", "--workers", "0",
-                  "--no-progress", "--out", a.data])
-        if rc: raise SystemExit(f"recording the held-out images failed ({rc})")
+    if a.data is None: a.data = record_heldout("bench_depth_")
     samples = load_heldout(a.data, a.min_visib, a.max_objects)
     labels = [p["label"] for p in samples]
     d = objects.diameters(labels, dtype=torch.float64)

@@ -53,6 +53,18 @@ def load_heldout(folder, min_visib: float, max_objects: int):
     return [ds[int(i)] for i in idx]
 
 
+def record_heldout(prefix: str = "bench_pose_") -> str:
+    "Record 40 held-out scenes (seed 2000, YCB-Video camera, 1-3 objects) into a temporary folder; returns it."
+    import tempfile
+    from cosypose_nb.cli import main as cli
+    out = os.path.join(tempfile.mkdtemp(prefix=prefix), "heldout")
+    rc = cli(["record", "--scenes", "40", "--views", "1", "--objects-per-scene", "1,3", "--seed", "2000",
+              "--resolution", "480x640", "--K", "1066.778,1067.487,312.987,241.311", "--workers", "0",
+              "--no-progress", "--out", out])
+    if rc: raise SystemExit(f"recording the held-out images failed ({rc})")
+    return out
+
+
 def run_chunks(samples, fn, chunk: int = 32):
     "Apply `fn(images, K, view_ids, labels, rows)` -> (n, 4, 4) to the samples in chunks; concatenated."
     out = []
@@ -84,14 +96,7 @@ def main(argv=None) -> dict:
     from cosypose_nb.singleview.training import paper_pose_noise
     from cosypose_nb.structures import Candidates, Detections
     objects = load_objects(a.objects)
-    if a.data is None:
-        import tempfile
-        from cosypose_nb.cli import main as cli
-        a.data = os.path.join(tempfile.mkdtemp(prefix="bench_pose_"), "heldout")
-        rc = cli(["record", "--scenes", "40", "--views", "1", "--objects-per-scene", "1,3", "--seed", "2000",
-                  "--resolution", "480x640", "--K", "1066.778,1067.487,312.987,241.311", "--workers", "0",
-                  "--no-progress", "--out", a.data])
-        if rc: raise SystemExit(f"recording the held-out images failed ({rc})")
+    if a.data is None: a.data = record_heldout()
     samples = load_heldout(a.data, a.min_visib, a.max_objects)
     labels = [p["label"] for p in samples]
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
