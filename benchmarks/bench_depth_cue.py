@@ -3,7 +3,7 @@
 The refiner corrects depth by comparing the apparent size of the object in the image crop with that of the rendering
 at the current estimate (chapter 35). This probe does that comparison by search, with no network: the edge maps of
 the crop and of the rendering (`pose_model.edge_maps`), the rendering's map zoomed as if the depth were multiplied by
-each factor of a grid (`pose_model.zoom_maps`) and shifted by every offset of a window, the normalised correlation of
+each factor of a grid (`pose_model.zoom_maps`) and shifted by every offset of a window (+-12 px), the normalised correlation of
 each with the crop's map; the best factor and offset make the update `v_z`, `v_xy` (`pose_model.apply_update`, the
 rotation unchanged). It runs on held-out recorded images, from the ground-truth poses perturbed as the refiner's
 inputs (`training.paper_pose_noise`: 1 cm in x and y, 5 cm in depth) with each rotation noise of `--rot-deg`, the
@@ -36,8 +36,8 @@ from bench_pose_learning import adds, load_heldout, record_heldout              
 
 def scale_shift_search(crops: torch.Tensor, renders: torch.Tensor, zooms, max_shift: int):
     """The best depth factor and image shift of `renders` (B, 3, h, w) against `crops` (B, 3, h, w), both in [0, 1]:
-    normalised correlation of edge maps over `zooms` x shifts of at most `max_shift` crop px.
-    Returns v_z (B,) and v_xy (B, 2) crop px (x, y)."""
+    the normalised correlation of their edge maps over the depth factors `zooms` (a list, no unit) x the shifts of
+    at most `max_shift` crop px. Returns v_z (B,), no unit, and v_xy (B, 2) crop px (x, y)."""
     from cosypose_nb.singleview.pose_model import edge_maps, zoom_maps
     B, (h, w), Z, P = len(crops), crops.shape[-2:], len(zooms), max_shift
     ei, er = edge_maps(crops), zoom_maps(edge_maps(renders), zooms)      # (B, 1, h, w), (B, Z, h, w)
@@ -46,7 +46,8 @@ def scale_shift_search(crops: torch.Tensor, renders: torch.Tensor, zooms, max_sh
     x = F.pad(ei, (P, P, P, P), mode="replicate")
     c = F.conv2d(x.expand(B, Z, *x.shape[-2:]).reshape(1, B * Z, *x.shape[-2:]), er.reshape(B * Z, 1, h, w),
                  groups=B * Z).reshape(B, Z, 2 * P + 1, 2 * P + 1)
-    c = c / F.conv2d(x.square(), x.new_ones(1, 1, h, w)).sqrt().clamp(min=1e-6)   # / the crop window's norm
+    ones = x.new_ones(1, 1, h, w)                                        # / the norm of the crop's window, centred
+    c = c / (F.conv2d(x.square(), ones) - F.conv2d(x, ones).square() / (h * w)).clamp(min=1e-12).sqrt()
     best = c.flatten(1).argmax(1)
     n = (2 * P + 1) ** 2
     dy, dx = (best % n) // (2 * P + 1) - P, (best % n) % (2 * P + 1) - P
@@ -55,7 +56,7 @@ def scale_shift_search(crops: torch.Tensor, renders: torch.Tensor, zooms, max_sh
 
 def probe(samples, objects, renderer, rot_deg: float, size, zooms, max_shift: int, seed: int, chunk: int = 32):
     """Poses (N, 4, 4) float64 of `samples`: ground truth, input (perturbed with `rot_deg`, the draws of `seed`),
-    after the search; and the depth ratios v_z (N,) of the true outline's area."""
+    after the search; and the depth ratios v_z (N,) of the true outline's area. `size`: the crops' (h, w) px."""
     from cosypose_nb.singleview.pose_model import crop_inputs, apply_update
     from cosypose_nb.singleview.training import paper_pose_noise
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
@@ -86,7 +87,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--size", default="64x85", help="crop and rendering size HxW (the cpu preset's: 64x85)")
     ap.add_argument("--zoom-range", type=float, default=0.15, help="depth factors 1 +- this")
     ap.add_argument("--zoom-steps", type=int, default=31, help="depth factors in the grid (31: steps of 0.01)")
-    ap.add_argument("--max-shift", type=int, default=8, help="crop px")
+    ap.add_argument("--max-shift", type=int, default=12, help="crop px (1 cm is about 6 px at 1 m in a 64 x 85 crop)")
     ap.add_argument("--min-visib", type=float, default=0.3)
     ap.add_argument("--max-objects", type=int, default=300)
     ap.add_argument("--seed", type=int, default=12345, help="seed of the input noise (that of bench_pose_learning)")
