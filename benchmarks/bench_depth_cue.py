@@ -3,9 +3,9 @@
 The refiner corrects depth by comparing the apparent size of the object in the image crop with that of the rendering
 at the current estimate (chapter 35). This probe does that comparison by search, with no network: the edge maps of
 the crop and of the rendering (`pose_model.edge_maps`), the rendering's map zoomed as if the depth were multiplied by
-each factor of a grid (`pose_model.zoom_maps`) and shifted by every offset of a window (+-12 px), the normalised correlation of
-each with the crop's map; the best factor and offset make the update `v_z`, `v_xy` (`pose_model.apply_update`, the
-rotation unchanged). It runs on held-out recorded images, from the ground-truth poses perturbed as the refiner's
+each factor of a grid (`pose_model.zoom_maps`) and shifted by every offset of a window (+-12 px), the normalised
+correlation of each with the crop's map; the best factor and offset make the update `v_z`, `v_xy`
+(`pose_model.apply_update`, the rotation unchanged). Crops are made as the `cpu` preset's refiner makes them. It runs on held-out recorded images, from the ground-truth poses perturbed as the refiner's
 inputs (`training.paper_pose_noise`: 1 cm in x and y, 5 cm in depth) with each rotation noise of `--rot-deg`, the
 same draws scaled, so the rows differ only in the rotation error.
 
@@ -15,8 +15,8 @@ ratio when the rotation is exact, and tells how well a size cue that ignores the
 
 Columns: the median relative depth error |z_in / z_gt - 1| before and after the search, their ratio; the median
 ADD-S and the share of objects within ADD-S < 0.1 d before and after; the depth error after the outline-area cue;
-and 'exact x-y-z', the median ADD-S when the
-translation is set to the ground truth (what a perfect depth and x-y correction could give at that rotation error).
+and 'exact x-y-z', the median ADD-S when the translation is set to the ground truth (what a perfect depth and x-y
+correction could give at that rotation error).
 
     python benchmarks/bench_depth_cue.py --data HELDOUT [--rot-deg 0 3 6 10 15] [--size 64x85] [--max-objects 300]
 
@@ -57,16 +57,19 @@ def scale_shift_search(crops: torch.Tensor, renders: torch.Tensor, zooms, max_sh
 def probe(samples, objects, renderer, rot_deg: float, size, zooms, max_shift: int, seed: int, chunk: int = 32):
     """Poses (N, 4, 4) float64 of `samples`: ground truth, input (perturbed with `rot_deg`, the draws of `seed`),
     after the search; and the depth ratios v_z (N,) of the true outline's area. `size`: the crops' (h, w) px."""
-    from cosypose_nb.singleview.pose_model import crop_inputs, apply_update
+    from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS, crop_inputs, apply_update
     from cosypose_nb.singleview.training import paper_pose_noise
+    from cosypose_nb.singleview.config import TrainConfig
+    cpu = POSE_MODEL_PRESETS["cpu"]                 # the crops of the cpu preset's refiner (its lambda and sampling)
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
-    T_in = paper_pose_noise(T_gt, rot_deg, (0.01, 0.01, 0.05), generator=torch.Generator().manual_seed(seed))
+    T_in = paper_pose_noise(T_gt, rot_deg, TrainConfig().trans_noise, generator=torch.Generator().manual_seed(seed))
     out, v_area = [], []
     for s in range(0, len(samples), chunk):
         part, T = samples[s:s + chunk], T_in[s:s + chunk]
         labels = [p["label"] for p in part]
         images, K = torch.stack([p["rgb"] for p in part]), torch.stack([p["K"] for p in part]).float()
-        crops, _, K_crop = crop_inputs(images, K, T.float(), objects.points(labels, dtype=torch.float32), size, 1.4, 2)
+        crops, _, K_crop = crop_inputs(images, K, T.float(), objects.points(labels, dtype=torch.float32), size, cpu.lamb,
+                                       cpu.crop_sampling_ratio)
         r = renderer.render(labels, T.float(), K_crop, size, render_depth=True)
         renders, area_in = r.rgb, (r.depth > 0).sum((1, 2, 3)).double()
         T_true = T_gt[s:s + chunk].float()
@@ -84,7 +87,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--objects", default="default")
     ap.add_argument("--rot-deg", type=float, nargs="+", default=[0.0, 3.0, 6.0, 10.0, 15.0],
                     help="rotation noise per axis, degrees (the paper's: 15)")
-    ap.add_argument("--size", default="64x85", help="crop and rendering size HxW (the cpu preset's: 64x85)")
+    ap.add_argument("--size", help="crop and rendering size HxW (default: the cpu preset's render_size, 64x85)")
     ap.add_argument("--zoom-range", type=float, default=0.15, help="depth factors 1 +- this")
     ap.add_argument("--zoom-steps", type=int, default=31, help="depth factors in the grid (31: steps of 0.01)")
     ap.add_argument("--max-shift", type=int, default=12, help="crop px (1 cm is about 6 px at 1 m in a 64 x 85 crop)")
@@ -96,7 +99,8 @@ def main(argv=None) -> list[dict]:
     torch.set_num_threads(a.threads)
     from cosypose_nb.synthetic.recording import load_objects
     from cosypose_nb.rendering.batch import BatchRenderer
-    h, w = (int(v) for v in a.size.lower().split("x"))
+    from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS
+    h, w = POSE_MODEL_PRESETS["cpu"].render_size if a.size is None else (int(v) for v in a.size.lower().split("x"))
     zooms = torch.linspace(1 - a.zoom_range, 1 + a.zoom_range, a.zoom_steps).tolist()
     objects = load_objects(a.objects)
     if a.data is None: a.data = record_heldout("bench_depth_")

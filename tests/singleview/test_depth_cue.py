@@ -1,5 +1,6 @@
 """The learning-free probe of `benchmarks/bench_depth_cue.py` (chapter 35): its scale-and-shift search finds a known
-depth factor and image shift between two renderings of one object at the same rotation."""
+depth factor and image shift between two renderings of one object at the same rotation, and its run on recorded
+images gives the true outline's depth ratio and changes only the translation."""
 import importlib.util
 from pathlib import Path
 
@@ -49,8 +50,7 @@ def test_search_finds_depth_and_shift(search, objects, renderer, depth_factor, s
 def test_probe_on_recorded_images(recorded_dataset, objects, renderer):
     "With the rotation exact, the true outline's area gives the depth ratio, and the search changes only the translation."
     m = bench()
-    from bench_pose_learning import load_heldout
-    samples = load_heldout(recorded_dataset, 0.3, 40)
+    samples = m.load_heldout(recorded_dataset, 0.3, 40)
     zooms = torch.linspace(0.85, 1.15, 31).tolist()
     T_gt, T_in, T_out, v_area = m.probe(samples, objects, renderer, 0.0, (64, 85), zooms, 12, seed=0)
     assert len(samples) >= 5 and torch.allclose(T_in[:, :3, :3], T_gt[:, :3, :3])
