@@ -75,6 +75,26 @@ def run_chunks(samples, fn, chunk: int = 32):
     return torch.cat(out)
 
 
+def watch_hidden(model) -> dict | None:
+    """Which units of the 'flatten' heads' hidden layer fire (> 0) while `model` runs (a forward hook): the
+    returned dict fills as it runs; `hidden_report` reads it. None for a model without a hidden layer."""
+    if model is None or getattr(model, "hidden", None) is None: return None
+    stats = {"ever": None, "active": 0.0, "n": 0}
+    def hook(module, inputs, out):
+        on = out.detach() > 0
+        stats["ever"] = on.any(0) if stats["ever"] is None else stats["ever"] | on.any(0)
+        stats["active"] += float(on.float().sum(1).mean()) / on.shape[1] * len(on); stats["n"] += len(on)
+    model.hidden.register_forward_hook(hook)
+    return stats
+
+
+def hidden_report(stats: dict | None) -> dict | None:
+    "{'ever_active': units that fired at least once, 'units': width, 'mean_active': mean share firing per sample}."
+    if not stats or stats["ever"] is None: return None
+    return dict(ever_active=int(stats["ever"].sum()), units=int(stats["ever"].numel()),
+                mean_active=round(stats["active"] / max(1, stats["n"]), 3))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="held-out BOP split folder (recorded with another seed); default: record 40 "
@@ -105,6 +125,7 @@ def main(argv=None) -> dict:
     refiner = load_pose_model(a.refiner, "cpu") if a.refiner else None
     renderer = BatchRenderer(objects, n_workers=1)
     pred = PosePredictor(coarse, refiner, objects, renderer)
+    watched = {"coarse": watch_hidden(coarse), "refiner": watch_hidden(refiner)}
     res = dict(data=str(a.data), n_objects=len(samples), min_visib=a.min_visib, load=os.getloadavg()[0])
     t0 = time.time()
 
@@ -134,6 +155,7 @@ def main(argv=None) -> dict:
     finally:
         renderer.close()
     res["seconds"] = round(time.time() - t0, 1)
+    res["hidden_units"] = {k: hidden_report(v) for k, v in watched.items() if hidden_report(v)}
     print_tables(res, objects)
     if a.out:
         with open(a.out, "w") as f: json.dump(res, f, indent=1)
@@ -144,6 +166,9 @@ def print_tables(res: dict, objects) -> None:
     "The (a) and (b) tables in markdown."
     rows = [k for k in res if isinstance(res[k], dict) and "median_mm" in res[k]]
     print(f"held-out: {res['data']}, {res['n_objects']} objects (visible >= {res['min_visib']}), load {res['load']:.1f}")
+    for k, h in res.get("hidden_units", {}).items():
+        print(f"{k}: {h['ever_active']} of the {h['units']} hidden units of its head fired at least once; "
+              f"{h['mean_active']:.1%} of them per sample on average")
     print("\n| stage | median ADD-S (mm) | share ADD-S < 0.1 d | mean ADD-S (mm) |\n|---|---|---|---|")
     for k in rows: print(f"| {k} | {res[k]['median_mm']} | {res[k]['share']} | {res[k]['mean_mm']} |")
     if "a_input" in res and "a_refiner1" in res:

@@ -118,7 +118,7 @@ def part_iteration(args, dev):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backbones", default="efficientnet-b3,resnet18,resnet34,resnet10t,small")
+    ap.add_argument("--backbones", default="efficientnet-b3,resnet18,resnet34,resnet10t,small,correlation")
     ap.add_argument("--sizes", default="240x320,96x128", help="input resolutions HxW")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--rounds", type=int, default=3)

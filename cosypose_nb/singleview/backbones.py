@@ -18,8 +18,9 @@ from ..core import InputError, check_shape, where
 
 # %% auto #0
 __all__ = ['BACKBONES', 'same_padding', 'Conv2dStaticSame', 'make_static_same', 'Backbone', 'efficientnet_b3',
-           'torchvision_resnet', 'timm_backbone', 'small_cnn', 'make_backbone', 'efficientnet_original_name',
-           'convert_efficientnet_state_dict', 'efficientnet_signature']
+           'torchvision_resnet', 'timm_backbone', 'small_cnn', 'local_correlation', 'CorrelationBody',
+           'correlation_cnn', 'make_backbone', 'efficientnet_original_name', 'convert_efficientnet_state_dict',
+           'efficientnet_signature']
 
 # %% ../../nbs/singleview/32_backbones.ipynb #27987a1d
 def same_padding(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
@@ -113,8 +114,51 @@ def small_cnn(in_channels: int = 6, widths=(32, 64, 128, 256), blocks: int = 2) 
             c = w
     return Backbone("small", nn.Sequential(*layers), c, in_channels, lambda b, x: b(x))
 
+# %% ../../nbs/singleview/32_backbones.ipynb #65a9b781
+def local_correlation(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
+    """Cosine similarity (B, (2d+1)^2, h, w) of the features of `b` (B, C, h, w) at each cell with those of `a`
+    (B, C, h, w) displaced by (dy, dx), dy and dx in -d..d (dy the slower); 0 where the displaced cell is outside."""
+    check_shape(b, tuple(a.shape), "b")
+    h, w = a.shape[-2:]
+    pa = F.pad(F.normalize(a, dim=1), (d, d, d, d))
+    nb = F.normalize(b, dim=1)
+    return torch.cat([(pa[:, :, dy:dy + h, dx:dx + w] * nb).sum(1, keepdim=True)
+                      for dy in range(2 * d + 1) for dx in range(2 * d + 1)], 1)
+
+
+# %% ../../nbs/singleview/32_backbones.ipynb #47f6f33f
+def _conv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+class CorrelationBody(nn.Module):
+    """The `correlation` backbone's network, on inputs (B, 6 or 8, H, W): crop RGB, rendering RGB (normalised),
+    then, with 8 channels, the crop's and the rendering's edge maps. Last map (B, widths[-1], H/16, W/16)."""
+    def __init__(self, in_channels: int = 8, stem=(32, 64), d: int = 3, widths=(128, 256)):
+        super().__init__()
+        if in_channels not in (6, 8):
+            raise InputError(f"backbone: 'correlation' takes 6 channels (crop, rendering) or 8 (+ their edge maps), got {in_channels}")
+        self.edges, self.d = in_channels == 8, int(d)
+        self.stem = nn.Sequential(*_conv_bn_relu(1 + self.edges, stem[0], 2), *_conv_bn_relu(stem[0], stem[1], 2),
+                                  *_conv_bn_relu(stem[1], stem[1], 1))
+        layers, c = [], (2 * d + 1) ** 2 + 2 * stem[1]
+        for w in widths:
+            layers += _conv_bn_relu(c, w, 2); c = w
+        self.trunk = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        crop, rend = x[:, 0:3].mean(1, keepdim=True), x[:, 3:6].mean(1, keepdim=True)     # grey levels
+        if self.edges: crop, rend = torch.cat([crop, x[:, 6:7]], 1), torch.cat([rend, x[:, 7:8]], 1)
+        f = self.stem(torch.cat([crop, rend]))                  # one stem for both: (2B, stem[1], H/4, W/4)
+        fc, fr = f[:len(x)], f[len(x):]
+        return self.trunk(torch.cat([local_correlation(fc, fr, self.d), fc, fr], 1))
+
+def correlation_cnn(in_channels: int = 8) -> Backbone:
+    "The `correlation` backbone (256 features): a shared stem on crop and rendering, their local correlation, convs."
+    return Backbone("correlation", CorrelationBody(in_channels), 256, in_channels, lambda b, x: b(x))
+
+
 # %% ../../nbs/singleview/32_backbones.ipynb #a67e85ac
-BACKBONES = ("efficientnet-b3", "resnet18", "resnet34", "resnet10t", "small")
+BACKBONES = ("efficientnet-b3", "resnet18", "resnet34", "resnet10t", "small", "correlation")
 
 def make_backbone(name: str, in_channels: int = 6) -> Backbone:
     "The backbone `name` (one of `BACKBONES`, or 'timm:<model>') for `in_channels`-channel images, randomly initialised."
@@ -124,6 +168,7 @@ def make_backbone(name: str, in_channels: int = 6) -> Backbone:
     if name in ("resnet18", "resnet34"): return torchvision_resnet(name, in_channels)
     if name == "resnet10t": return timm_backbone(name, in_channels)
     if name == "small": return small_cnn(in_channels)
+    if name == "correlation": return correlation_cnn(in_channels)
     if isinstance(name, str) and name.startswith("timm:") and len(name) > 5: return timm_backbone(name[5:], in_channels)
     raise InputError(f"backbone: unknown name {name!r} (known: {', '.join(BACKBONES)}, or 'timm:<model>')")
 

@@ -79,6 +79,7 @@ class TrainConfig(Config):
     objects: str = setting("default", "object models: 'default' or a BOP models / mesh folder")
     model_preset: str = setting("cpu", "the pose network's settings: a preset of singleview.pose_model", choices=MODEL_PRESETS)
     backbone: str | None = setting(None, "backbone of the pose network (None: the model preset's)")
+    head: str | None = setting(None, "head of the pose network: 'mean', 'flatten' or 'flatten_bn' (chapter 33; None: the model preset's)")
     render_size: tuple[int, ...] | None = setting(None, "crop and render size H W, pixels (None: the model preset's)")
     depth_zooms: tuple[float, ...] | None = setting(None, "the pose network's depth_zooms (chapter 33; None: the model preset's)")
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
@@ -114,6 +115,7 @@ class TrainConfig(Config):
         self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", (None, *COARSE_INITS))
         self.need_choice("model_preset", MODEL_PRESETS)
         if self.backbone is not None and not (isinstance(self.backbone, str) and self.backbone): self.fail("backbone", "must be a name or None")
+        if self.head is not None and not (isinstance(self.head, str) and self.head): self.fail("head", "must be a name or None")
         self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
         for f in ("n_iterations", "n_loss_points", "n_symmetries_continuous", "batch_size", "n_steps", "checkpoint_every",
                   "log_every", "render_workers"):

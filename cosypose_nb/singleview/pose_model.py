@@ -124,7 +124,7 @@ def poses_from_boxes(boxes: torch.Tensor, K: torch.Tensor, points: torch.Tensor 
     return make_T(R, torch.cat([(centre - c) * z[:, None] / f, z[:, None]], -1))
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #4efda4ff
-HEADS = ("mean", "flatten")
+HEADS = ("mean", "flatten", "flatten_bn")
 SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 def edge_maps(rgb: torch.Tensor) -> torch.Tensor:
@@ -177,12 +177,13 @@ class FlowHeads(nn.Module):
         return [self.unit * h(self._maps.pop(s)) for h, s in zip(self.heads, self.stages)]
 
 def flatten_head(backbone, config) -> nn.Sequential:
-    "The hidden layer of the 'flatten' head: the last feature map at `config.render_size`, flattened, to `config.head_hidden` (ReLU)."
+    "The hidden layer of the 'flatten' head: the last feature map at `config.render_size`, flattened, to `config.head_hidden` (ReLU; batch norm before it with 'flatten_bn')."
     with torch.no_grad():
         was = backbone.training
         n = backbone.eval().feature_map(torch.zeros(1, backbone.in_channels, *config.render_size)).numel()
         backbone.train(was)
-    return nn.Sequential(nn.Flatten(), nn.Linear(n, config.head_hidden), nn.ReLU(inplace=True))
+    norm = [nn.BatchNorm1d(config.head_hidden)] if config.head == "flatten_bn" else []      # keeps its units alive
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, config.head_hidden), *norm, nn.ReLU(inplace=True))
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #e425f47f
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class PoseModelConfig(Config):
     init_mode: str = setting("paper", "coarse model's pose from a box", choices=INIT_MODES)
     edge_channels: bool = setting(False, "append the edge maps of the crop and the rendering as 2 input channels (cpu)")
     head: str = setting("mean", "'mean': pose_fc on the average of the last feature map (the paper); 'flatten': on a "
-                        "hidden layer of the whole map (cpu)", choices=HEADS)
+                        "hidden layer of the whole map (cpu); 'flatten_bn': the same, batch norm before its ReLU", choices=HEADS)
     head_hidden: int = setting(256, "width of the hidden layer of the 'flatten' head")
     flow_stages: tuple[int, ...] = setting((), "backbone stages with an auxiliary flow head, used in training (cpu)")
     depth_zooms: tuple[float, ...] = setting((), "with edge channels: the rendering's edge map zoomed as if the depth were "
@@ -228,6 +229,7 @@ class PoseModelConfig(Config):
                                                             and 0.5 <= v <= 2 for v in self.depth_zooms)):
             self.fail("depth_zooms", "must be factors in [0.5, 2]")
         if self.depth_zooms and not self.edge_channels: self.fail("depth_zooms", "needs edge_channels")
+        if self.depth_zooms and self.backbone == "correlation": self.fail("depth_zooms", "the 'correlation' backbone compares the crop and the rendering itself: no depth_zooms")
 
     @property
     def in_channels(self) -> int:
@@ -318,7 +320,7 @@ class PoseModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = make_backbone(config.backbone, in_channels=config.in_channels)
-        self.hidden = flatten_head(self.backbone, config) if config.head == "flatten" else None
+        self.hidden = None if config.head == "mean" else flatten_head(self.backbone, config)
         self.pose_fc = nn.Linear(self.backbone.n_features if self.hidden is None else config.head_hidden, 9)
         self.flow_heads = FlowHeads(self.backbone, config.flow_stages) if config.flow_stages else None
         if config.head_init == "identity":

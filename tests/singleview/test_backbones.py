@@ -11,7 +11,7 @@ import torch
 from cosypose_nb.core import InputError
 from cosypose_nb.singleview.backbones import (BACKBONES, Conv2dStaticSame, convert_efficientnet_state_dict,
                                               efficientnet_b3, efficientnet_original_name, efficientnet_signature,
-                                              make_backbone, same_padding)
+                                              local_correlation, make_backbone, same_padding)
 
 # sha256 of the sorted "name:[shape]" lines of the original's 572 backbone tensors
 ORIGINAL_SIGNATURE = "d900156146c291dba81d93b8093e6e93098b305f7ff23260df4f63e433b7d158"
@@ -127,6 +127,10 @@ def test_converter_rejects_mismatches(b3):
 @pytest.mark.parametrize("name", BACKBONES)
 @pytest.mark.parametrize("in_channels", [6, 3])
 def test_backbones(name, in_channels):
+    if name == "correlation" and in_channels == 3:      # crop and rendering (6), + their edge maps (8) only
+        with pytest.raises(InputError, match="6 channels"):
+            make_backbone(name, in_channels)
+        in_channels = 8
     net = make_backbone(name, in_channels).eval()
     x = torch.rand(2, in_channels, 64, 96)
     with torch.no_grad():
@@ -136,6 +140,55 @@ def test_backbones(name, in_channels):
     assert not torch.allclose(f[0], f[1])                         # depends on the input
     with pytest.raises(InputError):
         net(torch.rand(2, in_channels + 1, 64, 96))
+
+
+def correlation_loops(a, b, d):
+    "Slow reference of local_correlation: one cosine similarity per cell and displacement (dy slower, then dx)."
+    B, C, h, w = a.shape
+    out = torch.zeros(B, (2 * d + 1) ** 2, h, w, dtype=a.dtype)
+    shifts = [(dy, dx) for dy in range(-d, d + 1) for dx in range(-d, d + 1)]
+    for k, (dy, dx) in enumerate(shifts):
+        for y in range(max(0, -dy), min(h, h - dy)):
+            for x in range(max(0, -dx), min(w, w - dx)):
+                out[:, k, y, x] = torch.nn.functional.cosine_similarity(a[:, :, y + dy, x + dx], b[:, :, y, x], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("seed,d", [(0, 1), (1, 3), (2, 0)])
+def test_local_correlation(seed, d):
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(2, 4, 5, 9, generator=g, dtype=torch.float64), torch.randn(2, 4, 5, 9, generator=g, dtype=torch.float64)
+    c = local_correlation(a, b, d)
+    assert c.shape == (2, (2 * d + 1) ** 2, 5, 9)
+    # float64, the same sums in another order: 1e-12
+    torch.testing.assert_close(c, correlation_loops(a, b, d), atol=1e-12, rtol=0)
+    assert c.abs().max() <= 1 + 1e-12
+    with pytest.raises(InputError):
+        local_correlation(a, b[:, :, :4], d)
+
+
+def test_correlation_finds_the_shift():
+    "The crop's features moved by (dy, dx) = (2, -1): that displacement's channel is 1 wherever both cells exist."
+    a = torch.randn(1, 8, 10, 12, generator=torch.Generator().manual_seed(3))
+    b = torch.roll(a, shifts=(-2, 1), dims=(2, 3))                # b[y, x] = a[y + 2, x - 1]
+    c = local_correlation(a, b, 3)
+    k = (2 + 3) * 7 + (-1 + 3)
+    inside = c[0, :, :-2, 1:]
+    assert torch.allclose(inside[k], torch.ones(1), atol=1e-6)
+    assert (inside.argmax(0) == k).all()
+
+
+def test_correlation_backbone_compares():
+    "One stem for the crop and the rendering; the edge channels are used; the output depends on how the two differ."
+    net = make_backbone("correlation", 8).eval()
+    assert net.name == "correlation" and net.body.stem[0].in_channels == 2
+    assert make_backbone("correlation", 6).body.stem[0].in_channels == 1
+    x = torch.rand(2, 8, 64, 85, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        f = net(x)
+        assert not torch.allclose(f, net(torch.cat([x[:, :6], x[:, 6:].flip(0)], 1)))    # the edge maps matter
+        swapped = net(torch.cat([x[:, 3:6], x[:, 0:3], x[:, 7:8], x[:, 6:7]], 1))       # crop <-> rendering
+        assert not torch.allclose(f, swapped)                                            # the order is seen
 
 
 def test_backbone_trains():

@@ -1,5 +1,5 @@
 "Tests of cosypose_nb.singleview.pose_model: the update, the crops, the coarse initialisation, PoseModel and its bad input."
-import json, math
+import dataclasses, json, math
 
 import pytest
 import torch
@@ -291,3 +291,42 @@ def test_depth_zooms():
     disc = ((yy ** 2 + xx ** 2) < 12 ** 2).float()[None, None]
     area = zoom_maps(disc, (1.2,)).sum() / disc.sum()
     assert abs(area - 1 / 1.44) < 0.02
+
+
+def test_correlation_pose_model():
+    "The 'correlation' backbone in a pose network: with or without edge channels, no depth zooms, no flow heads."
+    c = PoseModelConfig(backbone="correlation", render_size=(64, 85), edge_channels=True, head="flatten", input_mean=0.5, input_std=0.25)
+    m = PoseModel(c)
+    assert c.in_channels == 8 and m.flow_heads is None
+    o = m.net(torch.rand(3, 6, 64, 85))
+    assert o.shape == (3, 9) and torch.count_nonzero(o) == 0           # the head starts at the identity update
+    o.sum().backward()
+    assert PoseModel(PoseModelConfig(backbone="correlation", render_size=(32, 40))).eval().net(torch.rand(2, 6, 32, 40)).shape == (2, 9)
+    with pytest.raises(ConfigError, match="depth_zooms"):
+        PoseModelConfig(backbone="correlation", edge_channels=True, depth_zooms=(0.95, 1.05))
+    with pytest.raises(ConfigError, match="flow_stages"):
+        PoseModelConfig(backbone="correlation", flow_stages=(1,))
+
+
+def test_flatten_bn_head(tmp_path):
+    "'flatten_bn': batch norm between the hidden layer and its ReLU, so that the units cannot all go negative."
+    from cosypose_nb.singleview.pose_model import save_pose_model
+    from cosypose_nb.singleview.inference import load_pose_model
+    c = PoseModelConfig(backbone="small", render_size=(32, 40), edge_channels=True, head="flatten_bn", head_hidden=16)
+    m = PoseModel(c)
+    assert isinstance(m.hidden[2], torch.nn.BatchNorm1d) and m.pose_fc.in_features == 16
+    with torch.no_grad():                   # a bias that pushes every unit below zero: 'flatten' dies, 'flatten_bn' not
+        m.hidden[1].bias.fill_(-1e3)
+        h = m.hidden(m.backbone.feature_map(torch.randn(8, c.in_channels, 32, 40)))
+    assert (h > 0).any(0).float().mean() > 0.5
+    plain = PoseModel(dataclasses.replace(c, head="flatten"))
+    with torch.no_grad():
+        plain.hidden[1].bias.fill_(-1e3)
+        assert not (plain.hidden(plain.backbone.feature_map(torch.randn(8, c.in_channels, 32, 40))) > 0).any()
+    m.eval()
+    x = torch.rand(2, 6, 32, 40)
+    with torch.no_grad(): m.hidden[1].bias.zero_(); m.pose_fc.weight.normal_(); o = m.net(x)
+    back = load_pose_model(save_pose_model(m, tmp_path / "run"))
+    with torch.no_grad(): assert torch.allclose(back.eval().net(x), o)       # the running statistics travel too
+    with pytest.raises(ConfigError, match="head"):
+        PoseModelConfig(head="flatten_ln")
