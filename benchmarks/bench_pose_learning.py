@@ -76,14 +76,14 @@ def run_chunks(samples, fn, chunk: int = 32):
 
 
 def watch_hidden(model) -> dict | None:
-    """Which units of the 'flatten' heads' hidden layer fire (> 0) while `model` runs (a forward hook): the
+    """Which units of the hidden layer of a 'flatten' or 'flatten_bn' head fire (> 0) while `model` runs (a forward hook): the
     returned dict fills as it runs; `hidden_report` reads it. None for a model without a hidden layer."""
     if model is None or getattr(model, "hidden", None) is None: return None
     stats = {"ever": None, "active": 0.0, "n": 0}
     def hook(module, inputs, out):
         on = out.detach() > 0
         stats["ever"] = on.any(0) if stats["ever"] is None else stats["ever"] | on.any(0)
-        stats["active"] += float(on.float().sum(1).mean()) / on.shape[1] * len(on); stats["n"] += len(on)
+        stats["active"] += float(on.float().mean(1).sum()); stats["n"] += len(on)
     model.hidden.register_forward_hook(hook)
     return stats
 

@@ -132,7 +132,7 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
 
 class CorrelationBody(nn.Module):
     """The `correlation` backbone's network, on inputs (B, 6 or 8, H, W): crop RGB, rendering RGB (normalised),
-    then, with 8 channels, the crop's and the rendering's edge maps. Last map (B, widths[-1], H/16, W/16)."""
+    then, with 8 channels, the crop's and the rendering's edge maps. Last map (B, widths[-1], ceil(H/16), ceil(W/16))."""
     def __init__(self, in_channels: int = 8, stem=(32, 64), d: int = 3, widths=(128, 256)):
         super().__init__()
         if in_channels not in (6, 8):
@@ -143,7 +143,7 @@ class CorrelationBody(nn.Module):
         layers, c = [], (2 * d + 1) ** 2 + 2 * stem[1]
         for w in widths:
             layers += _conv_bn_relu(c, w, 2); c = w
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, self.out_channels = nn.Sequential(*layers), c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         crop, rend = x[:, 0:3].mean(1, keepdim=True), x[:, 3:6].mean(1, keepdim=True)     # grey levels
@@ -154,7 +154,8 @@ class CorrelationBody(nn.Module):
 
 def correlation_cnn(in_channels: int = 8) -> Backbone:
     "The `correlation` backbone (256 features): a shared stem on crop and rendering, their local correlation, convs."
-    return Backbone("correlation", CorrelationBody(in_channels), 256, in_channels, lambda b, x: b(x))
+    body = CorrelationBody(in_channels)
+    return Backbone("correlation", body, body.out_channels, in_channels, lambda b, x: b(x))
 
 
 # %% ../../nbs/singleview/32_backbones.ipynb #a67e85ac

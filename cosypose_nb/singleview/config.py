@@ -16,7 +16,7 @@ import numpy as np
 from ..core import Config, InputError, setting
 
 # %% auto #0
-__all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'MODEL_PRESETS', 'TRAIN_PRESETS', 'DETECTOR_BACKBONES', 'DETECTOR_NORMS',
+__all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'MODEL_PRESETS', 'HEADS', 'TRAIN_PRESETS', 'DETECTOR_BACKBONES', 'DETECTOR_NORMS',
            'DETECTOR_PRESETS', 'DETECTOR_TRAIN_PRESETS', 'PoseDataConfig', 'TrainConfig', 'train_config',
            'PredictorConfig', 'pyramid_levels', 'DetectorConfig', 'DetectorTrainConfig', 'detector_train_config',
            'detector_model_config', 'DetectionConfig']
@@ -63,6 +63,7 @@ class PoseDataConfig(Config):
 TRAIN_KINDS = ("coarse", "refiner")
 COARSE_INITS = ("paper", "zup-autodepth")        # the names of singleview.pose_model.INIT_MODES
 MODEL_PRESETS = ("cpu", "paper")                  # the names of singleview.pose_model.POSE_MODEL_PRESETS
+HEADS = ("mean", "flatten", "flatten_bn")         # the pose network's heads (singleview.pose_model)
 
 def _tuple_of(cfg: Config, name: str, kind: type, n: int | None = None, lo: float = 0) -> None:
     v, types = getattr(cfg, name), ((int, float) if kind is float else kind)
@@ -115,7 +116,8 @@ class TrainConfig(Config):
         self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", (None, *COARSE_INITS))
         self.need_choice("model_preset", MODEL_PRESETS)
         if self.backbone is not None and not (isinstance(self.backbone, str) and self.backbone): self.fail("backbone", "must be a name or None")
-        if self.head is not None and not (isinstance(self.head, str) and self.head): self.fail("head", "must be a name or None")
+        self.need_choice("head", (None, *HEADS))
+        if self.head == "flatten_bn" and self.batch_size < 2: self.fail("batch_size", "'flatten_bn' (batch norm) needs at least 2 samples per batch")
         self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
         for f in ("n_iterations", "n_loss_points", "n_symmetries_continuous", "batch_size", "n_steps", "checkpoint_every",
                   "log_every", "render_workers"):

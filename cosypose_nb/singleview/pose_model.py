@@ -23,9 +23,10 @@ from ..geometry.rotations import rot6d_to_matrix, matrix_to_rot6d
 from ..geometry.cameras import (check_intrinsics, check_boxes, crop_images, crop_intrinsics,
                                           deepim_crop_boxes)
 from .backbones import BACKBONES, make_backbone, convert_efficientnet_state_dict
+from .config import HEADS
 
 # %% auto #0
-__all__ = ['ROT6D_IDENTITY', 'INIT_MODES', 'R_ZUP', 'HEADS', 'SOBEL', 'POSE_MODEL_PRESETS', 'decode_outputs', 'apply_update',
+__all__ = ['ROT6D_IDENTITY', 'INIT_MODES', 'R_ZUP', 'SOBEL', 'POSE_MODEL_PRESETS', 'decode_outputs', 'apply_update',
            'update_outputs', 'crop_windows', 'crop_inputs', 'poses_from_boxes', 'edge_maps', 'zoom_maps', 'stage_ends',
            'FlowHeads', 'flatten_head', 'PoseModelConfig', 'IterationOutput', 'RenderedCrops', 'check_pose_inputs',
            'render_and_compare', 'PoseModel', 'original_outputs', 'head_from_original', 'save_pose_model',
@@ -124,7 +125,6 @@ def poses_from_boxes(boxes: torch.Tensor, K: torch.Tensor, points: torch.Tensor 
     return make_T(R, torch.cat([(centre - c) * z[:, None] / f, z[:, None]], -1))
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #4efda4ff
-HEADS = ("mean", "flatten", "flatten_bn")
 SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 def edge_maps(rgb: torch.Tensor) -> torch.Tensor:

@@ -143,7 +143,8 @@ def test_backbones(name, in_channels):
 
 
 def correlation_loops(a, b, d):
-    "Slow reference of local_correlation: one cosine similarity per cell and displacement (dy slower, then dx)."
+    """Slow reference of local_correlation: one cosine similarity per cell and displacement (dy slower, then dx);
+    the float64 twin of the chapter's (32_backbones) reference."""
     B, C, h, w = a.shape
     out = torch.zeros(B, (2 * d + 1) ** 2, h, w, dtype=a.dtype)
     shifts = [(dy, dx) for dy in range(-d, d + 1) for dx in range(-d, d + 1)]
@@ -168,7 +169,7 @@ def test_local_correlation(seed, d):
 
 
 def test_correlation_finds_the_shift():
-    "The crop's features moved by (dy, dx) = (2, -1): that displacement's channel is 1 wherever both cells exist."
+    "b[y, x] = a[y + 2, x - 1]: the channel of displacement (dy, dx) = (2, -1) is 1 wherever both cells exist."
     a = torch.randn(1, 8, 10, 12, generator=torch.Generator().manual_seed(3))
     b = torch.roll(a, shifts=(-2, 1), dims=(2, 3))                # b[y, x] = a[y + 2, x - 1]
     c = local_correlation(a, b, 3)

@@ -330,3 +330,9 @@ def test_flatten_bn_head(tmp_path):
     with torch.no_grad(): assert torch.allclose(back.eval().net(x), o)       # the running statistics travel too
     with pytest.raises(ConfigError, match="head"):
         PoseModelConfig(head="flatten_ln")
+    from cosypose_nb.singleview.config import TrainConfig
+    with pytest.raises(ConfigError, match="batch_size"):               # batch norm in training needs 2 samples
+        TrainConfig(head="flatten_bn", batch_size=1)
+    with pytest.raises(ConfigError, match="head"):
+        TrainConfig(head="flat")
+    assert TrainConfig(head="flatten_bn", batch_size=2).head == "flatten_bn"
