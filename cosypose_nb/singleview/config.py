@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from fastcore.basics import patch
 
 from ..core import Config, InputError, setting
 
@@ -112,26 +113,30 @@ class TrainConfig(Config):
     deterministic: bool = setting(False, "deterministic algorithms only (slower; exact resume on a GPU)")
     data_config: PoseDataConfig = setting(PoseDataConfig(), "which objects make samples, and the augmentations")
 
-    def check(self):
-        self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", (None, *COARSE_INITS))
-        self.need_choice("model_preset", MODEL_PRESETS)
-        if self.backbone is not None and not (isinstance(self.backbone, str) and self.backbone): self.fail("backbone", "must be a name or None")
-        self.need_choice("head", (None, *HEADS))
-        if self.head == "flatten_bn" and self.batch_size < 2: self.fail("batch_size", "'flatten_bn' (batch norm) needs at least 2 samples per batch")
-        self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
-        for f in ("n_iterations", "n_loss_points", "n_symmetries_continuous", "batch_size", "n_steps", "checkpoint_every",
-                  "log_every", "render_workers"):
-            self.need_int(f, 1)
-        for f in ("warmup_steps", "num_workers", "seed"): self.need_int(f, 0)
-        self.need_float("lr", 0, lo_open=True); self.need_float("lr_gamma", 0, 1, lo_open=True)
-        for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg", "flow_weight"): self.need_float(f, 0)
-        _tuple_of(self, "loss_weights", float, 3)
-        _tuple_of(self, "data", str)
-        if self.render_size is not None: _tuple_of(self, "render_size", int, 2, lo=16)
-        if self.depth_zooms is not None: _tuple_of(self, "depth_zooms", float)
-        _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
-        if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
-        if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")
+
+# %% ../../nbs/singleview/30_config.ipynb #c5cb93b9
+@patch
+def check(self: TrainConfig):
+    "Raise `ConfigError` naming the first field of the run that is not valid."
+    self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", (None, *COARSE_INITS))
+    self.need_choice("model_preset", MODEL_PRESETS)
+    if self.backbone is not None and not (isinstance(self.backbone, str) and self.backbone): self.fail("backbone", "must be a name or None")
+    self.need_choice("head", (None, *HEADS))
+    self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
+    for f in ("n_iterations", "n_loss_points", "n_symmetries_continuous", "batch_size", "n_steps", "checkpoint_every",
+              "log_every", "render_workers"):
+        self.need_int(f, 1)
+    for f in ("warmup_steps", "num_workers", "seed"): self.need_int(f, 0)
+    if self.head == "flatten_bn" and self.batch_size < 2: self.fail("batch_size", "'flatten_bn' (batch norm) needs at least 2 samples per batch")
+    self.need_float("lr", 0, lo_open=True); self.need_float("lr_gamma", 0, 1, lo_open=True)
+    for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg", "flow_weight"): self.need_float(f, 0)
+    _tuple_of(self, "loss_weights", float, 3)
+    _tuple_of(self, "data", str)
+    if self.render_size is not None: _tuple_of(self, "render_size", int, 2, lo=16)
+    if self.depth_zooms is not None: _tuple_of(self, "depth_zooms", float)
+    _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
+    if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
+    if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")
 
 # %% ../../nbs/singleview/30_config.ipynb #fe1f2faf
 TRAIN_PRESETS: dict[str, dict] = {
