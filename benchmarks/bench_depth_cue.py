@@ -58,11 +58,11 @@ def probe(samples, objects, renderer, rot_deg: float, size, zooms, max_shift: in
     """Poses (N, 4, 4) float64 of `samples`: ground truth, input (perturbed with `rot_deg`, the draws of `seed`),
     after the search; and the depth ratios v_z (N,) of the true outline's area. `size`: the crops' (h, w) px."""
     from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS, crop_inputs, apply_update
-    from cosypose_nb.singleview.training import paper_pose_noise
+    from cosypose_nb.singleview.training import paper_pose_noise, keep_in_front
     from cosypose_nb.singleview.config import TrainConfig
     cpu = POSE_MODEL_PRESETS["cpu"]                 # the crops of the cpu preset's refiner (its lambda and sampling)
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
-    T_in = paper_pose_noise(T_gt, rot_deg, TrainConfig().trans_noise, generator=torch.Generator().manual_seed(seed))
+    T_in = keep_in_front(paper_pose_noise(T_gt, rot_deg, TrainConfig().trans_noise, generator=torch.Generator().manual_seed(seed)), T_gt)
     out, v_area = [], []
     for s in range(0, len(samples), chunk):
         part, T = samples[s:s + chunk], T_in[s:s + chunk]

@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     from cosypose_nb.synthetic.recording import load_objects
     from cosypose_nb.rendering.batch import BatchRenderer
     from cosypose_nb.singleview.inference import PosePredictor, load_pose_model
-    from cosypose_nb.singleview.training import paper_pose_noise
+    from cosypose_nb.singleview.training import paper_pose_noise, keep_in_front
     from cosypose_nb.structures import Candidates, Detections
     objects = load_objects(a.objects)
     if a.data is None: a.data = record_heldout()
@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
     try:
         if refiner is not None:
             g = torch.Generator().manual_seed(a.seed)
-            T_in = paper_pose_noise(T_gt, 15.0, (0.01, 0.01, 0.05), generator=g)
+            T_in = keep_in_front(paper_pose_noise(T_gt, 15.0, (0.01, 0.01, 0.05), generator=g), T_gt)   # as training does: objects a few cm from the camera
             res["a_input"] = summary(adds(T_in, T_gt, labels, objects), d, labels)
             refine_from(T_in, "a")
         if coarse is not None:
