@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
     try:
         if refiner is not None:
             g = torch.Generator().manual_seed(a.seed)
-            T_in = keep_in_front(paper_pose_noise(T_gt, 15.0, (0.01, 0.01, 0.05), generator=g), T_gt)   # as training does: objects a few cm from the camera
+            T_in = keep_in_front(paper_pose_noise(T_gt, 15.0, (0.01, 0.01, 0.05), generator=g), T_gt)   # depth >= 0.5 x the true one, as in training
             res["a_input"] = summary(adds(T_in, T_gt, labels, objects), d, labels)
             refine_from(T_in, "a")
         if coarse is not None:

@@ -3,7 +3,7 @@
 # record the training and held-out images, train the refiner and the coarse model with the `cpu` preset, measure
 # issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
 # (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
-# checkpoints are moved to <name>.old, never overwritten silently. About 15 min of recording, then the two networks
+# checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
 # train side by side, one core each: about 19 min on two quiet CPU cores (4-10x longer beside other work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,11 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
   --n-steps 2000 --backbone correlation --head flatten_bn --n-iterations 2 --no-progress $(resume "$WORK/refiner") & refiner=$!
 "$BIN/cosypose-nb" train coarse --config cpu --data "$WORK/train_data" --objects default --out "$WORK/coarse" --seed 1 \
   --n-steps 1200 --backbone correlation --head flatten_bn --no-progress $(resume "$WORK/coarse") & coarse=$!
-wait "$coarse"; wait "$refiner"                        # set -e: a failed run stops the script (--resume it later)
+trap 'kill "$refiner" "$coarse" 2>/dev/null' EXIT                 # a failed run or Ctrl-C stops the other one too
+wait "$coarse"; wait "$refiner"                                  # set -e: stops at a failed run (--resume both later)
+trap - EXIT
 "$BIN/python" benchmarks/bench_pose_learning.py --data "$WORK/heldout_data" --coarse "$WORK/coarse" --refiner "$WORK/refiner" \
-  --out "$WORK/results.json" | tee "$WORK/results.md"
+  --max-objects 300 --out "$WORK/results.json" | tee "$WORK/results.md"
 for m in coarse refiner; do
   new="data/checkpoints/$m.new"
   rm -rf "$new"; mkdir -p "$new"
