@@ -62,7 +62,8 @@ def probe(samples, objects, renderer, rot_deg: float, size, zooms, max_shift: in
     from cosypose_nb.singleview.config import TrainConfig
     cpu = POSE_MODEL_PRESETS["cpu"]                 # the crops of the cpu preset's refiner (its lambda and sampling)
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
-    T_in = keep_in_front(paper_pose_noise(T_gt, rot_deg, TrainConfig().trans_noise, generator=torch.Generator().manual_seed(seed)), T_gt)
+    g = torch.Generator().manual_seed(seed)
+    T_in = keep_in_front(paper_pose_noise(T_gt, rot_deg, TrainConfig().trans_noise, generator=g), T_gt)   # depth >= 0.5 x true
     out, v_area = [], []
     for s in range(0, len(samples), chunk):
         part, T = samples[s:s + chunk], T_in[s:s + chunk]
