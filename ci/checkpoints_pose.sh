@@ -21,8 +21,10 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
 # per sample. One torch thread each: side by side they use the two cores better than one run with two threads.
 "$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
   --n-steps 2000 --backbone correlation --head flatten_bn --n-iterations 2 --no-progress $(resume "$WORK/refiner") & refiner=$!
+# The coarse model scores 256 rotation hypotheses per box (chapter 36) and learns the score beside the update.
 "$BIN/cosypose-nb" train coarse --config cpu --data "$WORK/train_data" --objects default --out "$WORK/coarse" --seed 1 \
-  --n-steps 1200 --backbone correlation --head flatten_bn --no-progress $(resume "$WORK/coarse") & coarse=$!
+  --n-steps 1500 --backbone correlation --head flatten_bn --n-hypotheses 256 --score-weight 0.3 --no-progress \
+  $(resume "$WORK/coarse") & coarse=$!
 trap 'kill "$refiner" "$coarse" 2>/dev/null' EXIT                 # a failed run or Ctrl-C stops the other one too
 wait "$coarse"; wait "$refiner"                                  # set -e: stops at a failed run (--resume both later)
 trap - EXIT

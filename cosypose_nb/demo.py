@@ -26,8 +26,8 @@ TRAIN_RESOLUTION = (240, 320)   # the training images of --train (the detector r
 DEMO_OUTPUTS = ("models", "heldout", "train", "runs", "predict", "figures", "results.csv", "summary.csv", "summary.json")
 DEMO_TRAIN_ARGS = {      # `cosypose-nb train KIND ...` of `--train` (+ --data, --out, --seed)
     "detector": ("--config", "cpu", "--n-steps", "1500", "--no-rgb-augmentation", "--checkpoint-every", "250"),
-    "coarse": ("--config", "cpu", "--backbone", "correlation", "--head", "flatten_bn", "--n-steps", "400",
-               "--checkpoint-every", "100"),
+    "coarse": ("--config", "cpu", "--backbone", "correlation", "--head", "flatten_bn", "--n-hypotheses", "256",
+               "--score-weight", "0.3", "--n-steps", "400", "--checkpoint-every", "100"),
     "refiner": ("--config", "cpu", "--backbone", "correlation", "--head", "flatten_bn", "--n-iterations", "2",
                 "--n-steps", "400", "--checkpoint-every", "100"),
 }

@@ -18,18 +18,19 @@ from ..core import (Config, InputError, setting, read_json, write_json, atomic_w
                               config_from_dict, claim_output_dir, record_outputs)
 from ..structures import Candidates, Detections, ScenePrediction
 from ..datasets.bop import (BOPDataset, read_results_csv, write_results_csv, obj_id_from_label, SCENE_GT, SCENE_GT_INFO,
-                                      RESULTS_HEADER)
+                                      RESULTS_HEADER, poses_tensor)
 from ..multiview.config import MultiviewConfig
 from ..multiview.predict import box_detections
 
 # %% auto #0
 __all__ = ['BOX_SOURCES', 'POSE_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections',
-           'perturbed_gt_candidates', 'group_images', 'view_predictions', 'candidates_table', 'runner_objects',
-           'RunnerModels', 'predict_group', 'group_file', 'RunSummary', 'check_split_files', 'run_predictions']
+           'perturbed_gt_candidates', 'group_images', 'view_predictions', 'results_candidates', 'candidates_table',
+           'runner_objects', 'RunnerModels', 'predict_group', 'group_file', 'RunSummary', 'check_split_files',
+           'run_predictions']
 
 # %% ../../nbs/evaluation/58_runners.ipynb #f91da864
 BOX_SOURCES = ("gt", "file", "detector")
-POSE_SOURCES = ("networks", "perturbed_gt")
+POSE_SOURCES = ("networks", "perturbed_gt", "results")
 MV_SCORE_OFFSET = 1.0          # multi-view predictions score 1 + the object's score: above every single-view candidate (<= 1)
 
 @dataclass(frozen=True)
@@ -49,7 +50,10 @@ class RunnerConfig(Config):
     batch_size: int = setting(32, "objects per forward pass of the pose networks")
     stage3: bool = setting(True, "multi-view: stage 3 (bundle adjustment, pose refinement); off: the initial scene of stage 2")
     add_single_view: bool = setting(True, "multi-view: add every single-view candidate below the multi-view predictions (the paper's ba_output+all_cand)")
-    poses: str = setting("networks", "single-view poses: 'networks' (the pose models), or 'perturbed_gt' (the ground truth with noise: stages 2-3 alone)", choices=POSE_SOURCES)
+    poses: str = setting("networks", "single-view poses: 'networks' (the pose models), 'perturbed_gt' (the ground truth with noise: "
+                         "stages 2-3 alone), or 'results' (read from `pose_results`)", choices=POSE_SOURCES)
+    pose_results: str | None = setting(None, "poses='results': a BOP results CSV of single-view poses, e.g. the results.csv of a "
+                                       "run with n_views=1 (its candidates, not computed again)")
     noise_rot_deg: float = setting(10.0, "poses='perturbed_gt': rotation noise, degrees (about a random axis)")
     noise_trans: tuple[float, float, float] = setting((0.01, 0.01, 0.03), "poses='perturbed_gt': translation noise x, y, z (camera frame), std, metres")
     multiview: MultiviewConfig = setting(MultiviewConfig(), "settings of stages 2 and 3")
@@ -67,6 +71,7 @@ class RunnerConfig(Config):
         if not isinstance(self.multiview, MultiviewConfig): self.fail("multiview", "must be a MultiviewConfig")
         self.need_choice("poses", POSE_SOURCES); self.need_float("noise_rot_deg", 0, 180)
         if self.poses == "perturbed_gt" and self.boxes != "gt": self.fail("poses", "'perturbed_gt' needs boxes='gt'")
+        if (self.poses == "results") != (self.pose_results is not None): self.fail("pose_results", "is given with poses='results', and only then")
         if len(self.noise_trans) != 3 or not all(isinstance(x, (int, float)) and x >= 0 for x in self.noise_trans):
             self.fail("noise_trans", "must be 3 numbers >= 0")
 
@@ -142,6 +147,15 @@ def view_predictions(scene: ScenePrediction, candidates: Candidates, add_single_
     return Candidates(torch.cat([mv.view_ids, c.view_ids.cpu()]), mv.labels + list(c.labels),
                       torch.cat([mv.scores, c.scores.cpu().double()]), torch.cat([mv.T_CO, c.T_CO.cpu().double()]))
 
+def results_candidates(df: pd.DataFrame, scene_id: int, im_ids: list) -> Candidates:
+    """The rows of results `df` (`read_results_csv`) of images `im_ids` of scene `scene_id` as Candidates (view = index in
+    `im_ids`), view by view in the order of `im_ids` (the order stage 2 would get them in from the networks)."""
+    view = {int(i): v for v, i in enumerate(im_ids)}
+    rows = df[(df.scene_id == scene_id) & df.im_id.isin(im_ids)]
+    rows = rows.assign(view=[view[int(i)] for i in rows.im_id]).sort_values("view", kind="stable")    # the group's order, as predicted
+    return Candidates(torch.tensor(rows.view.to_numpy(), dtype=torch.long), list(rows.label),
+                      torch.tensor(rows.score.to_numpy(), dtype=torch.float64), poses_tensor(rows, "T_CO"))
+
 def candidates_table(c: Candidates, scene_id: int, im_ids: list, seconds_per_image: float) -> pd.DataFrame:
     "Candidates of the views of a group as BOP results rows (scene_id, im_id, obj_id, score, time, T_CO)."
     vi = c.view_ids.tolist()
@@ -175,6 +189,7 @@ class RunnerModels:
             from cosypose_nb.singleview.detection import Detector
             self.boxes = Detector.load(c.detections)
         if self.boxes is not None: self.boxes.check_objects(self.objects)
+        self.pose_results = read_results_csv(c.pose_results) if c.poses == "results" else None
         self.renderer = BatchRenderer(self.objects, n_workers=c.render_workers, backend=c.backend, device="cpu")
         self.predictor = PosePredictor(coarse, refiner, self.objects, self.renderer,
                                        PredictorConfig(c.n_coarse_iterations, c.n_refiner_iterations, c.batch_size))
@@ -196,6 +211,9 @@ def predict_group(models: RunnerModels, ds: BOPDataset, scene_id: int, im_ids: l
     t1 = time.perf_counter()
     if config.poses == "perturbed_gt":
         cands = perturbed_gt_candidates(recs, config)
+        rec = {"load": t_load, "single_view": time.perf_counter() - t1, "n_detections": len(cands)}
+    elif config.poses == "results":
+        cands = results_candidates(models.pose_results, scene_id, im_ids)
         rec = {"load": t_load, "single_view": time.perf_counter() - t1, "n_detections": len(cands)}
     else:
         det = models.detect(recs, images, [(scene_id, i) for i in im_ids], config.min_visib_fract)

@@ -18,7 +18,8 @@ from .transforms import as_tensor, make_T, check_poses, transform_points
 # %% auto #0
 __all__ = ['rot6d_to_matrix', 'matrix_to_rot6d', 'pose_to_9d', 'pose_from_9d', 'quat_to_matrix', 'matrix_to_quat',
            'axis_angle_to_matrix', 'matrix_to_axis_angle', 'euler_to_matrix', 'matrix_to_euler', 'rotation_angle',
-           'random_rotations', 'rotation_noise', 'perturb_poses', 'pose_from_pybullet', 'pose_to_pybullet']
+           'random_rotations', 'super_fibonacci_rotations', 'rotation_noise', 'perturb_poses', 'pose_from_pybullet',
+           'pose_to_pybullet']
 
 # %% ../../nbs/geometry/03_rotations.ipynb #783cf3ea
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +80,16 @@ def random_rotations(n: int, generator: torch.Generator | None = None, dtype=tor
     "`n` rotations (n, 3, 3) uniform on SO(3) (normalised Gaussian quaternions)."
     q = torch.randn(n, 4, generator=generator, dtype=dtype, device=device)
     return roma.unitquat_to_rotmat(q / q.norm(dim=-1, keepdim=True))
+
+def super_fibonacci_rotations(n: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """`n` rotations (n, 3, 3) spread evenly over SO(3), always the same: the super-Fibonacci spiral of
+    Alexa (CVPR 2022), unit quaternions on two interleaved spirals with irrational turn rates."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise InputError(f"super_fibonacci_rotations: n must be an integer >= 1, got {n!r}")
+    s = torch.arange(n, dtype=torch.float64) + 0.5
+    r, R = (s / n).sqrt(), (1 - s / n).sqrt()
+    a, b = 2 * math.pi * s / math.sqrt(2), 2 * math.pi * s / 1.533751168755204288118041
+    q = torch.stack([r * a.sin(), r * a.cos(), R * b.sin(), R * b.cos()], -1)      # xyzw
+    return roma.unitquat_to_rotmat(q).to(dtype=dtype, device=device)
 
 def rotation_noise(n: int, angle: float | torch.Tensor, generator: torch.Generator | None = None,
                    dtype=torch.float64, device=None) -> torch.Tensor:

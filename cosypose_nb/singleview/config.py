@@ -87,6 +87,13 @@ class TrainConfig(Config):
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
     coarse_init: str | None = setting(None, "coarse input pose: 'paper' or 'zup-autodepth' (BOP20, + translation noise); "
                                       "None: the model preset's")
+    n_hypotheses: int | None = setting(None, "coarse: rotation hypotheses scored at inference (0: the paper's one pose "
+                                        "from the box; > 0 trains the score head too); None: the model preset's")
+    score_weight: float = setting(0.1, "coarse with hypotheses: weight of the score's binary cross-entropy in the total loss")
+    score_max_deg: float = setting(30.0, "coarse with hypotheses: a hypothesis within this angle of the truth (symmetries "
+                                   "included), degrees, is a positive")
+    score_near_share: float = setting(0.5, "coarse with hypotheses: share of training hypotheses drawn near the truth (the "
+                                      "refiner's noise); the others uniform on SO(3)")
     rot_noise_deg: float = setting(15.0, "refiner input: std of the Euler-angle noise per axis, degrees")
     trans_noise: tuple[float, ...] = setting((0.01, 0.01, 0.05), "refiner input: std of the translation noise x y z, metres")
     n_loss_points: int = setting(500, "model points drawn per batch for the loss")
@@ -129,7 +136,11 @@ def check(self: TrainConfig):
     for f in ("warmup_steps", "num_workers", "seed"): self.need_int(f, 0)
     if self.head == "flatten_bn" and self.batch_size < 2: self.fail("batch_size", "'flatten_bn' (batch norm) needs at least 2 samples per batch")
     self.need_float("lr", 0, lo_open=True); self.need_float("lr_gamma", 0, 1, lo_open=True)
-    for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg", "flow_weight"): self.need_float(f, 0)
+    for f in ("weight_decay", "clip_grad_norm", "rot_noise_deg", "flow_weight", "score_weight"): self.need_float(f, 0)
+    self.need_float("score_max_deg", 0, 180, lo_open=True); self.need_float("score_near_share", 0, 1)
+    if self.n_hypotheses is not None:
+        self.need_int("n_hypotheses", 0, 100000)
+        if self.kind != "coarse" and self.n_hypotheses: self.fail("n_hypotheses", "only the coarse model scores hypotheses")
     _tuple_of(self, "loss_weights", float, 3)
     _tuple_of(self, "data", str)
     if self.render_size is not None: _tuple_of(self, "render_size", int, 2, lo=16)

@@ -20,6 +20,7 @@ from ..core import (Config, InputError, setting, check_shape, check_finite, fast
 from ..structures import Candidates, Detections
 from .config import PredictorConfig
 from ..geometry.cameras import check_intrinsics, check_boxes
+from ..geometry.rotations import super_fibonacci_rotations
 from .pose_model import (PoseModel, PoseModelConfig, poses_from_boxes, is_original_state_dict,
                                                pose_model_from_original)
 
@@ -111,7 +112,12 @@ class PosePredictor:
         points = self.objects.points(det.labels, device="cpu", dtype=K.dtype) if len(det) and mode == "zup-autodepth" else None
         T0 = poses_from_boxes(det.boxes.cpu(), Kc[vi], points, mode) if len(det) else Kc.new_zeros(0, 4, 4)
         timings["init"] = time.perf_counter() - t0
-        Tc = self.iterate(self.coarse, n_coarse, images, K, T0, vi, det.labels, timings, all_iterations=True)
+        if n_coarse and self.coarse.config.n_hypotheses and len(det):     # the best-scored rotation, then its update
+            T0, Th = self.score_hypotheses(images, K, det.boxes.cpu(), vi, list(det.labels), timings)
+            Tc = torch.cat([Th[None], self.iterate(self.coarse, n_coarse - 1, images, K, Th, vi, det.labels, timings,
+                                                   all_iterations=True)])
+        else:
+            Tc = self.iterate(self.coarse, n_coarse, images, K, T0, vi, det.labels, timings, all_iterations=True)
         T1 = Tc[-1] if n_coarse else T0
         Tr = self.iterate(self.refiner, n_refiner, images, K, T1, vi, det.labels, timings, all_iterations=True)
         T2 = Tr[-1] if n_refiner else T1
@@ -156,6 +162,31 @@ def iterate(self: PosePredictor, model: PoseModel, n: int, images, K, T_CO, view
                 if timings is not None: timings[k] = timings.get(k, 0.0) + v
     out = torch.cat(out, 1)
     return out if all_iterations else out[-1]
+
+# %% ../../nbs/singleview/36_inference.ipynb #7ae24787
+@patch
+@fast_inference
+def score_hypotheses(self: PosePredictor, images, K, boxes, view_ids, labels, timings: dict | None = None):
+    """The coarse model with a score head on D `boxes` (D, 4) px of `labels` in views `view_ids` (D,) of `images`
+    (V, 3, H, W) with `K` (V, 3, 3): `config.n_hypotheses` super-Fibonacci rotations at each box (the model's
+    init mode fits the depth), each scored in one render and compare. Returns the best hypothesis per box
+    `T_in` (D, 4, 4) and the model's update of it (D, 4, 4). Adds the seconds of each step to `timings`."""
+    m, bs = self.coarse, self.config.batch_size
+    H, D = m.config.n_hypotheses, len(labels)
+    R = super_fibonacci_rotations(H, dtype=K.dtype)
+    scores, T_in, T_out = [], [], []
+    for s in range(0, D * H, bs):                      # batches of (box, hypothesis) pairs, box-major
+        i = torch.arange(s, min(s + bs, D * H)); d, h = i // H, i % H
+        lab = [labels[j] for j in d.tolist()]
+        T = poses_from_boxes(boxes[d].to(K.dtype), K[view_ids[d]].cpu(), self.objects.points(lab, device="cpu", dtype=K.dtype),
+                             m.config.init_mode, R=R[h])
+        it = m(images, K[view_ids[d]], T, lab, 1, self.renderer, self.objects, image_ids=view_ids[d])[0]
+        scores.append(it.scores.float().cpu()); T_in.append(T); T_out.append(it.T_CO_output.to(T).cpu())
+        for k, v in it.timings.items():
+            if timings is not None: timings[k] = timings.get(k, 0.0) + v
+    best = torch.cat(scores).reshape(D, H).argmax(1) + torch.arange(D) * H
+    return torch.cat(T_in)[best], torch.cat(T_out)[best]
+
 
 # %% ../../nbs/singleview/36_inference.ipynb #96ea80a4
 def _model_config(path: Path) -> PoseModelConfig:

@@ -98,10 +98,11 @@ INIT_MODES = ("paper", "zup-autodepth")
 R_ZUP = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), (-1.0, 0.0, 0.0))
 
 def poses_from_boxes(boxes: torch.Tensor, K: torch.Tensor, points: torch.Tensor | None = None,
-                     mode: str = "paper", depth: float = 1.0, image_size=None) -> torch.Tensor:
+                     mode: str = "paper", depth: float = 1.0, image_size=None, R: torch.Tensor | None = None) -> torch.Tensor:
     """Initial poses `T_CO` (B, 4, 4) of the coarse model from boxes (B, 4) `(x1, y1, x2, y2)` pixels and
     intrinsics `K` (B, 3, 3): 'paper' (identity rotation at `depth` m) or 'zup-autodepth' (needs the
-    model `points` (B, N, 3) m). With `image_size` (H, W), boxes entirely outside the image raise `InputError`."""
+    model `points` (B, N, 3) m). Rotations `R` (B, 3, 3) replace the mode's (hypotheses: 'zup-autodepth'
+    then fits the depth to each). With `image_size` (H, W), boxes entirely outside the image raise `InputError`."""
     if mode not in INIT_MODES: raise InputError(f"poses_from_boxes: mode must be one of {INIT_MODES}, got {mode!r}")
     K = check_intrinsics(K); boxes = check_boxes(boxes).to(K.dtype)
     check_shape(K, (len(boxes), 3, 3), "K")
@@ -113,12 +114,14 @@ def poses_from_boxes(boxes: torch.Tensor, K: torch.Tensor, points: torch.Tensor 
     f, c = torch.stack([K[:, 0, 0], K[:, 1, 1]], -1), K[:, :2, 2]
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2 - 0.5                      # projection coordinates
     B = len(boxes)
+    if R is not None: check_shape(R, (B, 3, 3), "R"); R = R.to(K)
     if mode == "paper":
-        R, z = torch.eye(3, dtype=K.dtype, device=K.device).expand(B, 3, 3), K.new_full((B,), float(depth))
+        R = torch.eye(3, dtype=K.dtype, device=K.device).expand(B, 3, 3) if R is None else R
+        z = K.new_full((B,), float(depth))
     else:
         if points is None: raise InputError("poses_from_boxes: mode 'zup-autodepth' needs the model points")
         check_shape(points, (B, None, 3), "points")
-        R = K.new_tensor(R_ZUP).expand(B, 3, 3)
+        R = K.new_tensor(R_ZUP).expand(B, 3, 3) if R is None else R
         P = points.to(K.dtype) @ R.transpose(-1, -2)                        # rotated, translation-free
         extent = P[..., :2].amax(1) - P[..., :2].amin(1)                    # (B, 2) metres across the image
         z = (f * extent / (boxes[:, 2:] - boxes[:, :2])).mean(-1)
@@ -207,6 +210,8 @@ class PoseModelConfig(Config):
     flow_stages: tuple[int, ...] = setting((), "backbone stages with an auxiliary flow head, used in training (cpu)")
     depth_zooms: tuple[float, ...] = setting((), "with edge channels: the rendering's edge map zoomed as if the depth were "
                                              "multiplied by each factor, and its products with the crop's, as more channels")
+    n_hypotheses: int = setting(0, "coarse model: 0 updates one pose from the box (the paper); n > 0 adds a score head and "
+                                "scores n rotations (super-Fibonacci) at the box, then updates the best (chapter 36)")
 
     def check(self):
         if not (isinstance(self.backbone, str) and (self.backbone in BACKBONES or self.backbone.startswith("timm:"))):
@@ -230,6 +235,7 @@ class PoseModelConfig(Config):
             self.fail("depth_zooms", "must be factors in [0.5, 2]")
         if self.depth_zooms and not self.edge_channels: self.fail("depth_zooms", "needs edge_channels")
         if self.depth_zooms and self.backbone == "correlation": self.fail("depth_zooms", "the 'correlation' backbone compares the crop and the rendering itself: no depth_zooms")
+        self.need_int("n_hypotheses", 0, 100000)
 
     @property
     def in_channels(self) -> int:
@@ -249,7 +255,8 @@ class IterationOutput:
     """One iteration of a pose network on B objects: `T_CO_input` (B, 4, 4) detached, `T_CO_output` (B, 4, 4),
     `K_crop` (B, 3, 3), `boxes_crop` (B, 4) pixels, `model_outputs` (B, 9) raw, `images_crop` and `renders`
     (B, 3, h, w) in [0, 1] when kept, `timings` seconds {'crop', 'render', 'network'}; in training, with flow
-    heads: `flows` (one (B, 2, h', w') per head, crop pixels) and the rendering's `depth` (B, 1, h, w) m."""
+    heads: `flows` (one (B, 2, h', w') per head, crop pixels) and the rendering's `depth` (B, 1, h, w) m;
+    with a score head, `scores` (B,): logits that `T_CO_input` lies near the truth."""
     T_CO_input: torch.Tensor
     T_CO_output: torch.Tensor
     K_crop: torch.Tensor
@@ -260,6 +267,7 @@ class IterationOutput:
     timings: dict = field(default_factory=dict)
     flows: list | None = None
     depth: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
 
 @dataclass
 class RenderedCrops:
@@ -315,13 +323,16 @@ def render_and_compare(model: "PoseModel", images: torch.Tensor, K: torch.Tensor
 class PoseModel(nn.Module):
     """CosyPose's pose network (coarse or refiner): `backbone` on 6 channels (crop, rendering; 8 with the edge
     maps), a linear head `pose_fc` (9 outputs) on its averaged last map (or on `hidden`, the 'flatten' head),
-    and the auxiliary `flow_heads` when the config has flow stages."""
+    `score_fc` (1 output, the hypothesis score) beside it when `config.n_hypotheses` > 0, and the auxiliary
+    `flow_heads` when the config has flow stages."""
     def __init__(self, config: PoseModelConfig = PoseModelConfig()):
         super().__init__()
         self.config = config
         self.backbone = make_backbone(config.backbone, in_channels=config.in_channels)
         self.hidden = None if config.head == "mean" else flatten_head(self.backbone, config)
-        self.pose_fc = nn.Linear(self.backbone.n_features if self.hidden is None else config.head_hidden, 9)
+        n_in = self.backbone.n_features if self.hidden is None else config.head_hidden
+        self.pose_fc = nn.Linear(n_in, 9)
+        self.score_fc = nn.Linear(n_in, 1) if config.n_hypotheses else None
         self.flow_heads = FlowHeads(self.backbone, config.flow_stages) if config.flow_stages else None
         if config.head_init == "identity":
             nn.init.zeros_(self.pose_fc.weight); nn.init.zeros_(self.pose_fc.bias)
@@ -338,8 +349,8 @@ class PoseModel(nn.Module):
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #fa702fce
 @patch
-def net(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
-    "Outputs (B, 9) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
+def features(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
+    "The heads' input (B, F) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
     c = self.config
     z = (x - c.input_mean) / c.input_std
     if c.edge_channels:
@@ -348,8 +359,13 @@ def net(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
         if c.depth_zooms:                       # edges at other depths, and where they meet the crop's
             zr = zoom_maps(er, c.depth_zooms)
             z = torch.cat([z, zr, (ei + 1) * torch.cat([er, zr], 1) - 1], 1)
-    if self.hidden is None: return self.pose_fc(self.backbone(z))
-    return self.pose_fc(self.hidden(self.backbone.feature_map(z)))
+    if self.hidden is None: return self.backbone(z)
+    return self.hidden(self.backbone.feature_map(z))
+
+@patch
+def net(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
+    "Outputs (B, 9) for inputs `x` (B, 6, h, w) in [0, 1] (crop channels first, then the rendering)."
+    return self.pose_fc(self.features(x))
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #678bb79f
 @patch
@@ -358,12 +374,14 @@ def compare(self: PoseModel, inputs: RenderedCrops, keep_inputs: bool = False) -
     t0 = time.perf_counter()
     crops = inputs.crops.float().div_(255.0) if inputs.crops.dtype == torch.uint8 else inputs.crops
     T_in = inputs.T_in.detach()
-    o = self.net(torch.cat([crops, inputs.renders.to(crops)], 1))
+    f = self.features(torch.cat([crops, inputs.renders.to(crops)], 1))
+    o = self.pose_fc(f)
+    scores = self.score_fc(f)[:, 0] if self.score_fc is not None else None
     flows = self.flow_heads() if self.needs_depth else None
     T_out = apply_update(T_in, inputs.K_crop, *decode_outputs(o, self.config.xy_scale, self.config.z_scale))
     return IterationOutput(T_in, T_out, inputs.K_crop, inputs.boxes, o, crops if keep_inputs else None,
                            inputs.renders if keep_inputs else None, dict(network=time.perf_counter() - t0),
-                           flows, inputs.depth if flows is not None else None)
+                           flows, inputs.depth if flows is not None else None, scores)
 
 # %% ../../nbs/singleview/33_pose_model.ipynb #5c777a1a
 @patch
@@ -386,7 +404,8 @@ def forward(self: PoseModel, images: torch.Tensor, K: torch.Tensor, T_CO_init: t
     dev = self.device
     if not labels:                                    # empty batch: empty outputs, no work
         z = lambda *s: T.new_zeros(0, *s, device=dev)
-        return [IterationOutput(z(4, 4), z(4, 4), z(3, 3), z(4), z(9)) for _ in range(n)]
+        return [IterationOutput(z(4, 4), z(4, 4), z(3, 3), z(4), z(9), scores=z() if self.score_fc is not None else None)
+                for _ in range(n)]
     points = objects.points(labels, device=dev, dtype=T.dtype)
     renderer.check_labels(labels)
     images, K, T = images.to(dev), K.to(dev), T.to(dev)

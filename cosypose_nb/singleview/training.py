@@ -18,6 +18,7 @@ from ..core import (Config, InputError, setting, get_device, atomic_write, write
                               config_to_dict, import_extra)
 from ..geometry.rotations import euler_to_matrix
 from ..geometry.transforms import make_T
+from ..geometry.symmetries import symmetric_rotation_angle
 from .config import (TRAIN_KINDS, COARSE_INITS, MODEL_PRESETS, TRAIN_PRESETS, TrainConfig,
                                           train_config, PoseDataConfig)
 from .pose_data import PoseDataset, EpochSampler, collate_poses, PoseBatch
@@ -26,7 +27,7 @@ from .pose_data import PoseDataset, EpochSampler, collate_poses, PoseBatch
 __all__ = ['RUN_FORMAT', 'RESUME_FREE', 'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask',
            'save_checkpoint', 'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step',
            'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'keep_in_front',
-           'pose_model_config', 'pose_losses', 'pose_step', 'make_pose_task', 'train']
+           'pose_model_config', 'pose_losses', 'hypothesis_rotations', 'pose_step', 'make_pose_task', 'train']
 
 # %% ../../nbs/singleview/35_training.ipynb #cbb023f9
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -157,18 +158,21 @@ class TrainLog:
 
 # %% ../../nbs/singleview/35_training.ipynb #c092c458
 def plot_curves(log_csv, out_png=None, title: str | None = None):
-    """Figure of a `log.csv`: the loss terms (log scale), the flow heads' errors when logged (px), the
-    learning rate, samples/s; written to `out_png` (atomically) when given."""
+    """Figure of a `log.csv`: the loss terms (log scale), the flow heads' errors (px) and the hypothesis score's
+    cross-entropy and accuracy when logged, the learning rate, samples/s; written to `out_png` (atomically) when given."""
     import pandas as pd
     plt = import_extra("matplotlib.pyplot", "training")
     df = pd.read_csv(log_csv)
     px = [c for c in ("loss_flow", "loss_epe", "loss_epe_zero") if c in df.columns]
-    terms = [c for c in df.columns if c.startswith("loss_") and c not in px]
-    fig, axs = plt.subplots(1, 3 + bool(px), figsize=(14 + 4 * bool(px), 3.4))
+    sc = [c for c in ("loss_score", "loss_score_acc") if c in df.columns]
+    terms = [c for c in df.columns if c.startswith("loss_") and c not in px + sc]
+    fig, axs = plt.subplots(1, 3 + bool(px) + bool(sc), figsize=(14 + 4 * (bool(px) + bool(sc)), 3.4))
     for c in terms: axs[0].plot(df.step, df[c], label=c[5:], lw=2 if c == "loss_total" else 1)
     axs[0].set_yscale("log"); axs[0].legend(fontsize=8); axs[0].set_title("loss terms (pose: m)")
-    for c in px: axs[-3].plot(df.step, df[c], label=c[5:])
-    if px: axs[-3].legend(fontsize=8); axs[-3].set_title("flow heads (crop px)")
+    for c in px: axs[1].plot(df.step, df[c], label=c[5:])
+    if px: axs[1].legend(fontsize=8); axs[1].set_title("flow heads (crop px)")
+    for c in sc: axs[1 + bool(px)].plot(df.step, df[c], label={"loss_score": "cross-entropy", "loss_score_acc": "accuracy"}[c])
+    if sc: axs[1 + bool(px)].legend(fontsize=8); axs[1 + bool(px)].set_title("hypothesis score")
     axs[-2].plot(df.step, df.lr); axs[-2].set_title("learning rate")
     axs[-1].plot(df.step, df.samples_per_s); axs[-1].set_title("samples / s (all processes)")
     for ax in axs: ax.set_xlabel("step"); ax.grid(alpha=0.3)
@@ -337,21 +341,35 @@ def pose_model_config(cfg: TrainConfig):
     import dataclasses
     from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS
     over = dict(backbone=cfg.backbone, head=cfg.head, render_size=None if cfg.render_size is None else tuple(cfg.render_size),
-                init_mode=cfg.coarse_init, depth_zooms=None if cfg.depth_zooms is None else tuple(map(float, cfg.depth_zooms)))
+                init_mode=cfg.coarse_init, depth_zooms=None if cfg.depth_zooms is None else tuple(map(float, cfg.depth_zooms)),
+                n_hypotheses=cfg.n_hypotheses if cfg.kind == "coarse" else 0)
     over = {k: v for k, v in over.items() if v is not None}
     if over.get("backbone", "small") != "small": over["flow_stages"] = ()     # flow heads sit on the small CNN's stages only
     return dataclasses.replace(POSE_MODEL_PRESETS[cfg.model_preset], n_iterations=cfg.n_iterations, **over)
 
 # %% ../../nbs/singleview/35_training.ipynb #a8974540
-def pose_losses(outs: list, T_gt: torch.Tensor, points: torch.Tensor, symmetries: torch.Tensor, cfg: TrainConfig) -> dict:
+def pose_losses(outs: list, T_gt: torch.Tensor, points: torch.Tensor, symmetries: torch.Tensor, cfg: TrainConfig,
+                positives: torch.Tensor | None = None) -> dict:
     """The loss terms of a forward pass `outs` (one `IterationOutput` per iteration) against `T_gt` (B, 4, 4): 'rot',
     'xy', 'depth' (m, averaged over the iterations); with flow heads, 'flow' (px), 'epe' and 'epe_zero' (px, the
-    EPE of the first head and of no motion); 'total' = the terms weighted by `cfg.loss_weights` + `cfg.flow_weight` flow."""
+    EPE of the first head and of no motion); 'total' = the terms weighted by `cfg.loss_weights` + `cfg.flow_weight` flow.
+    With hypotheses, `positives` (B,) bool marks the inputs near the truth: the pose terms average over those, and
+    'score' (the binary cross-entropy of the first iteration's scores) and 'score_acc' join, 'total' + `cfg.score_weight` score."""
     from cosypose_nb.singleview.loss import pose_loss, flow_loss, render_flow, nearest_symmetric_pose
-    terms = [pose_loss(o.T_CO_output, T_gt, points, symmetries) for o in outs]
+    if positives is None:
+        terms = [pose_loss(o.T_CO_output, T_gt, points, symmetries) for o in outs]
+    else:                               # the mean over the positives
+        w8 = positives.to(T_gt); n = w8.sum().clamp(min=1)
+        terms = [{k: (v * w8).sum() / n for k, v in pose_loss(o.T_CO_output, T_gt, points, symmetries, reduction="none").items()}
+                 for o in outs]
     out = {k: torch.stack([t[k] for t in terms]).mean() for k in ("rot", "xy", "depth")}
     w = cfg.loss_weights
     out["total"] = w[0] * out["rot"] + w[1] * out["xy"] + w[2] * out["depth"]
+    if positives is not None:
+        logits = outs[0].scores
+        out["score"] = torch.nn.functional.binary_cross_entropy_with_logits(logits, positives.to(logits))
+        out["score_acc"] = ((logits.detach() > 0) == positives).float().mean()
+        out["total"] = out["total"] + cfg.score_weight * out["score"]
     if outs[0].flows is not None:
         fl = []
         for o in outs:                  # the flow that takes the rendering at T_in onto the nearest symmetric truth
@@ -360,6 +378,17 @@ def pose_losses(outs: list, T_gt: torch.Tensor, points: torch.Tensor, symmetries
         out.update({k: torch.stack([f[k] for f in fl]).mean() for k in fl[0]})
         out["total"] = out["total"] + cfg.flow_weight * out["flow"]
     return out
+
+# %% ../../nbs/singleview/35_training.ipynb #20398268
+def hypothesis_rotations(R_gt: torch.Tensor, near_share: float = 0.5, rot_deg: float = 15.0) -> torch.Tensor:
+    """Training hypotheses of the coarse score (B, 3, 3): each, with probability `near_share`, the true rotation
+    `R_gt` (B, 3, 3) with the refiner's Euler noise (`rot_deg` per axis), otherwise uniform on SO(3)."""
+    from cosypose_nb.geometry.rotations import random_rotations
+    B = len(R_gt)
+    near = paper_pose_noise(make_T(R_gt, R_gt.new_zeros(B, 3)), rot_deg, (0.0, 0.0, 0.0))[:, :3, :3]
+    far = random_rotations(B, dtype=R_gt.dtype).to(R_gt.device)
+    return torch.where((torch.rand(B) < near_share).to(R_gt.device)[:, None, None], near, far)
+
 
 # %% ../../nbs/singleview/35_training.ipynb #c0fb8062
 def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, device: torch.device) -> Callable:
@@ -373,16 +402,20 @@ def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, devic
         T_gt, K, labels = batch.T_CO.to(**f32), batch.K.to(**f32), batch.labels
         pts = objects.points(labels, **f32)
         pts = pts[:, torch.randperm(pts.shape[1], device=device)[:cfg.n_loss_points]]
+        syms = objects.symmetries(labels, n_continuous=cfg.n_symmetries_continuous, **f32)
+        R_hyp = positives = None
+        if cfg.kind == "coarse" and model_cfg.n_hypotheses:
+            R_hyp = hypothesis_rotations(T_gt[:, :3, :3], cfg.score_near_share, cfg.rot_noise_deg)
+            positives = symmetric_rotation_angle(R_hyp, T_gt[:, :3, :3], syms) < math.radians(cfg.score_max_deg)
         if cfg.kind == "refiner":
             T_in = paper_pose_noise(T_gt, cfg.rot_noise_deg, cfg.trans_noise)
         else:
-            T_in = poses_from_boxes(batch.boxes.to(**f32), K, pts, mode=model_cfg.init_mode)
+            T_in = poses_from_boxes(batch.boxes.to(**f32), K, pts, mode=model_cfg.init_mode, R=R_hyp)
             if model_cfg.init_mode == "zup-autodepth": T_in = paper_pose_noise(T_in, 0.0, cfg.trans_noise)
         T_in = keep_in_front(T_in, T_gt)
         outs = model(batch.images, K, T_in, labels, n_iterations=cfg.n_iterations, renderer=renderer_holder["renderer"],
                      objects=objects)
-        syms = objects.symmetries(labels, n_continuous=cfg.n_symmetries_continuous, **f32)
-        return pose_losses(outs, T_gt, pts, syms, cfg)
+        return pose_losses(outs, T_gt, pts, syms, cfg, positives)
     return step
 
 # %% ../../nbs/singleview/35_training.ipynb #a252e34f

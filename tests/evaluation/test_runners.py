@@ -206,6 +206,25 @@ def test_perturbed_ground_truth_poses(toy, tmp_path):
     fails(lambda: RunnerConfig(poses="perturbed_gt", boxes="file", detections="x"), contains="boxes='gt'")
 
 
+def test_single_view_results_read_back(toy, nets, sv_run, tmp_path):
+    "poses='results': a multi-view run on the single-view run's candidates equals one that computes them again."
+    cfg = dataclasses.replace(SV, n_views=4)
+    ref = read_results_csv(run_predictions(toy, tmp_path / "mv", cfg, **nets).results)
+    s = run_predictions(toy, tmp_path / "reuse", dataclasses.replace(cfg, poses="results", pose_results=str(sv_run.results)))
+    got = read_results_csv(s.results)
+    equals(len(got), len(ref)); equals(s.counts["n_candidates"], sv_run.counts["n_candidates"])
+    key = ["scene_id", "im_id", "obj_id", "score"]
+    # (objects of one label in one image: ordered by their position too, in mm to 6 decimals)
+    a, b = (d.assign(x=[round(1e3 * T[0, 3], 6) for T in d.T_CO]).sort_values([*key, "x"]).reset_index(drop=True) for d in (ref, got))
+    equals(a[key].to_numpy().tolist(), b[key].to_numpy().tolist())
+    # the CSV holds millimetres with 17 digits: the poses read back differ from the computed ones by rounding only
+    assert all(np.allclose(x, y, atol=1e-9) for x, y in zip(a["T_CO"], b["T_CO"]))
+    fails(lambda: RunnerConfig(poses="results"), contains="pose_results")
+    fails(lambda: RunnerConfig(pose_results="x.csv"), contains="pose_results")
+    fails(lambda: run_predictions(toy, tmp_path / "none", dataclasses.replace(cfg, poses="results", pose_results=str(tmp_path / "no.csv"))),
+          contains="no.csv")
+
+
 @pytest.mark.parametrize("case,message", [
     ("image file", "rgb: image {im}: no file"),                        # a view of a group is missing
     ("annotation", "scene_gt.json: {im}: no annotation for this image"),
