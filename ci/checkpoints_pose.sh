@@ -4,7 +4,8 @@
 # issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
 # (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
 # checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
-# train side by side, one core each: about 19 min on two quiet CPU cores (4-10x longer beside other work).
+# train side by side, one core each: an estimated 19 min on two quiet CPU cores (4-10x longer beside other work;
+# chapter 35), then the held-out measurement, about 15 min (the coarse model scores 256 hypotheses per box).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

@@ -24,9 +24,9 @@ from ..multiview.predict import box_detections
 
 # %% auto #0
 __all__ = ['BOX_SOURCES', 'POSE_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections',
-           'perturbed_gt_candidates', 'group_images', 'view_predictions', 'results_candidates', 'candidates_table',
-           'runner_objects', 'RunnerModels', 'predict_group', 'group_file', 'RunSummary', 'check_split_files',
-           'run_predictions']
+           'perturbed_gt_candidates', 'group_images', 'view_predictions', 'check_pose_results', 'results_candidates',
+           'candidates_table', 'runner_objects', 'RunnerModels', 'predict_group', 'group_file', 'RunSummary',
+           'check_split_files', 'run_predictions']
 
 # %% ../../nbs/evaluation/58_runners.ipynb #f91da864
 BOX_SOURCES = ("gt", "file", "detector")
@@ -147,6 +147,14 @@ def view_predictions(scene: ScenePrediction, candidates: Candidates, add_single_
     return Candidates(torch.cat([mv.view_ids, c.view_ids.cpu()]), mv.labels + list(c.labels),
                       torch.cat([mv.scores, c.scores.cpu().double()]), torch.cat([mv.T_CO, c.T_CO.cpu().double()]))
 
+def check_pose_results(df: pd.DataFrame, path, objects) -> None:
+    "Refuse results `df` read from `path` that are not single-view candidates of the object set: `InputError` naming the row."
+    bad = df.index[df.score > MV_SCORE_OFFSET]
+    if len(bad): raise InputError(f"{path}: row {int(bad[0])}: score {df.score[bad[0]]:.3f} > {MV_SCORE_OFFSET}: a multi-view prediction, "
+                                  "not a single-view candidate (give the results.csv of a run with n_views=1)")
+    unknown = ~df.label.isin(list(objects.labels))
+    if unknown.any(): raise InputError(f"{path}: row {int(df.index[unknown][0])}: obj_id {int(df.obj_id[unknown].iloc[0])} is not in the object set")
+
 def results_candidates(df: pd.DataFrame, scene_id: int, im_ids: list) -> Candidates:
     """The rows of results `df` (`read_results_csv`) of images `im_ids` of scene `scene_id` as Candidates (view = index in
     `im_ids`), view by view in the order of `im_ids` (the order stage 2 would get them in from the networks)."""
@@ -190,6 +198,7 @@ class RunnerModels:
             self.boxes = Detector.load(c.detections)
         if self.boxes is not None: self.boxes.check_objects(self.objects)
         self.pose_results = read_results_csv(c.pose_results) if c.poses == "results" else None
+        if self.pose_results is not None: check_pose_results(self.pose_results, c.pose_results, self.objects)
         self.renderer = BatchRenderer(self.objects, n_workers=c.render_workers, backend=c.backend, device="cpu")
         self.predictor = PosePredictor(coarse, refiner, self.objects, self.renderer,
                                        PredictorConfig(c.n_coarse_iterations, c.n_refiner_iterations, c.batch_size))

@@ -15,6 +15,7 @@ from ..core import InputError, check_shape
 from .transforms import make_T, transform_points, as_tensor
 from .liegroup import se3_exp
 from .cameras import project_points
+from .rotations import rotation_angle
 
 # %% auto #0
 __all__ = ['continuous_symmetry_transforms', 'make_symmetries', 'unique_transforms', 'pad_symmetries', 'symmetry_counts',
@@ -108,8 +109,7 @@ def symmetric_rotation_angle(R1: torch.Tensor, R2: torch.Tensor, syms: torch.Ten
     """Angle (B,) radians between rotations `R1 S` and `R2` (B, 3, 3), the smallest over the symmetries S of
     `syms` (B, S, 4, 4) (their rotation parts)."""
     check_shape(R1, (None, 3, 3), "R1"); check_shape(R2, (len(R1), 3, 3), "R2"); check_shape(syms, (len(R1), None, 4, 4), "syms")
-    c = (torch.einsum("bij,bsjk->bsik", R1, syms[..., :3, :3].to(R1)) * R2[:, None].to(R1)).sum((-1, -2))   # traces of (R1 S)^T R2
-    return torch.arccos(((c - 1) / 2).clamp(-1.0, 1.0)).amin(1)
+    return rotation_angle(R1[:, None] @ syms[..., :3, :3].to(R1), R2[:, None].to(R1)).amin(1)
 
 def symmetric_reprojection_distance(T1: torch.Tensor, T2: torch.Tensor, K: torch.Tensor, points: torch.Tensor,
                                     syms: torch.Tensor, return_index: bool = False):

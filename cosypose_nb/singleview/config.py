@@ -89,7 +89,7 @@ class TrainConfig(Config):
                                       "None: the model preset's")
     n_hypotheses: int | None = setting(None, "coarse: rotation hypotheses scored at inference (0: the paper's one pose "
                                         "from the box; > 0 trains the score head too); None: the model preset's")
-    score_weight: float = setting(0.1, "coarse with hypotheses: weight of the score's binary cross-entropy in the total loss")
+    score_weight: float = setting(0.3, "coarse with hypotheses: weight of the score's binary cross-entropy in the total loss")
     score_max_deg: float = setting(30.0, "coarse with hypotheses: a hypothesis within this angle of the truth (symmetries "
                                    "included), degrees, is a positive")
     score_near_share: float = setting(0.5, "coarse with hypotheses: share of training hypotheses drawn near the truth (the "

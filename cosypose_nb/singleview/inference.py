@@ -73,8 +73,9 @@ def boxes_outside(boxes: torch.Tensor, image_size) -> torch.Tensor:
 @dataclass
 class PoseEstimates:
     """Output of `PosePredictor.run`: `candidates` (the final poses, as `Candidates`), the poses before the
-    coarse model `T_CO_init` (D, 4, 4), after it `T_CO_coarse` (D, 4, 4), seconds per step `timings`, and
-    `T_CO_iterations` (1 + n_coarse + n_refiner, D, 4, 4): the pose from the box, then each iteration's output."""
+    coarse model `T_CO_init` (D, 4, 4) (the pose from the box; with a hypothesis score, the hypothesis kept), after it
+    `T_CO_coarse` (D, 4, 4), seconds per step `timings`, and `T_CO_iterations` (1 + n_coarse + n_refiner, D, 4, 4):
+    that starting pose, then each iteration's output."""
     candidates: Candidates
     T_CO_init: torch.Tensor
     T_CO_coarse: torch.Tensor
@@ -168,7 +169,7 @@ def iterate(self: PosePredictor, model: PoseModel, n: int, images, K, T_CO, view
 @fast_inference
 def score_hypotheses(self: PosePredictor, images, K, boxes, view_ids, labels, timings: dict | None = None):
     """The coarse model with a score head on D `boxes` (D, 4) px of `labels` in views `view_ids` (D,) of `images`
-    (V, 3, H, W) with `K` (V, 3, 3): `config.n_hypotheses` super-Fibonacci rotations at each box (the model's
+    (V, 3, H, W) with `K` (V, 3, 3): `coarse.config.n_hypotheses` super-Fibonacci rotations at each box (the model's
     init mode fits the depth), each scored in one render and compare. Returns the best hypothesis per box
     `T_in` (D, 4, 4) and the model's update of it (D, 4, 4). Adds the seconds of each step to `timings`."""
     m, bs = self.coarse, self.config.batch_size

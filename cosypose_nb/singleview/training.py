@@ -16,7 +16,7 @@ import torch
 
 from ..core import (Config, InputError, setting, get_device, atomic_write, write_json, read_json, safe_torch_load,
                               config_to_dict, import_extra)
-from ..geometry.rotations import euler_to_matrix
+from ..geometry.rotations import euler_to_matrix, random_rotations
 from ..geometry.transforms import make_T
 from ..geometry.symmetries import symmetric_rotation_angle
 from .config import (TRAIN_KINDS, COARSE_INITS, MODEL_PRESETS, TRAIN_PRESETS, TrainConfig,
@@ -196,6 +196,7 @@ def prepare_run_dir(run_dir, cfg: TrainConfig, info: dict, resume: bool, write: 
     new = {"format": RUN_FORMAT, "train": config_to_dict(cfg), **info}
     if state is not None:
         old = read_json(run_dir / "config.json").get("train", {})
+        old = {**{k: v for k, v in config_to_dict(TrainConfig()).items() if k not in old}, **old}   # settings added since: their defaults
         diff = sorted(k for k in set(old) | set(new["train"]) if k not in RESUME_FREE and old.get(k) != new["train"].get(k))
         if diff:
             was = ", ".join(f"{k}={old.get(k)!r}" for k in diff)
@@ -353,7 +354,7 @@ def pose_losses(outs: list, T_gt: torch.Tensor, points: torch.Tensor, symmetries
     """The loss terms of a forward pass `outs` (one `IterationOutput` per iteration) against `T_gt` (B, 4, 4): 'rot',
     'xy', 'depth' (m, averaged over the iterations); with flow heads, 'flow' (px), 'epe' and 'epe_zero' (px, the
     EPE of the first head and of no motion); 'total' = the terms weighted by `cfg.loss_weights` + `cfg.flow_weight` flow.
-    With hypotheses, `positives` (B,) bool marks the inputs near the truth: the pose terms average over those, and
+    With hypotheses, `positives` (B,) bool marks the inputs near the truth: the pose terms (not the flow) average over those, and
     'score' (the binary cross-entropy of the first iteration's scores) and 'score_acc' join, 'total' + `cfg.score_weight` score."""
     from cosypose_nb.singleview.loss import pose_loss, flow_loss, render_flow, nearest_symmetric_pose
     if positives is None:
@@ -383,7 +384,6 @@ def pose_losses(outs: list, T_gt: torch.Tensor, points: torch.Tensor, symmetries
 def hypothesis_rotations(R_gt: torch.Tensor, near_share: float = 0.5, rot_deg: float = 15.0) -> torch.Tensor:
     """Training hypotheses of the coarse score (B, 3, 3): each, with probability `near_share`, the true rotation
     `R_gt` (B, 3, 3) with the refiner's Euler noise (`rot_deg` per axis), otherwise uniform on SO(3)."""
-    from cosypose_nb.geometry.rotations import random_rotations
     B = len(R_gt)
     near = paper_pose_noise(make_T(R_gt, R_gt.new_zeros(B, 3)), rot_deg, (0.0, 0.0, 0.0))[:, :3, :3]
     far = random_rotations(B, dtype=R_gt.dtype).to(R_gt.device)

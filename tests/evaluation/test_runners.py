@@ -219,6 +219,9 @@ def test_single_view_results_read_back(toy, nets, sv_run, tmp_path):
     equals(a[key].to_numpy().tolist(), b[key].to_numpy().tolist())
     # the CSV holds millimetres with 17 digits: the poses read back differ from the computed ones by rounding only
     assert all(np.allclose(x, y, atol=1e-9) for x, y in zip(a["T_CO"], b["T_CO"]))
+    mv = run_predictions(toy, tmp_path / "mv", cfg, **nets)                          # finished: read back
+    fails(lambda: run_predictions(toy, tmp_path / "from_mv", dataclasses.replace(cfg, poses="results", pose_results=str(mv.results))),
+          contains="a multi-view prediction")
     fails(lambda: RunnerConfig(poses="results"), contains="pose_results")
     fails(lambda: RunnerConfig(pose_results="x.csv"), contains="pose_results")
     fails(lambda: run_predictions(toy, tmp_path / "none", dataclasses.replace(cfg, poses="results", pose_results=str(tmp_path / "no.csv"))),

@@ -1,7 +1,7 @@
 """Tests of the coarse model that scores rotation hypotheses: the super-Fibonacci grid, the symmetric rotation angle,
 box-based poses at given rotations, the training hypotheses and loss, and `PosePredictor.score_hypotheses` against
 a slow one-box-at-a-time reference and an oracle score."""
-import math
+import json, math
 
 import numpy as np
 import pandas as pd
@@ -213,6 +213,12 @@ def test_train_command_with_hypotheses(tmp_path, recorded_dataset):
             "--batch-size", "4", "--render-size", "48", "64", "--backbone", "correlation", "--head", "flatten_bn",
             "--n-hypotheses", "32", "--num-workers", "0", "--checkpoint-every", "1", "--n-loss-points", "100", "--no-progress"]
     assert main(args) == 0 and main([*args, "--resume"]) == 0
+    # a run started before the score settings existed (its config.json without them) resumes: they take their defaults
+    cfg_file = tmp_path / "run" / "config.json"
+    old = json.loads(cfg_file.read_text())
+    for k in ("score_weight", "score_max_deg", "score_near_share"): del old["train"][k]
+    cfg_file.write_text(json.dumps(old))
+    assert main([*args, "--resume"]) == 0 and main([*args, "--resume", "--score-weight", "0.5"]) == 2
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert {"loss_score", "loss_score_acc", "loss_rot"} <= set(log.columns) and np.isfinite(log.loss_total).all()
     m = load_pose_model(tmp_path / "run")
