@@ -196,7 +196,7 @@ def prepare_run_dir(run_dir, cfg: TrainConfig, info: dict, resume: bool, write: 
     new = {"format": RUN_FORMAT, "train": config_to_dict(cfg), **info}
     if state is not None:
         old = read_json(run_dir / "config.json").get("train", {})
-        old = {**{k: v for k, v in config_to_dict(TrainConfig()).items() if k not in old}, **old}   # settings added since: their defaults
+        old = {**{k: v for k, v in config_to_dict(type(cfg)()).items() if k not in old}, **old}   # settings added since: their defaults
         diff = sorted(k for k in set(old) | set(new["train"]) if k not in RESUME_FREE and old.get(k) != new["train"].get(k))
         if diff:
             was = ", ".join(f"{k}={old.get(k)!r}" for k in diff)
