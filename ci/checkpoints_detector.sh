@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # Re-make the shipped CPU detector data/checkpoints/detector (`make checkpoints-detector`): record the training and
-# held-out images of the default objects, train the `cpu` preset in two runs (1500 steps from scratch, then 1000
-# steps from those weights at half the rate: a warm restart), measure it on the held-out images (COCO mAP, recall of
-# the ground-truth boxes at IoU 0.5), then put it in place in half precision with its config.json, logs, measures
-# and MADE_BY.md. Everything is made in a new folder (DET_WORK, default data/checkpoints/.detector-run-<date>; an
-# interrupted run resumes when DET_WORK is given again); the old checkpoint is moved to detector.old. About 10 min
-# of recording and 30-40 min of training on two CPU cores.
+# held-out images of the default objects seen by the YCB-Video camera (480 x 640), train the `cpu` preset in four
+# runs (2000 steps from scratch at its 240 x 320 input; 1500 more at a lower rate, a warm restart; then two runs at
+# the full 480 x 640 input, where the objects are twice as many pixels across), measure it on held-out scenes as
+# the demo records them (3-6 objects, shown as they are: --p-recolor 0), then put it in place in half precision with
+# its config.json, logs, measures and MADE_BY.md. Everything is made in a new folder (DET_WORK, default
+# data/checkpoints/.detector-run-<date>; an interrupted run resumes when DET_WORK is given again); the old
+# checkpoint is moved to detector.old. About 12 min of recording and about 80 min of training (one run at a time, one thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 WORK=${DET_WORK:-data/checkpoints/.detector-run-$(date +%Y%m%d-%H%M%S)}
+K=1066.778,1067.487,312.987,241.311                     # the YCB-Video camera, 480x640
 mkdir -p "$WORK"
-export OMP_NUM_THREADS=1 MPLBACKEND=Agg                 # one torch thread beside the data-loader worker
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg      # one torch thread beside the data-loader worker
 resume() { [ -f "$1/state.pt" ] && echo --resume || true; }
-"$BIN/cosypose-nb" record --scenes 1000 --views 1 --resolution 240x320 --seed 1 --workers 0 --no-progress --out "$WORK/train_data"
-"$BIN/cosypose-nb" record --scenes 30 --views 4 --resolution 240x320 --seed 2 --split test --workers 0 --no-progress --out "$WORK/heldout_data"
-"$BIN/cosypose-nb" train detector --config cpu --data "$WORK/train_data" --objects default --seed 0 --n-steps 1500 \
-  --no-rgb-augmentation --checkpoint-every 250 --no-progress --out "$WORK/stage1" $(resume "$WORK/stage1")
-"$BIN/cosypose-nb" train detector --config cpu --data "$WORK/train_data" --objects default --seed 1 --init "$WORK/stage1" \
-  --n-steps 1000 --lr 0.0005 --warmup-steps 20 --no-rgb-augmentation --checkpoint-every 250 --no-progress \
-  --out "$WORK/stage2" $(resume "$WORK/stage2")
+REC=("$BIN/cosypose-nb" record --resolution 480x640 --K $K --workers 0 --no-progress)
+# the pose networks' training images (ci/checkpoints_pose.sh records the same: 1-3 objects, larger), and 3-6 objects
+"${REC[@]}" --scenes 1500 --views 2 --objects-per-scene 1,3 --seed 1000 --out "$WORK/train_data"
+"${REC[@]}" --scenes 1000 --views 1 --seed 5000 --out "$WORK/train_cluttered"
+"${REC[@]}" --scenes 30 --views 4 --seed 6000 --p-recolor 0 --split test --out "$WORK/heldout_data"
+TRAIN=("$BIN/cosypose-nb" train detector --config cpu --objects default --no-rgb-augmentation --no-progress)
+"${TRAIN[@]}" --data "$WORK/train_data" --seed 0 --n-steps 2000 --checkpoint-every 250 \
+  --out "$WORK/stage1" $(resume "$WORK/stage1")
+"${TRAIN[@]}" --data "$WORK/train_data" --seed 1 --init "$WORK/stage1" --n-steps 1500 --lr 0.0005 --warmup-steps 20 \
+  --checkpoint-every 250 --out "$WORK/stage2" $(resume "$WORK/stage2")
+"${TRAIN[@]}" --data "$WORK/train_data" "$WORK/train_cluttered" --seed 2 --init "$WORK/stage2" --min-size 480 --max-size 640 \
+  --n-steps 1200 --lr 0.0005 --warmup-steps 20 --checkpoint-every 200 --out "$WORK/stage3" $(resume "$WORK/stage3")
+"${TRAIN[@]}" --data "$WORK/train_data" "$WORK/train_cluttered" --seed 3 --init "$WORK/stage3" --min-size 480 --max-size 640 \
+  --n-steps 1500 --lr 0.0003 --warmup-steps 20 --checkpoint-every 250 --out "$WORK/stage4" $(resume "$WORK/stage4")
 new=data/checkpoints/detector.new
 rm -rf "$new"; mkdir -p "$new"
 "$BIN/python" - "$WORK" "$new" <<'PY'
@@ -29,8 +38,8 @@ from cosypose_nb.demo import ship_checkpoint
 from cosypose_nb.singleview.config import DetectionConfig
 from cosypose_nb.singleview.detection import Detector, evaluate_detector, coco_ground_truth, detection_metrics
 work, new = Path(sys.argv[1]), Path(sys.argv[2])
-ship_checkpoint(work / "stage2", new)
-for s in ("stage1", "stage2"): (new / f"log_{s}.csv").write_text((work / s / "log.csv").read_text())
+ship_checkpoint(work / "stage4", new)
+for s in ("stage1", "stage2", "stage3", "stage4"): (new / f"log_{s}.csv").write_text((work / s / "log.csv").read_text())
 det = Detector.load(new, DetectionConfig(batch_size=4))
 m, results = evaluate_detector(det, work / "heldout_data" / "test", progress=False)
 gt, _ = coco_ground_truth(work / "heldout_data" / "test", det.labels)

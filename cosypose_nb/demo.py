@@ -16,14 +16,22 @@ from .core import InputError, read_json, write_json, claim_output_dir, record_ou
 # --help` answers at once.
 
 # %% auto #0
-__all__ = ['DEMO_KINDS', 'TRAIN_RESOLUTION', 'DEMO_OUTPUTS', 'DEMO_TRAIN_ARGS', 'shipped_checkpoints', 'run_done',
-           'demo_networks', 'demo_pipeline_config', 'fingerprint', 'predict_demo_scene', 'view_errors', 'summary_table',
-           'record_demo_data', 'load_demo_models', 'run_demo', 'demo_cli', 'ship_checkpoint']
+__all__ = ['DEMO_KINDS', 'HELDOUT_OBJECTS', 'TRAIN_OBJECTS', 'HELDOUT_SEED', 'TRAIN_SEED', 'TRAIN_SCENES', 'DEMO_OUTPUTS',
+           'DEMO_TRAIN_ARGS', 'shipped_checkpoints', 'run_done', 'demo_networks', 'demo_pipeline_config', 'fingerprint',
+           'predict_demo_scene', 'view_errors', 'summary_table', 'record_demo_data', 'load_demo_models', 'run_demo',
+           'demo_cli', 'ship_checkpoint']
 
 # %% ../nbs/80_demo.ipynb #2da61f93
 DEMO_KINDS = ("detector", "coarse", "refiner")
-TRAIN_RESOLUTION = (240, 320)   # the training images of --train (the detector recipe's: 1000 scenes, 1 view, seed 1)
-DEMO_OUTPUTS = ("models", "heldout", "train", "runs", "predict", "figures", "results.csv", "summary.csv", "summary.json")
+# The demo's images are seen by the YCB-Video camera (`synthetic.config.ycbv_intrinsics`). The held-out scenes hold
+# 3 to 6 objects (stage 2 relates two views by at least two objects) shown as they are (no random colours: as test
+# images show them); the training images of --train 1 to 3 (ci/checkpoints_pose.sh's recording: scenes, views),
+# randomised. Recording seeds: --seed plus these.
+HELDOUT_OBJECTS, TRAIN_OBJECTS = (3, 6), (1, 3)
+HELDOUT_SEED, TRAIN_SEED = 3000, 1000
+TRAIN_SCENES = (1500, 2)
+DEMO_OUTPUTS = ("models", "heldout_ycbv", "train_ycbv", "runs", "predict", "figures", "results.csv", "summary.csv", "summary.json",
+                "heldout", "train")    # the last two: the recordings of earlier versions (other cameras), left as they are
 DEMO_TRAIN_ARGS = {      # `cosypose-nb train KIND ...` of `--train` (+ --data, --out, --seed)
     "detector": ("--config", "cpu", "--n-steps", "1500", "--no-rgb-augmentation", "--checkpoint-every", "250"),
     "coarse": ("--config", "cpu", "--backbone", "correlation", "--head", "flatten_bn", "--n-hypotheses", "256",
@@ -108,7 +116,8 @@ def predict_demo_scene(scene_dir: Path, out_dir: Path, models: dict, objects, re
 # %% ../nbs/80_demo.ipynb #4bc84956
 def view_errors(scene_dir: Path, estimates: "pd.DataFrame", objects, min_visib: float = 0.1) -> "pd.DataFrame":
     """One row per ground-truth object of each view of `scene_dir`: scene_id, im_id, label, diameter (m), adds (m):
-    the ADD-S of the closest estimate (rows im_id, label, T_CO of `estimates`) of its label in its view (inf if none)."""
+    the ADD-S of the top-scored estimate (rows im_id, label, score, T_CO of `estimates`) of its label in its view
+    (inf if none)."""
     import numpy as np, pandas as pd, torch
     from cosypose_nb.datasets.bop import read_scene_gt, read_scene_gt_info
     from cosypose_nb.evaluation.metrics import adi_batch
@@ -120,10 +129,10 @@ def view_errors(scene_dir: Path, estimates: "pd.DataFrame", objects, min_visib: 
             est = estimates[(estimates["im_id"] == im) & (estimates["label"] == o["label"])] if len(estimates) else estimates
             err = float("inf")
             if len(est):
-                Te = torch.as_tensor(np.stack(list(est["T_CO"])), dtype=torch.float64)
-                Tg = torch.as_tensor(o["T_CO"], dtype=torch.float64).expand(len(Te), 4, 4)
+                Te = torch.as_tensor(est["T_CO"].iloc[int(np.argmax(est["score"].to_numpy()))], dtype=torch.float64)[None]
+                Tg = torch.as_tensor(o["T_CO"], dtype=torch.float64)[None]
                 pts = objects.points([o["label"]], device="cpu")[0]
-                err = float(adi_batch(Te[:, :3, :3], Te[:, :3, 3], Tg[:, :3, :3], Tg[:, :3, 3], pts).min())
+                err = float(adi_batch(Te[:, :3, :3], Te[:, :3, 3], Tg[:, :3, :3], Tg[:, :3, 3], pts)[0])
             rows.append(dict(scene_id=int(scene_dir.name), im_id=im, label=o["label"],
                              diameter=float(objects.diameters([o["label"]], device="cpu")[0]), adds=err))
     return pd.DataFrame(rows, columns=["scene_id", "im_id", "label", "diameter", "adds"])
@@ -153,11 +162,15 @@ def _fig(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight"); plt.close(fig)
 
-def record_demo_data(out: Path, name: str, n_scenes: int, n_views: int, resolution, seed: int, workers: int, progress: bool) -> Path:
-    "Record (or resume) `out/name`: `n_scenes` scenes of `n_views` views of the default objects; returns its split folder."
+def record_demo_data(out: Path, name: str, n_scenes: int, n_views: int, resolution, seed: int, objects_per_scene,
+                     p_recolor: float, workers: int, progress: bool) -> Path:
+    """Record (or resume) `out/name`: `n_scenes` scenes of `n_views` views of `objects_per_scene` (min, max) default
+    objects (random colours with probability `p_recolor`), seen by the YCB-Video camera at `resolution` (H, W);
+    returns its split folder."""
+    from cosypose_nb.synthetic.config import ycbv_intrinsics
     from cosypose_nb.synthetic.recording import record
     rec = record(out / name, objects="default", n_scenes=n_scenes, n_views=n_views, seed=seed, resolution=resolution,
-                 workers=workers, progress=progress)
+                 K=ycbv_intrinsics(resolution), objects_per_scene=objects_per_scene, p_recolor=p_recolor, workers=workers, progress=progress)
     print(f"      {out / name}: {rec['images']} new images ({rec['skipped']} scenes already there) in {rec['seconds']:.1f} s", flush=True)
     return out / name / "train"
 
@@ -172,7 +185,7 @@ def load_demo_models(nets: dict, config, device=None) -> dict:
             "coarse": load_pose_model(nets["coarse"][0], device), "refiner": load_pose_model(nets["refiner"][0], device)}
 
 # %% ../nbs/80_demo.ipynb #d5d3e0a6
-def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(480, 640), seed: int = 0, train: bool = False,
+def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(480, 640), seed: int = 0, train: bool = False,
              networks: dict | None = None, workers: int = 0, device: str | None = "cpu", progress: bool = True,
              overwrite: bool = False) -> "pd.DataFrame":
     """Run the demo into `out` (see the chapter); `networks`: {kind: run folder} to use instead of the shipped or
@@ -183,6 +196,7 @@ def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(48
     from cosypose_nb.rendering.batch import BatchRenderer
     from cosypose_nb.viz.figures import plot_objects
     from cosypose_nb.multiview.predict import check_run
+    from cosypose_nb.evaluation.runners import MV_SCORE_OFFSET
     for kind, path in (networks or {}).items(): check_run(path, kind)       # before any work
     out = claim_output_dir(out, "demo", overwrite); figs = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
@@ -192,10 +206,10 @@ def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(48
     db = load_default_objects()
     write_default_objects(out / "models")
     if not (figs / "objects.png").is_file(): _fig(plot_objects(db), figs / "objects.png")
-    print(f"[2/5] held-out scenes: {n_scenes} x {n_views} views at {resolution[0]}x{resolution[1]}, seed {seed + 1000}", flush=True)
-    heldout = record_demo_data(out, "heldout", n_scenes, n_views, resolution, seed + 1000, workers, progress)
+    print(f"[2/5] held-out scenes: {n_scenes} x {n_views} views at {resolution[0]}x{resolution[1]}, seed {seed + HELDOUT_SEED}", flush=True)
+    heldout = record_demo_data(out, "heldout_ycbv", n_scenes, n_views, resolution, seed + HELDOUT_SEED, HELDOUT_OBJECTS, 0.0, workers, progress)
     print("[3/5] networks", flush=True)
-    train_data = lambda: record_demo_data(out, "train", 1000, 1, TRAIN_RESOLUTION, seed + 1, workers, progress)
+    train_data = lambda: record_demo_data(out, "train_ycbv", *TRAIN_SCENES, (480, 640), seed + TRAIN_SEED, TRAIN_OBJECTS, 0.8, workers, progress)
     nets = demo_networks(out, train, networks, train_data, seed, progress)
     for kind, (path, how) in nets.items(): print(f"      {kind}: {path} ({how})")
     config = demo_pipeline_config(seed)
@@ -211,12 +225,15 @@ def run_demo(out="demo_out", n_scenes: int = 4, n_views: int = 4, resolution=(48
             ran += predict_demo_scene(sd, dest, models, db, renderer, config, fp, progress)
     print(f"      {ran} scenes predicted, {len(scenes) - ran} kept from a previous run", flush=True)
     print("[5/5] evaluation against the ground truth (ADD-S, chapter 51)", flush=True)
-    errs, timings, n_images = {"single-view": [], "multi-view": []}, [], 0
+    errs, timings, n_images = {"single-view": [], "multi-view": [], "scene only": []}, [], 0
     for sd in scenes:
         d = out / "predict" / sd.name
-        errs["single-view"].append(view_errors(sd, read_results_csv(d / "candidates.csv"), db))
+        cand = read_results_csv(d / "candidates.csv")
         rep = d / "scene_reprojected.csv"
-        errs["multi-view"].append(view_errors(sd, read_results_csv(rep) if rep.is_file() else errs["single-view"][-1].iloc[:0], db))
+        scene = read_results_csv(rep) if rep.is_file() else cand.iloc[:0]
+        errs["single-view"].append(view_errors(sd, cand, db))
+        errs["multi-view"].append(view_errors(sd, pd.concat([scene.assign(score=scene["score"] + MV_SCORE_OFFSET), cand]), db))
+        errs["scene only"].append(view_errors(sd, scene, db))
         t = read_json(d / "timings.json"); timings.append(t["timings_s"]); n_images += t["n_views"]
     errs = {k: pd.concat(v, ignore_index=True) for k, v in errs.items()}
     pd.concat([e.assign(method=k) for k, e in errs.items()]).to_csv(out / "results.csv", index=False)
@@ -237,9 +254,9 @@ def demo_cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cosypose-nb demo", description="CosyPose end to end on the embedded default objects: "
                                  "held-out multi-view scenes recorded, predicted from their images, evaluated.")
     ap.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    ap.add_argument("--scenes", type=int, default=4, help="held-out multi-view scenes (default 4)")
+    ap.add_argument("--scenes", type=int, default=8, help="held-out multi-view scenes (default 8)")
     ap.add_argument("--views", type=int, default=4, help="views per scene (default 4)")
-    ap.add_argument("--resolution", default="480x640", help="HxW of the held-out images (default 480x640, the default camera)")
+    ap.add_argument("--resolution", default="480x640", help="HxW of the held-out images (default 480x640, the YCB-Video camera)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train", action="store_true", help="train the networks into OUT/runs/ instead of using data/checkpoints/")
     for kind in DEMO_KINDS: ap.add_argument(f"--{kind}", default=None, help=f"use this {kind} run folder")

@@ -167,7 +167,7 @@ def overlay_figure(result: PipelineResult, v: int, images, K, renderer, labels_a
                 draw_contours(ax, rgb, [], [], colour_of, result.reasons[g] or "camera not placed"); continue
             c = views_between(sc.reprojected(), result.groups[g].index(v), result.groups[g].index(v) + 1)
         draw_contours(ax, rgb, silhouettes(renderer, c.labels, c.T_CO, K[v], rgb.shape[:2]), c.labels, colour_of,
-                      f"{p}: {len(c)} objects")
+                      f"{p}: {len(c)} {'candidates' if p == 'single-view' else 'objects'}")
     fig.tight_layout()
     return fig
 
@@ -278,6 +278,8 @@ def predict_parser() -> argparse.ArgumentParser:
     ap.add_argument("--refiner", help="refiner run folder or checkpoint")
     ap.add_argument("--coarse-iters", type=int, default=PredictorConfig().n_coarse_iterations, help="coarse iterations (default: 1)")
     ap.add_argument("--refiner-iters", type=int, default=PredictorConfig().n_refiner_iterations, help="refiner iterations (default: 4)")
+    ap.add_argument("--hypotheses-kept", type=int, default=PredictorConfig().hypotheses_kept,
+                    help="coarse model with a score: candidates per box, its best-scored rotations (default: 1)")
     ap.add_argument("--camera", help="camera file of a folder of images: a scene_camera.json, or {\"cam_K\": [9 numbers]} for all")
     ap.add_argument("--views-per-group", type=int, default=None, help="split the views, in order, into scenes of K views (default: one scene)")
     ap.add_argument("--image-batch-size", type=int, default=PipelineConfig().image_batch_size, help="images per batch (default: 8)")
@@ -297,8 +299,8 @@ def predict_parser() -> argparse.ArgumentParser:
 def pipeline_config_from_args(a: argparse.Namespace) -> PipelineConfig:
     "The `PipelineConfig` of parsed `predict` options (`InputError` naming a bad option)."
     from cosypose_nb.multiview.scenario import config_from_cli
-    try: pred = PredictorConfig(n_coarse_iterations=a.coarse_iters, n_refiner_iterations=a.refiner_iters)
-    except InputError as e: raise InputError(f"--coarse-iters / --refiner-iters: {e}") from None
+    try: pred = PredictorConfig(n_coarse_iterations=a.coarse_iters, n_refiner_iterations=a.refiner_iters, hypotheses_kept=a.hypotheses_kept)
+    except InputError as e: raise InputError(f"--coarse-iters / --refiner-iters / --hypotheses-kept: {e}") from None
     try: return PipelineConfig(detection=_unprefixed(DetectionConfig, a, "detection"), predictor=pred,
                                multiview=config_from_cli(a), views_per_group=a.views_per_group,
                                image_batch_size=a.image_batch_size, seed=a.seed)

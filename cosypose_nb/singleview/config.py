@@ -173,10 +173,12 @@ class PredictorConfig(Config):
     n_coarse_iterations: int = setting(1, "iterations of the coarse model")
     n_refiner_iterations: int = setting(4, "iterations of the refiner")
     batch_size: int = setting(64, "objects per forward pass")
+    hypotheses_kept: int = setting(1, "coarse model with a score: the best-scored rotations kept per box, each refined into a "
+                                   "candidate, scored below the best one's (> 1: alternatives for stage 2 to match across views)")
 
     def check(self):
         self.need_int("n_coarse_iterations", 0, 100); self.need_int("n_refiner_iterations", 0, 100)
-        self.need_int("batch_size", 1)
+        self.need_int("batch_size", 1); self.need_int("hypotheses_kept", 1)
 
 
 

@@ -75,7 +75,8 @@ class PoseEstimates:
     """Output of `PosePredictor.run`: `candidates` (the final poses, as `Candidates`), the poses before the
     coarse model `T_CO_init` (D, 4, 4) (the pose from the box; with a hypothesis score, the hypothesis kept), after it
     `T_CO_coarse` (D, 4, 4), seconds per step `timings`, and `T_CO_iterations` (1 + n_coarse + n_refiner, D, 4, 4):
-    that starting pose, then each iteration's output."""
+    that starting pose, then each iteration's output. With `PredictorConfig.hypotheses_kept` = k > 1 (a coarse model
+    with a score), D is k times the detections: each box's k best hypotheses, box-major, the best first."""
     candidates: Candidates
     T_CO_init: torch.Tensor
     T_CO_coarse: torch.Tensor
@@ -113,7 +114,17 @@ class PosePredictor:
         points = self.objects.points(det.labels, device="cpu", dtype=K.dtype) if len(det) and mode == "zup-autodepth" else None
         T0 = poses_from_boxes(det.boxes.cpu(), Kc[vi], points, mode) if len(det) else Kc.new_zeros(0, 4, 4)
         timings["init"] = time.perf_counter() - t0
-        if n_coarse and self.coarse.config.n_hypotheses and len(det):     # the best-scored rotation, then its update
+        if n_coarse and len(det) and min(c.hypotheses_kept, self.coarse.config.n_hypotheses) > 1:
+            # the k best-scored rotations of each box, each refined into a candidate scored below the best one's
+            k = min(c.hypotheses_kept, self.coarse.config.n_hypotheses)
+            T0, Th, p = self.score_hypotheses(images, K, det.boxes.cpu(), vi, list(det.labels), timings, keep=k)
+            scores = (det.scores.detach().cpu()[:, None].to(p) * p / p[:, :1].clamp_min(1e-12)).flatten()
+            det = Detections(det.view_ids.cpu().repeat_interleave(k), [l for l in det.labels for _ in range(k)],
+                             scores, det.boxes.cpu().repeat_interleave(k, 0))
+            vi = det.view_ids.long()
+            Tc = torch.cat([Th[None], self.iterate(self.coarse, n_coarse - 1, images, K, Th, vi, det.labels, timings,
+                                                   all_iterations=True)])
+        elif n_coarse and self.coarse.config.n_hypotheses and len(det):     # the best-scored rotation, then its update
             T0, Th = self.score_hypotheses(images, K, det.boxes.cpu(), vi, list(det.labels), timings)
             Tc = torch.cat([Th[None], self.iterate(self.coarse, n_coarse - 1, images, K, Th, vi, det.labels, timings,
                                                    all_iterations=True)])
@@ -167,11 +178,12 @@ def iterate(self: PosePredictor, model: PoseModel, n: int, images, K, T_CO, view
 # %% ../../nbs/singleview/36_inference.ipynb #7ae24787
 @patch
 @fast_inference
-def score_hypotheses(self: PosePredictor, images, K, boxes, view_ids, labels, timings: dict | None = None):
+def score_hypotheses(self: PosePredictor, images, K, boxes, view_ids, labels, timings: dict | None = None, keep: int = 1):
     """The coarse model with a score head on D `boxes` (D, 4) px of `labels` in views `view_ids` (D,) of `images`
     (V, 3, H, W) with `K` (V, 3, 3): `coarse.config.n_hypotheses` super-Fibonacci rotations at each box (the model's
     init mode fits the depth), each scored in one render and compare. Returns the best hypothesis per box
-    `T_in` (D, 4, 4) and the model's update of it (D, 4, 4). Adds the seconds of each step to `timings`."""
+    `T_in` (D, 4, 4) and the model's update of it (D, 4, 4); with `keep` > 1, the `keep` best per box, box-major
+    (D * keep, 4, 4) each, and their probabilities (D, keep). Adds the seconds of each step to `timings`."""
     m, bs = self.coarse, self.config.batch_size
     H, D = m.config.n_hypotheses, len(labels)
     R = super_fibonacci_rotations(H, dtype=K.dtype)
@@ -185,8 +197,12 @@ def score_hypotheses(self: PosePredictor, images, K, boxes, view_ids, labels, ti
         scores.append(it.scores.float().cpu()); T_in.append(T); T_out.append(it.T_CO_output.to(T).cpu())
         for k, v in it.timings.items():
             if timings is not None: timings[k] = timings.get(k, 0.0) + v
-    best = torch.cat(scores).reshape(D, H).argmax(1) + torch.arange(D) * H
-    return torch.cat(T_in)[best], torch.cat(T_out)[best]
+    if keep == 1:
+        best = torch.cat(scores).reshape(D, H).argmax(1) + torch.arange(D) * H
+        return torch.cat(T_in)[best], torch.cat(T_out)[best]
+    top = torch.cat(scores).reshape(D, H).topk(min(keep, H), dim=1)
+    best = (top.indices + torch.arange(D)[:, None] * H).flatten()
+    return torch.cat(T_in)[best], torch.cat(T_out)[best], torch.sigmoid(top.values)
 
 
 # %% ../../nbs/singleview/36_inference.ipynb #96ea80a4

@@ -16,7 +16,8 @@ import numpy as np
 from ..core import Config, InputError, setting, import_extra
 
 # %% auto #0
-__all__ = ['MODES', 'RECORDING_JSON', 'MAX_SCENES', 'default_intrinsics', 'SceneConfig', 'RecordingConfig']
+__all__ = ['YCBV_INTRINSICS', 'MODES', 'RECORDING_JSON', 'MAX_SCENES', 'default_intrinsics', 'ycbv_intrinsics', 'SceneConfig',
+           'RecordingConfig']
 
 # %% ../../nbs/synthetic/25_config.ipynb #396c7ff2
 def default_intrinsics(resolution) -> np.ndarray:
@@ -25,6 +26,16 @@ def default_intrinsics(resolution) -> np.ndarray:
     H, W = check_resolution(resolution)
     f = 0.9375 * W
     return np.array([[f, 0.0, (W - 1) / 2], [0.0, f, (H - 1) / 2], [0.0, 0.0, 1.0]])
+
+# %% ../../nbs/synthetic/25_config.ipynb #2b1cb4e6
+YCBV_INTRINSICS = (1066.778, 1067.487, 312.987, 241.311)   # fx, fy, cx, cy (pixels) of the YCB-Video camera at 480 x 640
+
+def ycbv_intrinsics(resolution=(480, 640)) -> np.ndarray:
+    "The YCB-Video camera's intrinsics (3, 3) float64 for images `resolution` (H, W): its 480 x 640 ones resized."
+    from cosypose_nb.rendering.bullet import check_resolution
+    H, W = check_resolution(resolution)
+    (fx, fy, cx, cy), sx, sy = YCBV_INTRINSICS, W / 640, H / 480
+    return np.array([[fx * sx, 0.0, sx * (cx + 0.5) - 0.5], [0.0, fy * sy, sy * (cy + 0.5) - 0.5], [0.0, 0.0, 1.0]])
 
 # %% ../../nbs/synthetic/25_config.ipynb #4a75ada5
 MODES = ("drop", "float", "mixed")
@@ -46,6 +57,8 @@ class SceneConfig(Config):
     K: tuple | None = setting(None, "base intrinsics at the output resolution, jittered per image (None: f = 0.9375 W, principal point at the centre)")
     mode: str = setting("mixed", "objects dropped on a plane, floating, or either (drawn per scene)", choices=MODES)
     objects_per_scene: tuple[int, int] = setting((3, 6), "MIN, MAX objects per scene (a random subset, no repeats)")
+    p_recolor: float = setting(0.8, "probability that an object without a texture of its own is given a random colour "
+                               "(domain randomisation; 0: every object as it is, as test images show it)")
 
     def __post_init__(self):
         "Normalise the fields (resolution from 'HxW', K as a 3x3 tuple of floats, pairs as tuples of ints), then check them."
@@ -62,6 +75,7 @@ class SceneConfig(Config):
         self.need_choice("mode", MODES)
         ops = self.objects_per_scene
         if len(ops) != 2 or not 1 <= ops[0] <= ops[1]: self.fail("objects_per_scene", "need two numbers 1 <= MIN <= MAX")
+        self.need_float("p_recolor", 0, 1)
 
     def intrinsics(self) -> np.ndarray:
         "The base intrinsics (3, 3) float64 (`K`, or the default for `resolution`)."

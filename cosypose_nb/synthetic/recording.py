@@ -30,7 +30,9 @@ _all_ = ['RecordingConfig', 'RECORDING_JSON', 'MAX_SCENES']
 FORMAT = "cosypose-nb synthetic recording"
 VERSION = 2                                    # 2: scene_gt_info.json as the BOP toolkit defines it
 _COMPAT_KEYS = ("format", "version", "objects_fingerprint", "labels", "n_views", "resolution", "K", "seed", "mode",
-                "objects_per_scene", "split", "rgb_ext", "depth_scale", "backend")
+                "objects_per_scene", "p_recolor", "split", "rgb_ext", "depth_scale", "backend")
+_ADDED_KEYS = {"p_recolor": 0.8}   # settings added since, with what the recordings made before them did: written only
+                                   # when they differ (recording.json of those settings is as it was)
 
 def load_objects(objects="default"):
     "The object set: a `MeshDatabase` as is, 'default' (the embedded default objects) or the path of a BOP models folder or mesh folder."
@@ -74,7 +76,8 @@ def recording_json(config: RecordingConfig, fingerprint: str, n_scenes: int) -> 
     return dict(format=FORMAT, version=VERSION, objects=c.objects, objects_fingerprint=fingerprint, labels=list(c.labels),
                 n_views=c.n_views, resolution=list(c.resolution), K=[list(r) for r in c.K], seed=c.seed, mode=c.mode,
                 objects_per_scene=list(c.objects_per_scene), split=c.split, rgb_ext=c.rgb_ext,
-                depth_scale=c.depth_scale, backend=c.backend, n_scenes=int(n_scenes))
+                depth_scale=c.depth_scale, backend=c.backend,
+                **{k: getattr(c, k) for k, v in _ADDED_KEYS.items() if getattr(c, k) != v}, n_scenes=int(n_scenes))
 
 # %% ../../nbs/synthetic/27_recording.ipynb #3c90c845
 def render_scene(renderer: SceneRenderer, spec: dict, config: RecordingConfig, writer: BOPSceneWriter) -> int:
@@ -168,14 +171,14 @@ def check_output(out: Path, stored: dict, overwrite: bool = False) -> tuple[str,
     if old is None: return "new", 0
     if not isinstance(old, dict) or old.get("format") != FORMAT:
         raise InputError(f"{rec}: not a recording of cosypose-nb (format {old.get('format') if isinstance(old, dict) else None!r})")
-    diff = [k for k in _COMPAT_KEYS if old.get(k) != stored.get(k)]
+    diff = [k for k in _COMPAT_KEYS if old.get(k, _ADDED_KEYS.get(k)) != stored.get(k, _ADDED_KEYS.get(k))]
     if diff and overwrite: return "overwrite", 0
     if old.get("version") != VERSION:
         raise InputError(f"{rec}: a recording of format version {old.get('version')!r} (this is version {VERSION}: the boxes and "
                          f"visible fractions of scene_gt_info.json follow the BOP toolkit since); it cannot be extended with "
                          f"scenes annotated otherwise: choose another output folder, or --overwrite to replace it. Nothing was written.")
     if diff:
-        show = ", ".join(f"{k}: {old.get(k)!r} in the folder, {stored.get(k)!r} asked" for k in diff[:4])
+        show = ", ".join(f"{k}: {old.get(k, _ADDED_KEYS.get(k))!r} in the folder, {stored.get(k, _ADDED_KEYS.get(k))!r} asked" for k in diff[:4])
         raise InputError(f"{rec}: {out} holds a recording with different settings ({show}); choose another output "
                          f"folder, the same settings, or --overwrite to replace it. Nothing was written.")
     n = old.get("n_scenes", 0)

@@ -187,7 +187,7 @@ def sample_scene(rng: np.random.Generator, labels: Sequence[str], diameters: dic
         T_WO = float_objects(chosen, diam, rng, FLOAT_CENTER)
     colors = np.full((k, 4), np.nan)
     for i, l in enumerate(chosen):
-        if not textured[l] and rng.random() < 0.8:
+        if not textured[l] and rng.random() < config.p_recolor:
             colors[i] = [*rng.uniform(0.05, 1.0, 3), 1.0]
     textures = {w: int(rng.integers(N_TEXTURES)) for w in range(6)}
     light = sample_light(rng)

@@ -177,6 +177,25 @@ def test_score_hypotheses_equals_one_box_at_a_time(scene, objects, renderer):
     assert T_in.shape == T_out.shape == (3, 4, 4)
 
 
+def test_hypotheses_kept_become_candidates(scene, objects, renderer):
+    """`keep`: the k best-scored hypotheses of each box, best first (the first: the one `keep=1` returns); with
+    `hypotheses_kept=k` the predictor makes k candidates per box, the best with the box's score, the others below."""
+    images, K, det, _ = scene
+    det = type(det)(det.view_ids, det.labels, torch.tensor([0.9, 0.5, 0.7]), det.boxes)
+    p = PosePredictor(scorer(0), None, objects, renderer, PredictorConfig(batch_size=10))
+    T1, O1 = p.score_hypotheses(images, K, det.boxes, det.view_ids, list(det.labels))
+    T3, O3, prob = p.score_hypotheses(images, K, det.boxes, det.view_ids, list(det.labels), keep=3)
+    assert T3.shape == O3.shape == (9, 4, 4) and prob.shape == (3, 3) and (prob[:, :-1] >= prob[:, 1:]).all()
+    assert torch.allclose(T3[::3], T1) and (O3[::3] - O1).abs().max() < 1e-5
+    assert not torch.allclose(T3[1::3], T1)                                   # other rotations
+    q = PosePredictor(scorer(0), None, objects, renderer, PredictorConfig(batch_size=10, hypotheses_kept=3))
+    c = q.run(images, K, det, n_coarse=1, n_refiner=0).candidates
+    assert len(c) == 9 and c.labels == [l for l in det.labels for _ in range(3)]
+    assert torch.equal(c.view_ids, det.view_ids.repeat_interleave(3)) and torch.allclose(c.scores[::3].float(), det.scores)
+    assert (c.scores.reshape(3, 3)[:, 1:] <= c.scores.reshape(3, 3)[:, :1]).all()
+    assert (c.T_CO[::3].double() - O1).abs().max() < 1e-5
+
+
 def test_oracle_score_picks_the_nearest_hypothesis(scene, objects, renderer):
     "With a score that knows the truth (minus the symmetric angle), each box gets the grid rotation nearest to it."
     images, K, det, T_CO = scene

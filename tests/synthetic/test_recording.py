@@ -270,6 +270,14 @@ def test_recording_json_format(reference, tmp_path):
     with pytest.raises(InputError, match="version 1"):
         rec.record(v1, **common)
     assert rec.record(v1, overwrite=True, **common)["recorded"] == 14 and tree(v1) == tree(reference)
+    # a setting added since (p_recolor) is written only when it differs from what the first recordings did
+    plain = tmp_path / "plain"
+    rec.record(plain, **(common | dict(n_scenes=1, p_recolor=0.0)))
+    js0 = json.loads((plain / "recording.json").read_text())
+    assert js0["p_recolor"] == 0.0 and list(js0)[-2:] == ["p_recolor", "n_scenes"]
+    with pytest.raises(InputError, match="p_recolor"):
+        rec.record(plain, **(common | dict(n_scenes=2)))           # the default, 0.8: other settings
+    assert rec.record(plain, **(common | dict(n_scenes=2, p_recolor=0.0)))["recorded"] == 1
 
 
 def test_command_options_from_the_config():
