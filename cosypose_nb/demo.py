@@ -18,8 +18,8 @@ from .core import InputError, read_json, write_json, claim_output_dir, record_ou
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'HELDOUT_OBJECTS', 'TRAIN_OBJECTS', 'HELDOUT_SEED', 'TRAIN_SEED', 'TRAIN_SCENES', 'DEMO_OUTPUTS',
            'DEMO_TRAIN_ARGS', 'shipped_checkpoints', 'run_done', 'demo_networks', 'demo_pipeline_config', 'fingerprint',
-           'predict_demo_scene', 'view_errors', 'summary_table', 'record_demo_data', 'load_demo_models', 'run_demo',
-           'demo_cli', 'ship_checkpoint']
+           'predict_demo_scene', 'view_errors', 'scene_errors', 'summary_table', 'record_demo_data', 'load_demo_models',
+           'run_demo', 'demo_cli', 'ship_checkpoint']
 
 # %% ../nbs/80_demo.ipynb #2da61f93
 DEMO_KINDS = ("detector", "coarse", "refiner")
@@ -137,6 +137,20 @@ def view_errors(scene_dir: Path, estimates: "pd.DataFrame", objects, min_visib: 
                              diameter=float(objects.diameters([o["label"]], device="cpu")[0]), adds=err))
     return pd.DataFrame(rows, columns=["scene_id", "im_id", "label", "diameter", "adds"])
 
+# %% ../nbs/80_demo.ipynb #c56614ea
+def scene_errors(scene_dir: Path, pred_dir: Path, objects) -> dict:
+    """{'single-view', 'multi-view', 'scene only': `view_errors` rows} of the predictions in `pred_dir` of the BOP scene
+    `scene_dir`; multi view as the paper evaluates it: the scene's objects, scored `MV_SCORE_OFFSET` higher, then the candidates."""
+    import pandas as pd
+    from cosypose_nb.datasets.bop import read_results_csv
+    from cosypose_nb.evaluation.runners import MV_SCORE_OFFSET
+    cand = read_results_csv(pred_dir / "candidates.csv")
+    rep = pred_dir / "scene_reprojected.csv"
+    scene = read_results_csv(rep) if rep.is_file() else cand.iloc[:0]
+    return {"single-view": view_errors(scene_dir, cand, objects),
+            "multi-view": view_errors(scene_dir, pd.concat([scene.assign(score=scene["score"] + MV_SCORE_OFFSET), cand]), objects),
+            "scene only": view_errors(scene_dir, scene, objects)}
+
 # %% ../nbs/80_demo.ipynb #8aa6a1f2
 def summary_table(errors: dict, timings: list[dict], n_images: int) -> "pd.DataFrame":
     """The demo's table: per method ({name: `view_errors` rows}), the recall at ADD-S < 0.1 d, the median ADD-S (mm)
@@ -192,11 +206,9 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
     trained ones. `out` follows the output-folder rule (`core.claim_output_dir`). Returns the summary table."""
     import pandas as pd
     from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
-    from cosypose_nb.datasets.bop import read_results_csv
     from cosypose_nb.rendering.batch import BatchRenderer
     from cosypose_nb.viz.figures import plot_objects
     from cosypose_nb.multiview.predict import check_run
-    from cosypose_nb.evaluation.runners import MV_SCORE_OFFSET
     for kind, path in (networks or {}).items(): check_run(path, kind)       # before any work
     out = claim_output_dir(out, "demo", overwrite); figs = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
@@ -225,15 +237,10 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
             ran += predict_demo_scene(sd, dest, models, db, renderer, config, fp, progress)
     print(f"      {ran} scenes predicted, {len(scenes) - ran} kept from a previous run", flush=True)
     print("[5/5] evaluation against the ground truth (ADD-S, chapter 51)", flush=True)
-    errs, timings, n_images = {"single-view": [], "multi-view": [], "scene only": []}, [], 0
+    errs, timings, n_images = {}, [], 0
     for sd in scenes:
         d = out / "predict" / sd.name
-        cand = read_results_csv(d / "candidates.csv")
-        rep = d / "scene_reprojected.csv"
-        scene = read_results_csv(rep) if rep.is_file() else cand.iloc[:0]
-        errs["single-view"].append(view_errors(sd, cand, db))
-        errs["multi-view"].append(view_errors(sd, pd.concat([scene.assign(score=scene["score"] + MV_SCORE_OFFSET), cand]), db))
-        errs["scene only"].append(view_errors(sd, scene, db))
+        for k, e in scene_errors(sd, d, db).items(): errs.setdefault(k, []).append(e)
         t = read_json(d / "timings.json"); timings.append(t["timings_s"]); n_images += t["n_views"]
     errs = {k: pd.concat(v, ignore_index=True) for k, v in errs.items()}
     pd.concat([e.assign(method=k) for k, e in errs.items()]).to_csv(out / "results.csv", index=False)
