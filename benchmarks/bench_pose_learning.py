@@ -107,6 +107,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-objects", type=int, default=400)
     ap.add_argument("--seed", type=int, default=12345, help="seed of the input noise of (a)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="float32", help="the networks' backbones at inference: float32 or bfloat16")
     ap.add_argument("--out", help="write the results as JSON")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -121,12 +122,12 @@ def main(argv=None) -> dict:
     labels = [p["label"] for p in samples]
     T_gt = torch.stack([p["T_CO"] for p in samples]).double()
     d = objects.diameters(labels, dtype=torch.float64)
-    coarse = load_pose_model(a.coarse, "cpu") if a.coarse else None
-    refiner = load_pose_model(a.refiner, "cpu") if a.refiner else None
+    coarse = load_pose_model(a.coarse, "cpu", a.precision) if a.coarse else None
+    refiner = load_pose_model(a.refiner, "cpu", a.precision) if a.refiner else None
     renderer = BatchRenderer(objects, n_workers=1)
     pred = PosePredictor(coarse, refiner, objects, renderer)
     watched = {"coarse": watch_hidden(coarse), "refiner": watch_hidden(refiner)}
-    res = dict(data=str(a.data), n_objects=len(samples), min_visib=a.min_visib, load=os.getloadavg()[0])
+    res = dict(data=str(a.data), n_objects=len(samples), min_visib=a.min_visib, load=os.getloadavg()[0], precision=a.precision)
     t0 = time.time()
 
     def refine_from(T_start, name):

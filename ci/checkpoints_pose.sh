@@ -4,8 +4,9 @@
 # issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
 # (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
 # checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
-# train side by side, one core each: an estimated 19 min on two quiet CPU cores (4-10x longer beside other work;
-# chapter 35), then the held-out measurement, about 15 min (the coarse model scores 256 hypotheses per box).
+# train side by side, one core each: 26 min on a 2-core machine that ran the float32 refiner 1.7x slower than the one
+# that timed the pair shipped before in 18 min (4-10x longer beside other work; chapter 35), then the held-out
+# measurement, about 10 min (the coarse model scores 256 hypotheses per box).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -20,11 +21,13 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
   --workers 0 --no-progress --out "$WORK/heldout_data"
 # the `correlation` backbone with the `flatten_bn` head (chapters 32, 33, 35); the refiner trains with 2 iterations
 # per sample. One torch thread each: side by side they use the two cores better than one run with two threads.
+# Both backbones in bfloat16 (chapter 33): on CPUs with AVX-512 BF16 a step costs about half (elsewhere it is slower:
+# drop the two --precision options there).
 "$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
-  --n-steps 2000 --backbone correlation --head flatten_bn --n-iterations 2 --no-progress $(resume "$WORK/refiner") & refiner=$!
+  --n-steps 3000 --backbone correlation --head flatten_bn --n-iterations 2 --precision bfloat16 --no-progress $(resume "$WORK/refiner") & refiner=$!
 # The coarse model scores 256 rotation hypotheses per box (chapter 36) and learns the score beside the update.
 "$BIN/cosypose-nb" train coarse --config cpu --data "$WORK/train_data" --objects default --out "$WORK/coarse" --seed 1 \
-  --n-steps 1500 --backbone correlation --head flatten_bn --n-hypotheses 256 --score-weight 0.3 --no-progress \
+  --n-steps 1500 --backbone correlation --head flatten_bn --n-hypotheses 256 --score-weight 0.3 --precision bfloat16 --no-progress \
   $(resume "$WORK/coarse") & coarse=$!
 trap 'kill "$refiner" "$coarse" 2>/dev/null' EXIT                 # a failed run or Ctrl-C stops the other one too
 wait "$coarse"; wait "$refiner"                                  # set -e: stops at a failed run (--resume both later)

@@ -280,6 +280,8 @@ def predict_parser() -> argparse.ArgumentParser:
     ap.add_argument("--refiner-iters", type=int, default=PredictorConfig().n_refiner_iterations, help="refiner iterations (default: 4)")
     ap.add_argument("--hypotheses-kept", type=int, default=PredictorConfig().hypotheses_kept,
                     help="coarse model with a score: candidates per box, its best-scored rotations (default: 1)")
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                    help="the pose networks' backbones in bfloat16: faster on CPUs with AVX-512 BF16 and recent GPUs (default: float32)")
     ap.add_argument("--camera", help="camera file of a folder of images: a scene_camera.json, or {\"cam_K\": [9 numbers]} for all")
     ap.add_argument("--views-per-group", type=int, default=None, help="split the views, in order, into scenes of K views (default: one scene)")
     ap.add_argument("--image-batch-size", type=int, default=PipelineConfig().image_batch_size, help="images per batch (default: 8)")
@@ -333,8 +335,8 @@ def predict_cli(argv: list[str] | None = None) -> int:
     scene = read_scene_images(a.scene, a.camera)
     for p, kind in ((a.detector, "detector"), (a.coarse, "coarse"), (a.refiner, "refiner")):
         if p: check_run(p, kind, objects)
-    coarse = load_pose_model(a.coarse, dev) if a.coarse and source != "init-poses" else None
-    refiner = load_pose_model(a.refiner, dev) if a.refiner and a.refiner_iters > 0 else None
+    coarse = load_pose_model(a.coarse, dev, a.precision) if a.coarse and source != "init-poses" else None
+    refiner = load_pose_model(a.refiner, dev, a.precision) if a.refiner and a.refiner_iters > 0 else None
     kw, keys = {}, [(scene.scene_id, i) for i in scene.im_ids]
     if source == "detector":
         kw["detector"] = Detector.load(a.detector, config.detection, dev); kw["detector"].check_objects(objects)

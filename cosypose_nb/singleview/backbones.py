@@ -119,11 +119,15 @@ def local_correlation(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
     """Cosine similarity (B, (2d+1)^2, h, w) of the features of `b` (B, C, h, w) at each cell with those of `a`
     (B, C, h, w) displaced by (dy, dx), dy and dx in -d..d (dy the slower); 0 where the displaced cell is outside."""
     check_shape(b, tuple(a.shape), "b")
-    h, w = a.shape[-2:]
-    pa = F.pad(F.normalize(a, dim=1), (d, d, d, d))
-    nb = F.normalize(b, dim=1)
-    return torch.cat([(pa[:, :, dy:dy + h, dx:dx + w] * nb).sum(1, keepdim=True)
-                      for dy in range(2 * d + 1) for dx in range(2 * d + 1)], 1)
+    B, C, h, w = a.shape
+    n, W = 2 * d + 1, w + 2 * d
+    pa = F.pad(F.normalize(a, dim=1), (d, d, d, d)).transpose(1, 2)          # (B, h + 2d, C, W) rows of `a`
+    q = F.normalize(b, dim=1).permute(0, 2, 3, 1).reshape(B * h, w, C)       # the cells of `b`, row by row
+    out = []
+    for dy in range(n):         # every cell of a row of `b` against row y + dy of `a`: one matrix product ...
+        m = torch.bmm(q, pa[:, dy:dy + h].reshape(B * h, C, W))                # (B h, w, W)
+        out.append(m.as_strided((B * h, w, n), (w * W, W + 1, 1)))           # ... of which the band x .. x + 2d
+    return torch.stack(out, 2).view(B, h, w, n * n).permute(0, 3, 1, 2)
 
 
 # %% ../../nbs/singleview/32_backbones.ipynb #47f6f33f

@@ -17,10 +17,10 @@ from fastcore.basics import patch
 from ..core import Config, InputError, setting
 
 # %% auto #0
-__all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'MODEL_PRESETS', 'HEADS', 'TRAIN_PRESETS', 'DETECTOR_BACKBONES', 'DETECTOR_NORMS',
-           'DETECTOR_PRESETS', 'DETECTOR_TRAIN_PRESETS', 'PoseDataConfig', 'TrainConfig', 'train_config',
-           'PredictorConfig', 'pyramid_levels', 'DetectorConfig', 'DetectorTrainConfig', 'detector_train_config',
-           'detector_model_config', 'DetectionConfig']
+__all__ = ['TRAIN_KINDS', 'COARSE_INITS', 'MODEL_PRESETS', 'HEADS', 'PRECISIONS', 'TRAIN_PRESETS', 'DETECTOR_BACKBONES',
+           'DETECTOR_NORMS', 'DETECTOR_PRESETS', 'DETECTOR_TRAIN_PRESETS', 'PoseDataConfig', 'TrainConfig',
+           'train_config', 'PredictorConfig', 'pyramid_levels', 'DetectorConfig', 'DetectorTrainConfig',
+           'detector_train_config', 'detector_model_config', 'DetectionConfig']
 
 # %% ../../nbs/singleview/30_config.ipynb #e3442d5d
 def _need_range(cfg: Config, name: str, lo: float = 0.0) -> None:
@@ -65,6 +65,7 @@ TRAIN_KINDS = ("coarse", "refiner")
 COARSE_INITS = ("paper", "zup-autodepth")        # the names of singleview.pose_model.INIT_MODES
 MODEL_PRESETS = ("cpu", "paper")                  # the names of singleview.pose_model.POSE_MODEL_PRESETS
 HEADS = ("mean", "flatten", "flatten_bn")         # the pose network's heads (singleview.pose_model)
+PRECISIONS = ("float32", "bfloat16")              # the arithmetic of the pose network's backbone
 
 def _tuple_of(cfg: Config, name: str, kind: type, n: int | None = None, lo: float = 0) -> None:
     v, types = getattr(cfg, name), ((int, float) if kind is float else kind)
@@ -84,6 +85,8 @@ class TrainConfig(Config):
     head: str | None = setting(None, "head of the pose network: 'mean', 'flatten' or 'flatten_bn' (chapter 33; None: the model preset's)")
     render_size: tuple[int, ...] | None = setting(None, "crop and render size H W, pixels (None: the model preset's)")
     depth_zooms: tuple[float, ...] | None = setting(None, "the pose network's depth_zooms (chapter 33; None: the model preset's)")
+    precision: str | None = setting(None, "arithmetic of the pose network's backbone: 'float32' or 'bfloat16' (chapter 33; "
+                                    "None: the model preset's)")
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
     coarse_init: str | None = setting(None, "coarse input pose: 'paper' or 'zup-autodepth' (BOP20, + translation noise); "
                                       "None: the model preset's")
@@ -128,7 +131,7 @@ def check(self: TrainConfig):
     self.need_choice("kind", TRAIN_KINDS); self.need_choice("coarse_init", (None, *COARSE_INITS))
     self.need_choice("model_preset", MODEL_PRESETS)
     if self.backbone is not None and not (isinstance(self.backbone, str) and self.backbone): self.fail("backbone", "must be a name or None")
-    self.need_choice("head", (None, *HEADS))
+    self.need_choice("head", (None, *HEADS)); self.need_choice("precision", (None, *PRECISIONS))
     self.need_choice("optimizer", ("adam", "adamw", "sgd")); self.need_choice("lr_schedule", ("step", "cosine", "constant"))
     for f in ("n_iterations", "n_loss_points", "n_symmetries_continuous", "batch_size", "n_steps", "checkpoint_every",
               "log_every", "render_workers"):

@@ -8,7 +8,7 @@ Docs: https://cosypose-nb.github.io/cosypose-nb/singleview/inference.html.md"""
 
 # %% ../../nbs/singleview/36_inference.ipynb #6c19e935
 from __future__ import annotations
-import time
+import dataclasses, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,8 +221,9 @@ def _state_from_file(path: Path) -> dict:
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict): return ckpt[key]
     return ckpt
 
-def load_pose_model(path, device=None) -> PoseModel:
-    "A `PoseModel` from a run folder (`config.json` + `model.safetensors`) or a checkpoint file (see above), on `device`."
+def load_pose_model(path, device=None, precision: str = "float32") -> PoseModel:
+    """A `PoseModel` from a run folder (`config.json` + `model.safetensors`) or a checkpoint file (see above), on
+    `device`, its backbone in `precision` whatever it trained in: 'bfloat16' is faster only where the hardware has it."""
     path = Path(path)
     if not path.exists(): raise InputError(f"{path}: no such file or folder")
     weights = path / "model.safetensors" if path.is_dir() else path
@@ -240,4 +241,5 @@ def load_pose_model(path, device=None) -> PoseModel:
         except RuntimeError as e:
             msg = " ".join(str(e).split())
             raise InputError(f"{weights}: does not match {cfg_path} (backbone {model.config.backbone!r}): {msg[:400]}") from None
+    model.config = dataclasses.replace(model.config, precision=precision)      # checked there
     return model.to(get_device(device)).eval()

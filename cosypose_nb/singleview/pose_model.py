@@ -23,7 +23,7 @@ from ..geometry.rotations import rot6d_to_matrix, matrix_to_rot6d
 from ..geometry.cameras import (check_intrinsics, check_boxes, crop_images, crop_intrinsics,
                                           deepim_crop_boxes)
 from .backbones import BACKBONES, make_backbone, convert_efficientnet_state_dict
-from .config import HEADS
+from .config import HEADS, PRECISIONS
 
 # %% auto #0
 __all__ = ['ROT6D_IDENTITY', 'INIT_MODES', 'R_ZUP', 'SOBEL', 'POSE_MODEL_PRESETS', 'decode_outputs', 'apply_update',
@@ -173,7 +173,7 @@ class FlowHeads(nn.Module):
 
     def _keeper(self, s: int):
         def hook(module, args, out):
-            if self.training: self._maps[s] = out
+            if self.training: self._maps[s] = out.float()     # the heads run in float32 (bfloat16 backbones)
         return hook
 
     def forward(self) -> list[torch.Tensor]:
@@ -207,6 +207,8 @@ class PoseModelConfig(Config):
     head: str = setting("mean", "'mean': pose_fc on the average of the last feature map (the paper); 'flatten': on a "
                         "hidden layer of the whole map (cpu); 'flatten_bn': the same, batch norm before its ReLU", choices=HEADS)
     head_hidden: int = setting(256, "width of the hidden layer of the 'flatten' head")
+    precision: str = setting("float32", "arithmetic of the backbone: 'float32', or 'bfloat16' (autocast; the heads and the "
+                             "pose arithmetic stay float32)", choices=PRECISIONS)
     flow_stages: tuple[int, ...] = setting((), "backbone stages with an auxiliary flow head, used in training (cpu)")
     depth_zooms: tuple[float, ...] = setting((), "with edge channels: the rendering's edge map zoomed as if the depth were "
                                              "multiplied by each factor, and its products with the crop's, as more channels")
@@ -225,7 +227,7 @@ class PoseModelConfig(Config):
         self.need_float("z_scale", 0, lo_open=True)
         self.need_choice("head_init", ("identity", "pytorch")); self.need_choice("init_mode", INIT_MODES)
         if not isinstance(self.edge_channels, bool): self.fail("edge_channels", "must be true or false")
-        self.need_choice("head", HEADS); self.need_int("head_hidden", 1)
+        self.need_choice("head", HEADS); self.need_int("head_hidden", 1); self.need_choice("precision", PRECISIONS)
         if not (isinstance(self.flow_stages, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 8 for v in self.flow_stages)
                 and len(set(self.flow_stages)) == len(self.flow_stages)):
             self.fail("flow_stages", "must be distinct stage numbers 0-7")
@@ -359,8 +361,9 @@ def features(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
         if c.depth_zooms:                       # edges at other depths, and where they meet the crop's
             zr = zoom_maps(er, c.depth_zooms)
             z = torch.cat([z, zr, (ei + 1) * torch.cat([er, zr], 1) - 1], 1)
-    if self.hidden is None: return self.backbone(z)
-    return self.hidden(self.backbone.feature_map(z))
+    with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
+        f = self.backbone(z) if self.hidden is None else self.backbone.feature_map(z)
+    return f.float() if self.hidden is None else self.hidden(f.float())
 
 @patch
 def net(self: PoseModel, x: torch.Tensor) -> torch.Tensor:

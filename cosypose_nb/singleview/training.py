@@ -341,7 +341,7 @@ def pose_model_config(cfg: TrainConfig):
     "The `singleview.pose_model.PoseModelConfig` a `TrainConfig` trains: its model preset with the overrides it gives."
     import dataclasses
     from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS
-    over = dict(backbone=cfg.backbone, head=cfg.head, render_size=None if cfg.render_size is None else tuple(cfg.render_size),
+    over = dict(backbone=cfg.backbone, head=cfg.head, precision=cfg.precision, render_size=None if cfg.render_size is None else tuple(cfg.render_size),
                 init_mode=cfg.coarse_init, depth_zooms=None if cfg.depth_zooms is None else tuple(map(float, cfg.depth_zooms)),
                 n_hypotheses=cfg.n_hypotheses if cfg.kind == "coarse" else 0)
     over = {k: v for k, v in over.items() if v is not None}

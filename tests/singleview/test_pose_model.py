@@ -336,3 +336,48 @@ def test_flatten_bn_head(tmp_path):
     with pytest.raises(ConfigError, match="head"):
         TrainConfig(head="flat")
     assert TrainConfig(head="flatten_bn", batch_size=2).head == "flatten_bn"
+
+
+@pytest.mark.parametrize("backbone,head,flows", [("correlation", "flatten_bn", ()), ("small", "flatten", (1, 2)), ("resnet18", "mean", ())])
+def test_bfloat16_backbone(backbone, head, flows):
+    """precision='bfloat16': the backbone under autocast, the heads and the outputs float32, the weights and their
+    gradients float32; the outputs those of the float32 model within bfloat16's precision."""
+    from cosypose_nb.singleview import training as tr
+    c = PoseModelConfig(backbone=backbone, render_size=(64, 85), edge_channels=backbone != "resnet18", head=head,
+                        input_mean=0.5, input_std=0.25, flow_stages=flows)
+    torch.manual_seed(0)
+    m32 = PoseModel(c).eval()
+    with torch.no_grad(): m32.pose_fc.weight.normal_(0, 0.1)
+    m16 = PoseModel(dataclasses.replace(c, precision="bfloat16")).eval()
+    m16.load_state_dict(m32.state_dict())
+    x = torch.rand(4, 6, 64, 85, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(): o32, o16 = m32.net(x), m16.net(x)
+    assert o16.dtype == torch.float32 and m16.features(x).dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa (relative steps of 2^-8 = 0.4 %) through a few layers: a few percent of the scale
+    assert (o16 - o32).abs().max() <= 0.05 * o32.abs().max() and not torch.equal(o16, o32)
+    m16.train()
+    o = m16.net(x)
+    loss = o.pow(2).sum() + (sum(f.pow(2).mean() for f in m16.flow_heads()) if flows else 0)
+    loss.backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in m16.parameters() if p.requires_grad and p.grad is not None)
+    assert m16.pose_fc.weight.grad.abs().sum() > 0
+    cfg = tr.train_config("cpu", kind="refiner", precision="bfloat16")
+    assert tr.pose_model_config(cfg).precision == "bfloat16" and tr.pose_model_config(tr.train_config("cpu")).precision == "float32"
+    for bad in (dict(precision="float16"), dict(precision=16)):
+        with pytest.raises(ConfigError, match="precision"): PoseModelConfig(**bad)
+        with pytest.raises(ConfigError, match="precision"): tr.train_config("cpu", **bad)
+
+
+def test_loaded_model_runs_in_the_precision_asked(tmp_path):
+    "A model trained in bfloat16 loads for inference in float32 unless asked (bfloat16 is fast only on some hardware)."
+    from cosypose_nb.singleview.pose_model import save_pose_model
+    from cosypose_nb.singleview.inference import load_pose_model
+    m = PoseModel(PoseModelConfig(backbone="correlation", render_size=(32, 40), edge_channels=True, precision="bfloat16"))
+    run = save_pose_model(m, tmp_path / "run")
+    assert json.loads((run / "config.json").read_text())["precision"] == "bfloat16"
+    assert load_pose_model(run).config.precision == "float32"
+    back = load_pose_model(run, precision="bfloat16")
+    assert back.config.precision == "bfloat16" and back.config.backbone == "correlation"
+    with pytest.raises(ConfigError, match="precision"):
+        load_pose_model(run, precision="half")
