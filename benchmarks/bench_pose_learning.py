@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-objects", type=int, default=400)
     ap.add_argument("--seed", type=int, default=12345, help="seed of the input noise of (a)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--precision", default="float32", help="the networks' backbones at inference: float32 or bfloat16")
+    ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="the networks' backbones at inference: float32 or bfloat16")
     ap.add_argument("--out", help="write the results as JSON")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)

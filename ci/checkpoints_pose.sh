@@ -6,7 +6,7 @@
 # checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
 # train side by side, one core each: 26 min on a 2-core machine that ran the float32 refiner 1.7x slower than the one
 # that timed the pair shipped before in 18 min (4-10x longer beside other work; chapter 35), then the held-out
-# measurement, about 10 min (the coarse model scores 256 hypotheses per box).
+# measurement, about 6 min (the coarse model scores 256 hypotheses per box).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -21,8 +21,8 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
   --workers 0 --no-progress --out "$WORK/heldout_data"
 # the `correlation` backbone with the `flatten_bn` head (chapters 32, 33, 35); the refiner trains with 2 iterations
 # per sample. One torch thread each: side by side they use the two cores better than one run with two threads.
-# Both backbones in bfloat16 (chapter 33): on CPUs with AVX-512 BF16 a step costs about half (elsewhere it is slower:
-# drop the two --precision options there).
+# Both backbones in bfloat16 (chapter 33): on CPUs with AVX-512 BF16 a refiner step costs about two thirds of a float32
+# one (elsewhere it is slower: drop the two --precision options there).
 "$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
   --n-steps 3000 --backbone correlation --head flatten_bn --n-iterations 2 --precision bfloat16 --no-progress $(resume "$WORK/refiner") & refiner=$!
 # The coarse model scores 256 rotation hypotheses per box (chapter 36) and learns the score beside the update.

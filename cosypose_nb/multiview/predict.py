@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core import (InputError, add_config_arguments, config_from_args, config_to_dict, claim_output_dir,
                               record_outputs, staged_folder, write_json, read_json)
-from ..singleview.config import DetectionConfig, PredictorConfig
+from ..singleview.config import DetectionConfig, PredictorConfig, PRECISIONS
 from .config import MultiviewConfig, MatchingConfig, BundleAdjustConfig, PoseRefineConfig
 from .pipeline import PipelineConfig, PipelineResult, Stage1Inputs, run_pipeline, views_between
 
@@ -280,7 +280,7 @@ def predict_parser() -> argparse.ArgumentParser:
     ap.add_argument("--refiner-iters", type=int, default=PredictorConfig().n_refiner_iterations, help="refiner iterations (default: 4)")
     ap.add_argument("--hypotheses-kept", type=int, default=PredictorConfig().hypotheses_kept,
                     help="coarse model with a score: candidates per box, its best-scored rotations (default: 1)")
-    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    ap.add_argument("--precision", choices=PRECISIONS, default="float32",
                     help="the pose networks' backbones in bfloat16: faster on CPUs with AVX-512 BF16 and recent GPUs (default: float32)")
     ap.add_argument("--camera", help="camera file of a folder of images: a scene_camera.json, or {\"cam_K\": [9 numbers]} for all")
     ap.add_argument("--views-per-group", type=int, default=None, help="split the views, in order, into scenes of K views (default: one scene)")

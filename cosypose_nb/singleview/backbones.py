@@ -121,11 +121,11 @@ def local_correlation(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
     check_shape(b, tuple(a.shape), "b")
     B, C, h, w = a.shape
     n, W = 2 * d + 1, w + 2 * d
-    pa = F.pad(F.normalize(a, dim=1), (d, d, d, d)).transpose(1, 2)          # (B, h + 2d, C, W) rows of `a`
+    pa = F.pad(F.normalize(a, dim=1), (d, d, d, d)).transpose(1, 2).contiguous()   # (B, h + 2d, C, W) rows of `a`
     q = F.normalize(b, dim=1).permute(0, 2, 3, 1).reshape(B * h, w, C)       # the cells of `b`, row by row
     out = []
     for dy in range(n):         # every cell of a row of `b` against row y + dy of `a`: one matrix product ...
-        m = torch.bmm(q, pa[:, dy:dy + h].reshape(B * h, C, W))                # (B h, w, W)
+        m = torch.bmm(q, pa[:, dy:dy + h].reshape(B * h, C, W))                # (B h, w, W), new and contiguous
         out.append(m.as_strided((B * h, w, n), (w * W, W + 1, 1)))           # ... of which the band x .. x + 2d
     return torch.stack(out, 2).view(B, h, w, n * n).permute(0, 3, 1, 2)
 

@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from ..core import (Config, InputError, setting, check_shape, check_finite, fast_inference, get_device,
                               read_json, config_from_dict, safe_torch_load)
 from ..structures import Candidates, Detections
-from .config import PredictorConfig
+from .config import PredictorConfig, PRECISIONS
 from ..geometry.cameras import check_intrinsics, check_boxes
 from ..geometry.rotations import super_fibonacci_rotations
 from .pose_model import (PoseModel, PoseModelConfig, poses_from_boxes, is_original_state_dict,
@@ -224,6 +224,7 @@ def _state_from_file(path: Path) -> dict:
 def load_pose_model(path, device=None, precision: str = "float32") -> PoseModel:
     """A `PoseModel` from a run folder (`config.json` + `model.safetensors`) or a checkpoint file (see above), on
     `device`, its backbone in `precision` whatever it trained in: 'bfloat16' is faster only where the hardware has it."""
+    if precision not in PRECISIONS: raise InputError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     path = Path(path)
     if not path.exists(): raise InputError(f"{path}: no such file or folder")
     weights = path / "model.safetensors" if path.is_dir() else path
@@ -241,5 +242,5 @@ def load_pose_model(path, device=None, precision: str = "float32") -> PoseModel:
         except RuntimeError as e:
             msg = " ".join(str(e).split())
             raise InputError(f"{weights}: does not match {cfg_path} (backbone {model.config.backbone!r}): {msg[:400]}") from None
-    model.config = dataclasses.replace(model.config, precision=precision)      # checked there
+    model.config = dataclasses.replace(model.config, precision=precision)
     return model.to(get_device(device)).eval()

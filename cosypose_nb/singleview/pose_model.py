@@ -244,6 +244,8 @@ class PoseModelConfig(Config):
         "Input channels of the backbone: crop and rendering (6), their edge maps (2), the zoomed maps and products."
         return 6 + 2 * self.edge_channels + (2 * len(self.depth_zooms) + 1 if self.depth_zooms else 0)
 
+
+# %% ../../nbs/singleview/33_pose_model.ipynb #10a0ba77
 POSE_MODEL_PRESETS = {
     "paper": PoseModelConfig(),
     "cpu": PoseModelConfig(backbone="small", render_size=(64, 85), crop_sampling_ratio=2, input_mean=0.5,
@@ -362,8 +364,9 @@ def features(self: PoseModel, x: torch.Tensor) -> torch.Tensor:
             zr = zoom_maps(er, c.depth_zooms)
             z = torch.cat([z, zr, (ei + 1) * torch.cat([er, zr], 1) - 1], 1)
     with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
-        f = self.backbone(z) if self.hidden is None else self.backbone.feature_map(z)
-    return f.float() if self.hidden is None else self.hidden(f.float())
+        f = self.backbone.feature_map(z)
+    f = f.float()                                 # the heads in float32, the 'mean' head's average too
+    return f.mean((-2, -1)) if self.hidden is None else self.hidden(f)
 
 @patch
 def net(self: PoseModel, x: torch.Tensor) -> torch.Tensor:

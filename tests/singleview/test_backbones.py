@@ -168,6 +168,18 @@ def test_local_correlation(seed, d):
         local_correlation(a, b[:, :, :4], d)
 
 
+@pytest.mark.parametrize("shape,d", [((1, 2, 2, 1), 3), ((2, 3, 3, 2), 3), ((1, 2, 1, 4), 2), ((2, 1, 4, 3), 1)])
+def test_local_correlation_narrow_maps(shape, d):
+    """Maps narrower than the window (w < 2d + 1, w = 1, h = 1), inputs that are not contiguous: the values of the
+    reference, and gradients that pass torch's finite-difference check (the band is a strided view of a product)."""
+    g = torch.Generator().manual_seed(sum(shape) + d)
+    a = torch.randn(*shape, generator=g, dtype=torch.float64).transpose(2, 3).contiguous().transpose(2, 3)
+    b = torch.randn(*shape[:3], 2 * shape[3], generator=g, dtype=torch.float64)[..., ::2]     # every other column
+    torch.testing.assert_close(local_correlation(a, b, d), correlation_loops(a, b, d), atol=1e-12, rtol=0)
+    a.requires_grad_(); bb = b.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, y: local_correlation(x, y, d), (a, bb))
+
+
 def test_correlation_finds_the_shift():
     "b[y, x] = a[y + 2, x - 1]: the channel of displacement (dy, dx) = (2, -1) is 1 wherever both cells exist."
     a = torch.randn(1, 8, 10, 12, generator=torch.Generator().manual_seed(3))

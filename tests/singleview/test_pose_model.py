@@ -379,5 +379,5 @@ def test_loaded_model_runs_in_the_precision_asked(tmp_path):
     assert load_pose_model(run).config.precision == "float32"
     back = load_pose_model(run, precision="bfloat16")
     assert back.config.precision == "bfloat16" and back.config.backbone == "correlation"
-    with pytest.raises(ConfigError, match="precision"):
+    with pytest.raises(InputError, match="precision"):
         load_pose_model(run, precision="half")
