@@ -197,12 +197,10 @@ def score_hypotheses(self: PosePredictor, images, K, boxes, view_ids, labels, ti
         scores.append(it.scores.float().cpu()); T_in.append(T); T_out.append(it.T_CO_output.to(T).cpu())
         for k, v in it.timings.items():
             if timings is not None: timings[k] = timings.get(k, 0.0) + v
-    if keep == 1:
-        best = torch.cat(scores).reshape(D, H).argmax(1) + torch.arange(D) * H
-        return torch.cat(T_in)[best], torch.cat(T_out)[best]
-    top = torch.cat(scores).reshape(D, H).topk(min(keep, H), dim=1)
+    top = torch.cat(scores).reshape(D, H).topk(min(keep, H), dim=1)       # the best first
     best = (top.indices + torch.arange(D)[:, None] * H).flatten()
-    return torch.cat(T_in)[best], torch.cat(T_out)[best], torch.sigmoid(top.values)
+    T_best = torch.cat(T_in)[best], torch.cat(T_out)[best]
+    return T_best if keep == 1 else (*T_best, torch.sigmoid(top.values))
 
 
 # %% ../../nbs/singleview/36_inference.ipynb #96ea80a4
