@@ -18,8 +18,8 @@ from .core import InputError, read_json, write_json, claim_output_dir, record_ou
 # %% auto #0
 __all__ = ['DEMO_KINDS', 'HELDOUT_OBJECTS', 'TRAIN_OBJECTS', 'HELDOUT_SEED', 'TRAIN_SEED', 'TRAIN_SCENES', 'DEMO_OUTPUTS',
            'DEMO_TRAIN_ARGS', 'shipped_checkpoints', 'run_done', 'demo_networks', 'demo_pipeline_config', 'fingerprint',
-           'predict_demo_scene', 'view_errors', 'scene_errors', 'summary_table', 'record_demo_data', 'load_demo_models',
-           'run_demo', 'demo_cli', 'ship_checkpoint']
+           'predict_demo_scene', 'view_errors', 'scene_errors', 'true_camera_predictions', 'summary_table',
+           'record_demo_data', 'load_demo_models', 'run_demo', 'demo_cli', 'ship_checkpoint']
 
 # %% ../nbs/80_demo.ipynb #2da61f93
 DEMO_KINDS = ("detector", "coarse", "refiner")
@@ -138,18 +138,49 @@ def view_errors(scene_dir: Path, estimates: "pd.DataFrame", objects, min_visib: 
     return pd.DataFrame(rows, columns=["scene_id", "im_id", "label", "diameter", "adds"])
 
 # %% ../nbs/80_demo.ipynb #c56614ea
-def scene_errors(scene_dir: Path, pred_dir: Path, objects) -> dict:
+def scene_errors(scene_dir: Path, pred_dir: Path, objects, true_cameras: "pd.DataFrame | None" = None) -> dict:
     """{'single-view', 'multi-view', 'scene only': `view_errors` rows} of the predictions in `pred_dir` of the BOP scene
-    `scene_dir`; multi view as the paper evaluates it: the scene's objects, scored `MV_SCORE_OFFSET` higher, then the candidates."""
+    `scene_dir`; multi view as the paper evaluates it: the scene's objects, scored `MV_SCORE_OFFSET` higher, then the
+    candidates. With `true_cameras` (`true_camera_predictions`), 'multi-view, true cameras' too, ranked the same way."""
     import pandas as pd
     from cosypose_nb.datasets.bop import read_results_csv
     from cosypose_nb.evaluation.runners import MV_SCORE_OFFSET
     cand = read_results_csv(pred_dir / "candidates.csv")
     rep = pred_dir / "scene_reprojected.csv"
     scene = read_results_csv(rep) if rep.is_file() else cand.iloc[:0]
-    return {"single-view": view_errors(scene_dir, cand, objects),
-            "multi-view": view_errors(scene_dir, pd.concat([scene.assign(score=scene["score"] + MV_SCORE_OFFSET), cand]), objects),
+    above = lambda s: pd.concat([s.assign(score=s["score"] + MV_SCORE_OFFSET), cand])
+    errs = {"single-view": view_errors(scene_dir, cand, objects), "multi-view": view_errors(scene_dir, above(scene), objects),
             "scene only": view_errors(scene_dir, scene, objects)}
+    if true_cameras is not None: errs["multi-view, true cameras"] = view_errors(scene_dir, above(true_cameras), objects)
+    return errs
+
+
+# %% ../nbs/80_demo.ipynb #cc2fc365
+def true_camera_predictions(scene_dir: Path, pred_dir: Path, objects, config) -> "pd.DataFrame":
+    """The scene's objects in every view (rows im_id, label, score, T_CO (4, 4) m, as `scene_reprojected.csv` holds
+    them) when stages 2 and 3 run on the candidates of `pred_dir` (`candidates.csv`) with `config` (the
+    `PipelineConfig` that made them) and the cameras of `scene_dir`'s `scene_camera.json` (cam_R_w2c, cam_t_w2c)."""
+    import pandas as pd, torch
+    from cosypose_nb.datasets.bop import read_results_csv, read_scene_camera
+    from cosypose_nb.evaluation.runners import results_candidates, view_predictions, MV_SCORE_OFFSET
+    from cosypose_nb.multiview.pipeline import view_groups
+    from cosypose_nb.multiview.predictor import predict_scene
+    cams = read_scene_camera(scene_dir); ims = sorted(cams)
+    if any(cams[i]["T_CW"] is None for i in ims):
+        raise InputError(f"{scene_dir / 'scene_camera.json'}: the true cameras need cam_R_w2c and cam_t_w2c for every image")
+    cand, rows = read_results_csv(pred_dir / "candidates.csv"), []
+    for g in view_groups(len(ims), config.views_per_group):
+        gi = [ims[v] for v in g]
+        c = results_candidates(cand, int(scene_dir.name), gi)
+        if len(g) < 2 or len(c) == 0: continue
+        K = torch.stack([torch.as_tensor(cams[i]["K"], dtype=torch.float64) for i in gi])
+        T_WC = torch.linalg.inv(torch.stack([torch.as_tensor(cams[i]["T_CW"], dtype=torch.float64) for i in gi]))
+        sc = predict_scene(c, K, objects, config.multiview, T_WC=T_WC, generator=torch.Generator().manual_seed(config.seed))
+        mv = view_predictions(sc, c, add_single_view=False)
+        rows += [dict(im_id=gi[v], label=l, score=s - MV_SCORE_OFFSET, T_CO=T)
+                 for v, l, s, T in zip(mv.view_ids.tolist(), mv.labels, mv.scores.tolist(), mv.T_CO.numpy())]
+    return pd.DataFrame(rows, columns=["im_id", "label", "score", "T_CO"])
+
 
 # %% ../nbs/80_demo.ipynb #8aa6a1f2
 def summary_table(errors: dict, timings: list[dict], n_images: int) -> "pd.DataFrame":
@@ -236,11 +267,11 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
             models = models or load_demo_models(nets, config, device)
             ran += predict_demo_scene(sd, dest, models, db, renderer, config, fp, progress)
     print(f"      {ran} scenes predicted, {len(scenes) - ran} kept from a previous run", flush=True)
-    print("[5/5] evaluation against the ground truth (ADD-S, chapter 51)", flush=True)
+    print("[5/5] evaluation against the ground truth (ADD-S, chapter 51; the true-camera row is an ablation)", flush=True)
     errs, timings, n_images = {}, [], 0
     for sd in scenes:
         d = out / "predict" / sd.name
-        for k, e in scene_errors(sd, d, db).items(): errs.setdefault(k, []).append(e)
+        for k, e in scene_errors(sd, d, db, true_camera_predictions(sd, d, db, config)).items(): errs.setdefault(k, []).append(e)
         t = read_json(d / "timings.json"); timings.append(t["timings_s"]); n_images += t["n_views"]
     errs = {k: pd.concat(v, ignore_index=True) for k, v in errs.items()}
     pd.concat([e.assign(method=k) for k, e in errs.items()]).to_csv(out / "results.csv", index=False)

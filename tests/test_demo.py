@@ -28,7 +28,7 @@ def test_demo_resumes_its_folder_and_refuses_others(tmp_path, capsys, nets):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), *SMALL, *nets]) == 0
     first = pd.read_csv(out / "summary.csv")
-    assert list(first["method"]) == ["single-view", "multi-view", "scene only"]
+    assert list(first["method"]) == ["single-view", "multi-view", "scene only", "multi-view, true cameras"]
     assert (out / "predict" / "000000" / "candidates.csv").is_file()
     capsys.readouterr()
     assert main(["demo", "--out", str(out), *SMALL, *nets]) == 0                  # its own folder: resumed
