@@ -159,26 +159,30 @@ def scene_errors(scene_dir: Path, pred_dir: Path, objects, true_cameras: "pd.Dat
 def true_camera_predictions(scene_dir: Path, pred_dir: Path, objects, config) -> "pd.DataFrame":
     """The scene's objects in every view (rows im_id, label, score, T_CO (4, 4) m, as `scene_reprojected.csv` holds
     them) when stages 2 and 3 run on the candidates of `pred_dir` (`candidates.csv`) with `config` (the
-    `PipelineConfig` that made them) and the cameras of `scene_dir`'s `scene_camera.json` (cam_R_w2c, cam_t_w2c)."""
+    `PipelineConfig` that made them) and the cameras of `scene_dir`'s `scene_camera.json` (cam_R_w2c, cam_t_w2c),
+    view group by view group as the pipeline made them (`timings.json`'s groups; else `config.views_per_group`)."""
     import pandas as pd, torch
     from cosypose_nb.datasets.bop import read_results_csv, read_scene_camera
-    from cosypose_nb.evaluation.runners import results_candidates, view_predictions, MV_SCORE_OFFSET
+    from cosypose_nb.evaluation.runners import results_candidates
+    from cosypose_nb.geometry.transforms import invert_T
     from cosypose_nb.multiview.pipeline import view_groups
     from cosypose_nb.multiview.predictor import predict_scene
-    cams = read_scene_camera(scene_dir); ims = sorted(cams)
-    if any(cams[i]["T_CW"] is None for i in ims):
+    if not (scene_dir / "rgb").is_dir(): raise InputError(f"{scene_dir / 'rgb'}: missing (a BOP scene folder holds rgb/)")
+    ims = sorted(int(p.stem) for p in (scene_dir / "rgb").iterdir() if p.stem.isdigit())   # the views, as the pipeline reads them
+    cams, t = read_scene_camera(scene_dir), pred_dir / "timings.json"
+    if any(cams.get(i, {}).get("T_CW") is None for i in ims):
         raise InputError(f"{scene_dir / 'scene_camera.json'}: the true cameras need cam_R_w2c and cam_t_w2c for every image")
+    groups = read_json(t)["groups"] if t.is_file() else view_groups(len(ims), config.views_per_group)
     cand, rows = read_results_csv(pred_dir / "candidates.csv"), []
-    for g in view_groups(len(ims), config.views_per_group):
+    for g in groups:
         gi = [ims[v] for v in g]
         c = results_candidates(cand, int(scene_dir.name), gi)
         if len(g) < 2 or len(c) == 0: continue
         K = torch.stack([torch.as_tensor(cams[i]["K"], dtype=torch.float64) for i in gi])
-        T_WC = torch.linalg.inv(torch.stack([torch.as_tensor(cams[i]["T_CW"], dtype=torch.float64) for i in gi]))
-        sc = predict_scene(c, K, objects, config.multiview, T_WC=T_WC, generator=torch.Generator().manual_seed(config.seed))
-        mv = view_predictions(sc, c, add_single_view=False)
-        rows += [dict(im_id=gi[v], label=l, score=s - MV_SCORE_OFFSET, T_CO=T)
-                 for v, l, s, T in zip(mv.view_ids.tolist(), mv.labels, mv.scores.tolist(), mv.T_CO.numpy())]
+        T_WC = invert_T(torch.stack([torch.as_tensor(cams[i]["T_CW"], dtype=torch.float64) for i in gi]))
+        r = predict_scene(c, K, objects, config.multiview, T_WC=T_WC, generator=torch.Generator().manual_seed(config.seed)).reprojected()
+        rows += [dict(im_id=gi[v], label=l, score=float(s), T_CO=T)
+                 for v, l, s, T in zip(r.view_ids.tolist(), r.labels, r.scores.tolist(), r.T_CO.double().numpy())]
     return pd.DataFrame(rows, columns=["im_id", "label", "score", "T_CO"])
 
 
@@ -271,7 +275,8 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
     errs, timings, n_images = {}, [], 0
     for sd in scenes:
         d = out / "predict" / sd.name
-        for k, e in scene_errors(sd, d, db, true_camera_predictions(sd, d, db, config)).items(): errs.setdefault(k, []).append(e)
+        tc = true_camera_predictions(sd, d, db, config)           # the ablation: stages 2 and 3 again, a second or so
+        for k, e in scene_errors(sd, d, db, tc).items(): errs.setdefault(k, []).append(e)
         t = read_json(d / "timings.json"); timings.append(t["timings_s"]); n_images += t["n_views"]
     errs = {k: pd.concat(v, ignore_index=True) for k, v in errs.items()}
     pd.concat([e.assign(method=k) for k, e in errs.items()]).to_csv(out / "results.csv", index=False)

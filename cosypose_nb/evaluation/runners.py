@@ -24,9 +24,9 @@ from ..multiview.predict import box_detections
 
 # %% auto #0
 __all__ = ['BOX_SOURCES', 'POSE_SOURCES', 'MV_SCORE_OFFSET', 'RunnerConfig', 'view_groups', 'gt_detections',
-           'perturbed_gt_candidates', 'group_images', 'view_predictions', 'check_pose_results', 'results_candidates',
-           'candidates_table', 'runner_objects', 'RunnerModels', 'predict_group', 'group_file', 'RunSummary',
-           'check_split_files', 'run_predictions']
+           'perturbed_gt_candidates', 'true_cameras', 'group_images', 'view_predictions', 'check_pose_results',
+           'results_candidates', 'candidates_table', 'runner_objects', 'RunnerModels', 'predict_group', 'group_file',
+           'RunSummary', 'check_split_files', 'run_predictions']
 
 # %% ../../nbs/evaluation/58_runners.ipynb #f91da864
 BOX_SOURCES = ("gt", "file", "detector")
@@ -50,6 +50,8 @@ class RunnerConfig(Config):
     batch_size: int = setting(32, "objects per forward pass of the pose networks")
     stage3: bool = setting(True, "multi-view: stage 3 (bundle adjustment, pose refinement); off: the initial scene of stage 2")
     add_single_view: bool = setting(True, "multi-view: add every single-view candidate below the multi-view predictions (the paper's ba_output+all_cand)")
+    true_cameras: bool = setting(False, "multi-view ablation: stages 2 and 3 given the dataset's cameras (scene_camera.json's "
+                                 "cam_R_w2c, cam_t_w2c) instead of estimating them")
     poses: str = setting("networks", "single-view poses: 'networks' (the pose models), 'perturbed_gt' (the ground truth with noise: "
                          "stages 2-3 alone), or 'results' (read from `pose_results`)", choices=POSE_SOURCES)
     pose_results: str | None = setting(None, "poses='results': a BOP results CSV of single-view poses, e.g. the results.csv of a "
@@ -72,6 +74,7 @@ class RunnerConfig(Config):
         self.need_choice("poses", POSE_SOURCES); self.need_float("noise_rot_deg", 0, 180)
         if self.poses == "perturbed_gt" and self.boxes != "gt": self.fail("poses", "'perturbed_gt' needs boxes='gt'")
         if (self.poses == "results") != (self.pose_results is not None): self.fail("pose_results", "is given with poses='results', and only then")
+        if self.true_cameras and self.n_views < 2: self.fail("true_cameras", "is a multi-view ablation: it needs n_views >= 2")
         if len(self.noise_trans) != 3 or not all(isinstance(x, (int, float)) and x >= 0 for x in self.noise_trans):
             self.fail("noise_trans", "must be 3 numbers >= 0")
 
@@ -123,6 +126,13 @@ def perturbed_gt_candidates(records: list, config: "RunnerConfig") -> Candidates
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([config.group_seed, r.scene_id, r.im_id]).generate_state(1)[0]))
         if len(sel): T[sel] = perturb_poses(T[sel], np.deg2rad(config.noise_rot_deg), config.noise_trans, g)
     return Candidates(torch.tensor(vi, dtype=torch.long), labels, torch.ones(len(vi), dtype=torch.float64), T)
+
+def true_cameras(records: list) -> torch.Tensor:
+    "`T_WC` (V, 4, 4) m of the images of `records` (ImageRecords) from their `T_CW`; `InputError` naming the first without one."
+    for r in records:
+        if r.T_CW is None:
+            raise InputError(f"scene {r.scene_id} image {r.im_id}: scene_camera.json has no cam_R_w2c, cam_t_w2c: true_cameras needs them")
+    return torch.linalg.inv(torch.as_tensor(np.stack([r.T_CW for r in records]), dtype=torch.float64))
 
 def group_images(ds: BOPDataset, scene_id: int, im_ids: list) -> tuple[list, torch.Tensor, torch.Tensor]:
     "The ImageRecords of a group, its images (V, 3, H, W) uint8 and intrinsics K (V, 3, 3) float64."
@@ -213,7 +223,8 @@ class RunnerModels:
 # %% ../../nbs/evaluation/58_runners.ipynb #6f256a50
 def predict_group(models: RunnerModels, ds: BOPDataset, scene_id: int, im_ids: list, config: RunnerConfig) -> tuple[pd.DataFrame, dict]:
     """The predictions of one view group as BOP results rows, and its record: seconds per step and counts.
-    One view: the single-view candidates; more: stages 2 + 3 on them, expressed in each view (see above)."""
+    One view: the single-view candidates; more: stages 2 + 3 on them (with `config.true_cameras`, the dataset's cameras
+    held as given), expressed in each view (see above)."""
     t0 = time.perf_counter()
     recs, images, K = group_images(ds, scene_id, im_ids)
     t_load = time.perf_counter() - t0
@@ -233,7 +244,8 @@ def predict_group(models: RunnerModels, ds: BOPDataset, scene_id: int, im_ids: l
     if len(im_ids) > 1:
         from cosypose_nb.multiview.predictor import predict_scene
         t2 = time.perf_counter()
-        scene = predict_scene(cands, K, models.objects, config.scene_config()) if len(cands) else None
+        T_WC = true_cameras(recs) if config.true_cameras else None             # the ablation: the cameras given
+        scene = predict_scene(cands, K, models.objects, config.scene_config(), T_WC=T_WC) if len(cands) else None
         rec["multiview"] = time.perf_counter() - t2
         rec.update(n_objects=scene.n_objects if scene else 0, n_views_placed=int(scene.view_ok.sum()) if scene else 0)
         if scene is not None: cands = view_predictions(scene, cands, config.add_single_view)
@@ -245,6 +257,7 @@ def predict_group(models: RunnerModels, ds: BOPDataset, scene_id: int, im_ids: l
 def _fingerprint(dataset, config: RunnerConfig) -> dict:
     d = config_to_dict(config)
     for k in ("progress", "overwrite", "render_workers"): d.pop(k)
+    if not d["true_cameras"]: d.pop("true_cameras")        # a run made before the setting existed is the same run
     return {"format": "cosypose-nb prediction run", "version": 1, "dataset": str(Path(dataset).resolve()), "settings": d}
 
 def group_file(out, group_id: int) -> Path:
