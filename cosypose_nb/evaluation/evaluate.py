@@ -226,18 +226,19 @@ def summary_table(scores: dict) -> str:
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
     return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {fmt(v)} |" for k, v in rows) + "\n"
 
-def no_pairs(vsd_taus) -> pd.DataFrame:
-    "The pairs table of a results file with no estimate on the targets: no row, the columns and types of `scene_errors`'."
-    ints, flags = ["scene_id", "im_id", "obj_id", "est_row", "est_id", "gt_id"], ["bop19", "top1", "mv"]
-    floats = ["score", "visib_fract", "te", "re", "add", "adi", "mssd", "mspd", *map(vsd_tau_column, vsd_taus), "im_width"]
-    return pd.DataFrame({**{c: pd.Series(dtype="int64") for c in ints}, **{c: pd.Series(dtype=bool) for c in flags},
-                         **{c: pd.Series(dtype="float64") for c in floats}})
+def no_pairs(vsd_taus, metrics) -> pd.DataFrame:
+    "The pairs table without a row: the columns (in order) and types `scene_errors` gives for `metrics`."
+    cols = {"scene_id": "int64", "im_id": "int64", "obj_id": "int64", "est_row": "int64", "est_id": "int64", "score": "float64",
+            "bop19": bool, "top1": bool, "mv": bool, "gt_id": "int64", "visib_fract": "float64",
+            **{c: "float64" for c in ("te", "re", "add", "adi", "mssd", "mspd")},
+            **({vsd_tau_column(t): "float64" for t in vsd_taus} if "bop19" in metrics else {}), "im_width": "int64"}
+    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in cols.items()})
 
 def _finish(inp: EvalInputs, out: Path, pairs: pd.DataFrame, seconds: float) -> dict:
     """Scores of all pairs; write errors.csv, scores.json, scores_bop19.json and summary.md. No pair (an empty results
-    file, or estimates of objects not in the targets): the scores of finding nothing (recalls and mAP 0), not none."""
+    file, or estimates outside the target images only): the scores of finding nothing (recalls and mAP 0), not none."""
     tpi = average_time_per_image(read_results_csv(inp.results)) if "bop19" in inp.cfg.metrics else -1.0
-    if not len(pairs): pairs = no_pairs(inp.bop.vsd_taus)
+    if not len(pairs): pairs = no_pairs(inp.bop.vsd_taus, inp.cfg.metrics)
     scores = compute_scores(pairs, inp.ests, inp.gts, inp.targets, inp.models, inp.bop, inp.cfg.metrics, tpi)
     scores["counts"] = {**inp.counts, "pairs": len(pairs), "seconds": seconds}
     with atomic_write(out / "errors.csv") as f:

@@ -18,7 +18,8 @@ from ..core import (Config, InputError, setting, read_json, write_json, atomic_w
                               config_from_dict, claim_output_dir, record_outputs)
 from ..structures import Candidates, Detections, ScenePrediction
 from ..datasets.bop import (BOPDataset, read_results_csv, write_results_csv, obj_id_from_label, SCENE_GT, SCENE_GT_INFO,
-                                      RESULTS_HEADER, poses_tensor)
+                                      SCENE_CAMERA, RESULTS_HEADER, poses_tensor, read_scene_camera)
+from ..geometry.transforms import invert_T
 from ..multiview.config import MultiviewConfig
 from ..multiview.predict import box_detections
 
@@ -131,8 +132,8 @@ def true_cameras(records: list) -> torch.Tensor:
     "`T_WC` (V, 4, 4) m of the images of `records` (ImageRecords) from their `T_CW`; `InputError` naming the first without one."
     for r in records:
         if r.T_CW is None:
-            raise InputError(f"scene {r.scene_id} image {r.im_id}: scene_camera.json has no cam_R_w2c, cam_t_w2c: true_cameras needs them")
-    return torch.linalg.inv(torch.as_tensor(np.stack([r.T_CW for r in records]), dtype=torch.float64))
+            raise InputError(f"scene {r.scene_id} image {r.im_id}: {SCENE_CAMERA} has no cam_R_w2c, cam_t_w2c: true_cameras needs them")
+    return invert_T(torch.as_tensor(np.stack([r.T_CW for r in records]), dtype=torch.float64))
 
 def group_images(ds: BOPDataset, scene_id: int, im_ids: list) -> tuple[list, torch.Tensor, torch.Tensor]:
     "The ImageRecords of a group, its images (V, 3, H, W) uint8 and intrinsics K (V, 3, 3) float64."
@@ -314,16 +315,20 @@ def _finish_run(out: Path, groups: pd.DataFrame) -> RunSummary:
     return RunSummary(out / "results.csv", out, len(groups), 0, cnt["n_predictions"], tim, cnt)
 
 # %% ../../nbs/evaluation/58_runners.ipynb #3e43662a
-def check_split_files(ds: BOPDataset, need_gt: bool) -> None:
+def check_split_files(ds: BOPDataset, need_gt: bool, need_cameras: bool = False) -> None:
     """Before any work, `InputError` naming the first missing file: an image of the split (a view of a group) and,
-    when `need_gt` (boxes='gt'), a scene's `scene_gt.json` or `scene_gt_info.json`, or an image's annotation."""
+    when `need_gt` (boxes='gt'), a scene's `scene_gt.json` or `scene_gt_info.json`, or an image's annotation; with
+    `need_cameras` (true_cameras), an image's camera pose in `scene_camera.json`."""
     for s, ims in ds.frame_index.groupby("scene_id", sort=True)["im_id"]:
         for f in (SCENE_GT, SCENE_GT_INFO) if need_gt else ():
             if not (ds.scene_dir(s) / f).exists():
                 raise InputError(f"{ds.scene_dir(s) / f}: file not found: boxes='gt' needs the ground truth of split {ds.split_dir.name!r}")
         gt = ds.annotations(int(s))[0] if need_gt else {}
+        cams = read_scene_camera(ds.scene_dir(s)) if need_cameras else {}
         for im in ims.tolist():
             ds.image_file(int(s), im)
+            if need_cameras and cams[im]["T_CW"] is None:
+                raise InputError(f"{ds.scene_dir(s) / SCENE_CAMERA}: {im}: no cam_R_w2c, cam_t_w2c: true_cameras needs every image's camera")
             if need_gt and im not in gt: raise InputError(f"{ds.scene_dir(s) / SCENE_GT}: {im}: no annotation for this image")
 
 # %% ../../nbs/evaluation/58_runners.ipynb #1b5e1317
@@ -335,7 +340,7 @@ def run_predictions(dataset, out, config: RunnerConfig = RunnerConfig(), objects
     from tqdm.auto import tqdm
     out, c = Path(out), config
     ds = BOPDataset(dataset, c.split, require_gt=c.boxes == "gt", models_dir=None)
-    check_split_files(ds, c.boxes == "gt")
+    check_split_files(ds, c.boxes == "gt", c.true_cameras)
     groups = view_groups(ds.frame_index, c.n_views, c.group_seed)
     if limit is not None: groups = groups.iloc[:limit]
     claim_output_dir(out, "run_predictions", c.overwrite)
