@@ -85,6 +85,7 @@ class TrainConfig(Config):
     head: str | None = setting(None, "head of the pose network: 'mean', 'flatten' or 'flatten_bn' (chapter 33; None: the model preset's)")
     render_size: tuple[int, ...] | None = setting(None, "crop and render size H W, pixels (None: the model preset's)")
     depth_zooms: tuple[float, ...] | None = setting(None, "the pose network's depth_zooms (chapter 33; None: the model preset's)")
+    lamb: float | None = setting(None, "crop size / size of the projected object (chapter 33; None: the model preset's)")
     precision: str | None = setting(None, "arithmetic of the pose network's backbone: 'float32' or 'bfloat16' (chapter 33; "
                                     "None: the model preset's)")
     n_iterations: int = setting(1, "render-and-compare iterations per training sample (1 in the paper)")
@@ -148,6 +149,7 @@ def check(self: TrainConfig):
     _tuple_of(self, "data", str)
     if self.render_size is not None: _tuple_of(self, "render_size", int, 2, lo=16)
     if self.depth_zooms is not None: _tuple_of(self, "depth_zooms", float)
+    if self.lamb is not None: self.need_float("lamb", 0, lo_open=True)
     _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
     if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
     if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")

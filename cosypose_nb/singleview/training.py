@@ -343,7 +343,7 @@ def pose_model_config(cfg: TrainConfig):
     from cosypose_nb.singleview.pose_model import POSE_MODEL_PRESETS
     over = dict(backbone=cfg.backbone, head=cfg.head, precision=cfg.precision, render_size=None if cfg.render_size is None else tuple(cfg.render_size),
                 init_mode=cfg.coarse_init, depth_zooms=None if cfg.depth_zooms is None else tuple(map(float, cfg.depth_zooms)),
-                n_hypotheses=cfg.n_hypotheses if cfg.kind == "coarse" else 0)
+                n_hypotheses=cfg.n_hypotheses if cfg.kind == "coarse" else 0, lamb=cfg.lamb)
     over = {k: v for k, v in over.items() if v is not None}
     if over.get("backbone", "small") != "small": over["flow_stages"] = ()     # flow heads sit on the small CNN's stages only
     return dataclasses.replace(POSE_MODEL_PRESETS[cfg.model_preset], n_iterations=cfg.n_iterations, **over)
