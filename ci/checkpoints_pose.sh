@@ -4,9 +4,10 @@
 # issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
 # (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
 # checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
-# train side by side, one core each: 26 min on a 2-core machine that ran the float32 refiner 1.7x slower than the one
-# that timed the pair shipped before in 18 min (4-10x longer beside other work; chapter 35), then the held-out
-# measurement, about 6 min (the coarse model scores 256 hypotheses per box).
+# train side by side, one core each: the pair before this one took 26 min on a 2-core machine that ran the float32
+# refiner 1.7x slower than the one that timed the pair before it in 18 min (4-10x longer beside other work; chapter
+# 35); this pair's refiner has as many steps and its coarse model's 3000 should end first (not timed side by side).
+# Then the held-out measurement, about 6 min (the coarse model scores 256 hypotheses per box).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
