@@ -6,7 +6,7 @@
 # checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
 # train side by side, one core each: the pair before this one took 26 min on a 2-core machine that ran the float32
 # refiner 1.7x slower than the one that timed the pair before it in 18 min (4-10x longer beside other work; chapter
-# 35); this pair's refiner has as many steps and its coarse model's 3000 should end first (not timed side by side).
+# 35); this pair's refiner has as many steps, slowed for longer by the coarse model's 3000 beside it (not timed).
 # Then the held-out measurement, about 6 min (the coarse model scores 256 hypotheses per box).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
 "$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
   --n-steps 3000 --backbone correlation --head flatten_bn --n-iterations 2 --lamb 1.1 --precision bfloat16 --no-progress $(resume "$WORK/refiner") & refiner=$!
 # The coarse model scores 256 rotation hypotheses per box (chapter 36) and learns the score beside the update; its
-# 3000 steps end before the refiner's (a step costs it less), so they do not lengthen the pair.
+# 3000 steps should end before the refiner's (a step costs it less; not timed).
 "$BIN/cosypose-nb" train coarse --config cpu --data "$WORK/train_data" --objects default --out "$WORK/coarse" --seed 1 \
   --n-steps 3000 --backbone correlation --head flatten_bn --n-hypotheses 256 --score-weight 0.3 --precision bfloat16 --no-progress \
   $(resume "$WORK/coarse") & coarse=$!
