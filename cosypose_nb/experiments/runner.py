@@ -14,9 +14,9 @@ from ..core import InputError, read_json, write_json, import_extra
 
 # %% auto #0
 __all__ = ['PACKAGES', 'DISPLAY_EXTENSION', 'PYBULLET_BANNER', 'experiments_dir', 'list_experiments', 'experiment_parameters',
-           'parse_parameters', 'resolve_parameters', 'git_commit', 'environment', 'ExperimentError', 'RunRecord',
-           'run_identity', 'run_lock', 'run_experiment', 'run_experiments', 'experiment_cli', 'plotly_bundle',
-           'load_ipython_extension']
+           'parse_parameters', 'resolve_parameters', 'path_parameters', 'resolve_paths', 'input_fingerprint',
+           'git_commit', 'environment', 'ExperimentError', 'RunRecord', 'run_identity', 'run_lock', 'run_experiment',
+           'run_experiments', 'experiment_cli', 'plotly_bundle', 'load_ipython_extension']
 
 # %% ../../nbs/experiments/60_runner.ipynb #af5a94b6
 def experiments_dir(folder=None) -> Path:
@@ -81,6 +81,45 @@ def resolve_parameters(notebook, given: dict | None = None, seed: int | None = N
     params = {**declared, **given}
     params.pop("results_dir")
     return params
+
+# %% ../../nbs/experiments/60_runner.ipynb #5cace650
+def path_parameters(notebook) -> list[str]:
+    "The parameters of `notebook` annotated `\"path\"` in its `parameters` cell (`name: \"path\" = value`), in order."
+    nbformat = import_extra("nbformat", "experiments")
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    body = ast.parse(cells[0].source).body if cells else []
+    return [n.target.id for n in body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+            and isinstance(n.annotation, ast.Constant) and n.annotation.value == "path"]
+
+def _each_path(value):
+    "The strings of a path parameter's value (a string, or a list of them); empty strings left out."
+    return [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, str) and v]
+
+def resolve_paths(params: dict, names, cwd=None) -> dict:
+    "`params` with each relative value of the parameters `names` that exists under `cwd` (default: the current folder) made absolute."
+    cwd = Path(cwd or Path.cwd())
+    fix = lambda v: str((cwd / v).resolve()) if isinstance(v, str) and v and not Path(v).is_absolute() and (cwd / v).exists() else v
+    out = dict(params)
+    for n in names:
+        if n in out: out[n] = [fix(v) for v in out[n]] if isinstance(out[n], (list, tuple)) else fix(out[n])
+    return out
+
+def _tree_stat(path: Path) -> str:
+    "SHA-256 of (relative path, size, modification time) of `path` (a file) or of every file under it (a folder)."
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    rows = [[str(p.relative_to(path)) if p != path else "", p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+def input_fingerprint(params: dict, names, roots=()) -> dict:
+    """{parameter: [fingerprint of each path]} of the parameters `names`: a path absolute, or relative to the first
+    of `roots` holding it (the notebooks' fallback: the checkout), is fingerprinted by `_tree_stat`; one not found is None."""
+    def one(v):
+        for p in [Path(v)] if Path(v).is_absolute() else [Path(r) / v for r in roots]:
+            if p.exists(): return _tree_stat(p)
+        return None
+    return {n: [one(v) for v in _each_path(params[n])] for n in names if n in params}
+
 
 # %% ../../nbs/experiments/60_runner.ipynb #f0ca37a7
 PACKAGES = ("cosypose-nb", "torch", "torchvision", "numpy", "scipy", "pandas", "pybullet", "trimesh", "roma", "timm",
@@ -179,16 +218,20 @@ def run_experiment(name, out="runs", parameters: dict | None = None, seed: int |
     if run_name is None:
         run_name = exp if params == resolve_parameters(nb_path) else f"{exp}-{ident[:8]}"
     folder = Path(out) / run_name
+    import cosypose_nb
+    paths = path_parameters(nb_path)
+    params = resolve_paths(params, paths)                      # relative to the command's folder, not the run folder's
+    inputs = input_fingerprint(params, paths, [Path(cosypose_nb.__file__).resolve().parents[1]])
     done = folder / "finished.json"
     if done.exists() and not force:
         try: fin = read_json(done)
         except InputError: fin = {}
-        if fin.get("identity") == ident:
+        if fin.get("identity") == ident and fin.get("inputs", {}) == inputs:
             return RunRecord(exp, folder, folder / f"{exp}.ipynb", params, True, float(fin.get("seconds", 0)), fin.get("results", {}))
     with run_lock(folder):
-        return _execute(nb_path, exp, folder, params, ident, progress, timeout)
+        return _execute(nb_path, exp, folder, params, ident, inputs, progress, timeout)
 
-def _execute(nb_path, exp, folder, params, ident, progress, timeout) -> RunRecord:
+def _execute(nb_path, exp, folder, params, ident, inputs, progress, timeout) -> RunRecord:
     "Run the notebook into `folder` (held): parameters and environment first, the executed notebook, `finished.json` last."
     pm = import_extra("papermill", "experiments")
     done = folder / "finished.json"
@@ -208,8 +251,8 @@ def _execute(nb_path, exp, folder, params, ident, progress, timeout) -> RunRecor
                               f"the executed notebook (with the traceback): {folder / f'{exp}.ipynb'}") from None
     seconds = time.perf_counter() - t0
     results = {str(p.relative_to(folder / "results")): _sha256(p) for p in sorted((folder / "results").rglob("*")) if p.is_file()}
-    write_json(done, {"identity": ident, "seconds": round(seconds, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "results": results})
+    write_json(done, {"identity": ident, "inputs": inputs, "seconds": round(seconds, 3),
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results})
     return RunRecord(exp, folder, folder / f"{exp}.ipynb", params, False, seconds, results)
 
 def run_experiments(names, out="runs", **kw) -> list[RunRecord]:
