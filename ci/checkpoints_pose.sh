@@ -4,8 +4,8 @@
 # issue 15's criteria (a) and (b), then put the two models in place. Everything is made in a new folder
 # (POSE_WORK, default data/checkpoints/.pose-run-<date>; given again, an interrupted run resumes); the old
 # checkpoints are moved to <name>.old, never overwritten silently. About 7 min of recording, then the two networks
-# train side by side, one core each: 1773 s (29.6 min) on a quiet 2-core machine (2026-12-07), the coarse model done
-# after 1046 s (chapter 35; over issue 15's 20 minutes).
+# train side by side, one core each: 1773 s (29.6 min, over issue 15's 20) on a quiet 2-core machine (2026-12-07),
+# the coarse model done after 1046 s (chapter 35).
 # Then the held-out measurement, about 6 min (the coarse model scores 256 hypotheses per box).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -218,10 +218,8 @@ def run_experiment(name, out="runs", parameters: dict | None = None, seed: int |
     if run_name is None:
         run_name = exp if params == resolve_parameters(nb_path) else f"{exp}-{ident[:8]}"
     folder = Path(out) / run_name
-    import cosypose_nb
-    paths = path_parameters(nb_path)
-    params = resolve_paths(params, paths)                      # relative to the command's folder, not the run folder's
-    inputs = input_fingerprint(params, paths, [Path(cosypose_nb.__file__).resolve().parents[1]])
+    params = resolve_paths(params, path_parameters(nb_path))   # relative to the command's folder, not the run folder's
+    inputs = _inputs(nb_path, params)
     done = folder / "finished.json"
     if done.exists() and not force:
         try: fin = read_json(done)
@@ -229,9 +227,14 @@ def run_experiment(name, out="runs", parameters: dict | None = None, seed: int |
         if fin.get("identity") == ident and fin.get("inputs", {}) == inputs:
             return RunRecord(exp, folder, folder / f"{exp}.ipynb", params, True, float(fin.get("seconds", 0)), fin.get("results", {}))
     with run_lock(folder):
-        return _execute(nb_path, exp, folder, params, ident, inputs, progress, timeout)
+        return _execute(nb_path, exp, folder, params, ident, progress, timeout)
 
-def _execute(nb_path, exp, folder, params, ident, inputs, progress, timeout) -> RunRecord:
+def _inputs(nb_path, params) -> dict:
+    "The fingerprints of the path parameters of the experiment `nb_path` (relative ones not found: under the checkout)."
+    import cosypose_nb
+    return input_fingerprint(params, path_parameters(nb_path), [Path(cosypose_nb.__file__).resolve().parents[1]])
+
+def _execute(nb_path, exp, folder, params, ident, progress, timeout) -> RunRecord:
     "Run the notebook into `folder` (held): parameters and environment first, the executed notebook, `finished.json` last."
     pm = import_extra("papermill", "experiments")
     done = folder / "finished.json"
@@ -251,6 +254,7 @@ def _execute(nb_path, exp, folder, params, ident, inputs, progress, timeout) -> 
                               f"the executed notebook (with the traceback): {folder / f'{exp}.ipynb'}") from None
     seconds = time.perf_counter() - t0
     results = {str(p.relative_to(folder / "results")): _sha256(p) for p in sorted((folder / "results").rglob("*")) if p.is_file()}
+    inputs = _inputs(nb_path, params)      # after the run: what the run itself wrote there (a recording's log) is part of it
     write_json(done, {"identity": ident, "inputs": inputs, "seconds": round(seconds, 3),
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results})
     return RunRecord(exp, folder, folder / f"{exp}.ipynb", params, False, seconds, results)
