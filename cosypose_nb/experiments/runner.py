@@ -35,15 +35,19 @@ def list_experiments(folder=None) -> dict[str, Path]:
     "The experiments of `folder` (see `experiments_dir`): {name: notebook path}, sorted by name."
     return {p.stem: p for p in sorted(experiments_dir(folder).glob("*.ipynb"))}
 
-def experiment_parameters(notebook) -> dict:
-    "The parameters of an experiment `notebook` and their defaults: the `name = literal` lines of its `parameters` cell."
+def _parameters_cell(notebook) -> list:
+    "The statements (`ast`) of the `parameters` cell of an experiment `notebook` (none is an `InputError`)."
     nbformat = import_extra("nbformat", "experiments")
     nb = nbformat.read(str(notebook), as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise InputError(f"{notebook}: no cell tagged `parameters` (an experiment declares its parameters there)")
+    return ast.parse(cells[0].source).body
+
+def experiment_parameters(notebook) -> dict:
+    "The parameters of an experiment `notebook` and their defaults: the `name = literal` lines of its `parameters` cell."
     out = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in _parameters_cell(notebook):
         target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
         try:
             if not isinstance(target, ast.Name) or node.value is None: raise ValueError
@@ -85,11 +89,7 @@ def resolve_parameters(notebook, given: dict | None = None, seed: int | None = N
 # %% ../../nbs/experiments/60_runner.ipynb #5cace650
 def path_parameters(notebook) -> list[str]:
     "The parameters of `notebook` annotated `\"path\"` in its `parameters` cell (`name: \"path\" = value`), in order."
-    nbformat = import_extra("nbformat", "experiments")
-    nb = nbformat.read(str(notebook), as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    body = ast.parse(cells[0].source).body if cells else []
-    return [n.target.id for n in body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    return [n.target.id for n in _parameters_cell(notebook) if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
             and isinstance(n.annotation, ast.Constant) and n.annotation.value == "path"]
 
 def _each_path(value):
@@ -119,6 +119,11 @@ def input_fingerprint(params: dict, names, roots=()) -> dict:
             if p.exists(): return _tree_stat(p)
         return None
     return {n: [one(v) for v in _each_path(params[n])] for n in names if n in params}
+
+def _inputs(nb_path, params) -> dict:
+    "The fingerprints of the path parameters of the experiment `nb_path` (relative ones not found: under the checkout)."
+    import cosypose_nb
+    return input_fingerprint(params, path_parameters(nb_path), [Path(cosypose_nb.__file__).resolve().parents[1]])
 
 
 # %% ../../nbs/experiments/60_runner.ipynb #f0ca37a7
@@ -228,11 +233,6 @@ def run_experiment(name, out="runs", parameters: dict | None = None, seed: int |
             return RunRecord(exp, folder, folder / f"{exp}.ipynb", params, True, float(fin.get("seconds", 0)), fin.get("results", {}))
     with run_lock(folder):
         return _execute(nb_path, exp, folder, params, ident, progress, timeout)
-
-def _inputs(nb_path, params) -> dict:
-    "The fingerprints of the path parameters of the experiment `nb_path` (relative ones not found: under the checkout)."
-    import cosypose_nb
-    return input_fingerprint(params, path_parameters(nb_path), [Path(cosypose_nb.__file__).resolve().parents[1]])
 
 def _execute(nb_path, exp, folder, params, ident, progress, timeout) -> RunRecord:
     "Run the notebook into `folder` (held): parameters and environment first, the executed notebook, `finished.json` last."
