@@ -31,7 +31,7 @@ bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The shipped CPU models in data/checkpoints/ (each made into a new folder, then put in place; the old one kept as .old).
-# checkpoints-detector: the Mask R-CNN detector (record, train the `cpu` preset in four runs, the last two at 480 x 640, measure; ci/checkpoints_detector.sh);
+# checkpoints-detector: the Mask R-CNN detector (record, train the `cpu` preset in five runs, the last three at 480 x 640, measure; ci/checkpoints_detector.sh);
 # checkpoints-pose: the coarse and refiner pose networks (record, train the `cpu` preset, measure; ci/checkpoints_pose.sh).
 checkpoints: checkpoints-detector checkpoints-pose
 

@@ -88,10 +88,11 @@ def demo_pipeline_config(seed: int = 0):
                           multiview=MultiviewConfig(score_threshold=0.1), seed=seed)
 
 # %% ../nbs/80_demo.ipynb #d3fde831
-def fingerprint(nets: dict, config) -> str:
-    "A short hash of the networks' weights (file sizes and first MB) and of the pipeline settings `config`."
+def fingerprint(nets: dict, config, gt_boxes: bool = False) -> str:
+    "A short hash of the networks' weights (file sizes and first MB), of the pipeline settings `config` and of where the boxes come from."
     from cosypose_nb.core import config_to_dict
     h = hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode())
+    if gt_boxes: h.update(b"gt-boxes")
     for kind in DEMO_KINDS:
         w = Path(nets[kind][0]) / "model.safetensors"
         h.update(kind.encode()); h.update(str(w.stat().st_size).encode())
@@ -100,15 +101,16 @@ def fingerprint(nets: dict, config) -> str:
 
 # %% ../nbs/80_demo.ipynb #95bf8d67
 def predict_demo_scene(scene_dir: Path, out_dir: Path, models: dict, objects, renderer, config, fp: str,
-                       progress: bool = True) -> bool:
-    "Run the pipeline on the images of the BOP scene `scene_dir` into `out_dir` unless done with fingerprint `fp`. True if run."
+                       progress: bool = True, gt_boxes: bool = False) -> bool:
+    """Run the pipeline on the images of the BOP scene `scene_dir` into `out_dir` unless done with fingerprint `fp`
+    (stage 1 from the detector's boxes, or with `gt_boxes` from the ground truth's visible boxes). True if run."""
     from cosypose_nb.multiview.pipeline import run_pipeline, Stage1Inputs
-    from cosypose_nb.multiview.predict import read_scene_images, write_pipeline_results
+    from cosypose_nb.multiview.predict import read_scene_images, write_pipeline_results, gt_detections
     done = out_dir / "timings.json"
     if done.is_file() and read_json(done).get("fingerprint") == fp: return False
     scene = read_scene_images(scene_dir)
-    stage1 = Stage1Inputs(detector=models["detector"], coarse=models["coarse"], refiner=models["refiner"],
-                          keys=[(scene.scene_id, i) for i in scene.im_ids])
+    boxes = dict(detections=gt_detections(scene, 0.1, objects)) if gt_boxes else dict(detector=models["detector"])
+    stage1 = Stage1Inputs(**boxes, coarse=models["coarse"], refiner=models["refiner"], keys=[(scene.scene_id, i) for i in scene.im_ids])
     res = run_pipeline(scene.images, scene.K, objects, stage1, renderer=renderer, config=config, progress=progress)
     write_pipeline_results(out_dir, res, scene, objects, renderer, figures=True, info={"fingerprint": fp})
     return True
@@ -236,9 +238,9 @@ def load_demo_models(nets: dict, config, device=None) -> dict:
 # %% ../nbs/80_demo.ipynb #d5d3e0a6
 def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(480, 640), seed: int = 0, train: bool = False,
              networks: dict | None = None, workers: int = 0, device: str | None = "cpu", progress: bool = True,
-             overwrite: bool = False) -> "pd.DataFrame":
+             overwrite: bool = False, gt_boxes: bool = False) -> "pd.DataFrame":
     """Run the demo into `out` (see the chapter); `networks`: {kind: run folder} to use instead of the shipped or
-    trained ones. `out` follows the output-folder rule (`core.claim_output_dir`). Returns the summary table."""
+    trained ones; `gt_boxes`: stage 1 from the ground truth's visible boxes instead of the detector (an ablation). `out` follows the output-folder rule (`core.claim_output_dir`). Returns the summary table."""
     import pandas as pd
     from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
     from cosypose_nb.rendering.batch import BatchRenderer
@@ -260,16 +262,17 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
     nets = demo_networks(out, train, networks, train_data, seed, progress)
     for kind, (path, how) in nets.items(): print(f"      {kind}: {path} ({how})")
     config = demo_pipeline_config(seed)
-    fp = fingerprint(nets, config)
+    fp = fingerprint(nets, config, gt_boxes)
     scenes = sorted(p for p in heldout.iterdir() if p.is_dir() and p.name.isdigit())[:n_scenes]
-    print(f"[4/5] predicting {len(scenes)} scenes from their images -> {out / 'predict'}", flush=True)
+    boxes = "the ground truth's visible boxes (an ablation: not the method)" if gt_boxes else "the detector's boxes"
+    print(f"[4/5] predicting {len(scenes)} scenes from their images and {boxes} -> {out / 'predict'}", flush=True)
     models, ran = None, 0
     with BatchRenderer(db, n_workers=1) as renderer:
         for sd in scenes:
             dest = out / "predict" / sd.name
             if (dest / "timings.json").is_file() and read_json(dest / "timings.json").get("fingerprint") == fp: continue
             models = models or load_demo_models(nets, config, device)
-            ran += predict_demo_scene(sd, dest, models, db, renderer, config, fp, progress)
+            ran += predict_demo_scene(sd, dest, models, db, renderer, config, fp, progress, gt_boxes)
     print(f"      {ran} scenes predicted, {len(scenes) - ran} kept from a previous run", flush=True)
     print("[5/5] evaluation against the ground truth (ADD-S, chapter 51; the true-camera row is an ablation)", flush=True)
     errs, timings, n_images = {}, [], 0
@@ -283,7 +286,7 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
     table = summary_table(errs, timings, n_images)
     table.to_csv(out / "summary.csv", index=False)
     write_json(out / "summary.json", {"networks": {k: [str(p), h] for k, (p, h) in nets.items()}, "n_scenes": len(scenes),
-                                       "n_views": n_views, "seconds": round(time.perf_counter() - t0, 1),
+                                       "n_views": n_views, "boxes": "ground truth" if gt_boxes else "detector", "seconds": round(time.perf_counter() - t0, 1),
                                        "table": table.to_dict(orient="records")})
     print(table.to_string(index=False))
     print(f"networks: " + ", ".join(f"{k} {h}" for k, (_, h) in nets.items()) + f"; total {time.perf_counter() - t0:.1f} s")
@@ -293,7 +296,7 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
 
 # %% ../nbs/80_demo.ipynb #eb4c0b71
 def demo_cli(argv: list[str] | None = None) -> int:
-    "`cosypose-nb demo [--out DIR] [--scenes N] [--views V] [--resolution HxW] [--seed S] [--train] [--detector RUN] ...`."
+    "`cosypose-nb demo [--out DIR] [--scenes N] [--views V] [--resolution HxW] [--seed S] [--train] [--detector RUN] [--gt-boxes] ...`."
     ap = argparse.ArgumentParser(prog="cosypose-nb demo", description="CosyPose end to end on the embedded default objects: "
                                  "held-out multi-view scenes recorded, predicted from their images, evaluated.")
     ap.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
@@ -303,6 +306,8 @@ def demo_cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train", action="store_true", help="train the networks into OUT/runs/ instead of using data/checkpoints/")
     for kind in DEMO_KINDS: ap.add_argument(f"--{kind}", default=None, help=f"use this {kind} run folder")
+    ap.add_argument("--gt-boxes", action="store_true", help="an ablation: stage 1 from the ground truth's visible boxes "
+                    "instead of the detector's (what the detector costs)")
     ap.add_argument("--workers", type=int, default=0, help="dask worker processes for the recorder (default 0: in process)")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -317,7 +322,7 @@ def demo_cli(argv: list[str] | None = None) -> int:
         raise InputError(f"--scenes must be >= 1 and --views >= 2, got {a.scenes}, {a.views}")
     given = {k: getattr(a, k) for k in DEMO_KINDS if getattr(a, k)}
     run_demo(a.out, a.scenes, a.views, (H, W), a.seed, a.train, given, a.workers, a.device, progress=not a.no_progress,
-             overwrite=a.overwrite)
+             overwrite=a.overwrite, gt_boxes=a.gt_boxes)
     return 0
 
 # %% ../nbs/80_demo.ipynb #85713b03

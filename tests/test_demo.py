@@ -45,6 +45,24 @@ def test_demo_resumes_its_folder_and_refuses_others(tmp_path, capsys, nets):
     assert (mine / "keep.txt").read_text() == "a user's file" and (mine / "summary.csv").exists()
 
 
+def test_gt_boxes_ablation(tmp_path, capsys, nets):
+    "`--gt-boxes`: one candidate per object of the ground truth at least 10 % visible in a view; a run with other boxes predicts again."
+    import json
+    from cosypose_nb.datasets.bop import read_results_csv, read_scene_gt_info
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *SMALL, *nets, "--gt-boxes"]) == 0
+    assert "ground truth's visible boxes" in capsys.readouterr().out
+    scene = out / "heldout_ycbv" / "train" / "000000"
+    info = read_scene_gt_info(scene)
+    want = {im: sum(i["visib_fract"] >= 0.1 for i in objs) for im, objs in info.items()}
+    cand = read_results_csv(out / "predict" / "000000" / "candidates.csv")
+    assert sum(want.values()) > 0 and cand.groupby("im_id").size().reindex(list(want), fill_value=0).to_dict() == want
+    assert json.loads((out / "summary.json").read_text())["boxes"] == "ground truth"
+    assert main(["demo", "--out", str(out), *SMALL, *nets]) == 0                  # the detector's boxes: predicted again
+    assert "1 scenes predicted, 0 kept" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["boxes"] == "detector"
+
+
 def test_a_network_of_another_kind_is_refused(tmp_path, capsys, nets):
     swapped = nets[:]
     swapped[3] = nets[1]                                  # --coarse DETECTOR_RUN
