@@ -7,7 +7,7 @@
 # the demo records them (3-6 objects, shown as they are: --p-recolor 0), then put it in place in half precision with
 # its config.json, logs, measures and MADE_BY.md. Everything is made in a new folder (DET_WORK, default
 # data/checkpoints/.detector-run-<date>; an interrupted run resumes when DET_WORK is given again); the old
-# checkpoint is moved to detector.old. About 12 min of recording and about 115 min of training (one run at a time, one thread each).
+# checkpoint is moved to detector.old. About 12 min of recording and about 110 min of training (one run at a time, one thread each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
