@@ -240,7 +240,8 @@ def run_demo(out="demo_out", n_scenes: int = 8, n_views: int = 4, resolution=(48
              networks: dict | None = None, workers: int = 0, device: str | None = "cpu", progress: bool = True,
              overwrite: bool = False, gt_boxes: bool = False) -> "pd.DataFrame":
     """Run the demo into `out` (see the chapter); `networks`: {kind: run folder} to use instead of the shipped or
-    trained ones; `gt_boxes`: stage 1 from the ground truth's visible boxes instead of the detector (an ablation). `out` follows the output-folder rule (`core.claim_output_dir`). Returns the summary table."""
+    trained ones; `gt_boxes`: stage 1 from the ground truth's visible boxes instead of the detector (an ablation).
+    `out` follows the output-folder rule (`core.claim_output_dir`). Returns the summary table."""
     import pandas as pd
     from cosypose_nb.datasets.objects import load_default_objects, write_default_objects
     from cosypose_nb.rendering.batch import BatchRenderer
