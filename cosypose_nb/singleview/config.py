@@ -100,6 +100,8 @@ class TrainConfig(Config):
                                       "refiner's noise); the others uniform on SO(3)")
     rot_noise_deg: float = setting(15.0, "refiner input: std of the Euler-angle noise per axis, degrees")
     trans_noise: tuple[float, ...] = setting((0.01, 0.01, 0.05), "refiner input: std of the translation noise x y z, metres")
+    noise_scales: tuple[float, ...] = setting((1.0,), "refiner input: each sample's rotation and translation noise multiplied "
+                                              "by one of these, drawn uniformly (repeat a value to draw it more often)")
     n_loss_points: int = setting(500, "model points drawn per batch for the loss")
     loss_weights: tuple[float, ...] = setting((1.0, 1.0, 1.0), "weights of the rotation, x-y and depth terms in the total loss")
     flow_weight: float = setting(1e-3, "weight of the auxiliary flow loss (crop px) in the total (m), for models with flow heads")
@@ -151,6 +153,8 @@ def check(self: TrainConfig):
     if self.depth_zooms is not None: _tuple_of(self, "depth_zooms", float)
     if self.lamb is not None: self.need_float("lamb", 0, lo_open=True)
     _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
+    _tuple_of(self, "noise_scales", float)
+    if not self.noise_scales or any(s <= 0 for s in self.noise_scales): self.fail("noise_scales", "must be one or more numbers > 0")
     if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
     if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")
 

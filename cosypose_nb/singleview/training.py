@@ -26,8 +26,9 @@ from .pose_data import PoseDataset, EpochSampler, collate_poses, PoseBatch
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'RESUME_FREE', 'lr_factor', 'make_optimizer', 'DistInfo', 'init_distributed', 'seed_step', 'TrainTask',
            'save_checkpoint', 'load_state', 'read_run', 'TrainLog', 'plot_curves', 'prepare_run_dir', 'optimizer_step',
-           'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'keep_in_front',
-           'pose_model_config', 'pose_losses', 'hypothesis_rotations', 'pose_step', 'make_pose_task', 'train']
+           'TrainResult', 'deterministic_algorithms', 'run_training', 'paper_pose_noise', 'draw_noise_scales',
+           'keep_in_front', 'pose_model_config', 'pose_losses', 'hypothesis_rotations', 'pose_step', 'make_pose_task',
+           'train']
 
 # %% ../../nbs/singleview/35_training.ipynb #cbb023f9
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -320,12 +321,25 @@ def _run(task: TrainTask, cfg: TrainConfig, run_dir, resume: bool, dist: DistInf
 
 # %% ../../nbs/singleview/35_training.ipynb #df16b60e
 def paper_pose_noise(T_CO: torch.Tensor, rot_deg: float = 15.0, trans=(0.01, 0.01, 0.05),
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    "Poses (B, 4, 4) perturbed as CosyPose's refiner inputs: R @ euler_xyz(N(0, rot_deg)) (object frame), t + N(0, trans) m."
+                     generator: torch.Generator | None = None, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Poses (B, 4, 4) perturbed as CosyPose's refiner inputs: R @ euler_xyz(N(0, rot_deg)) (object frame), t + N(0, trans) m;
+    with `scales` (B,) each sample's noise multiplied by its scale."""
     B, dt = T_CO.shape[0], T_CO.dtype
     ang = torch.randn(B, 3, generator=generator, dtype=dt).to(T_CO.device) * math.radians(rot_deg)
     dtr = torch.randn(B, 3, generator=generator, dtype=dt).to(T_CO.device) * torch.as_tensor(trans, dtype=dt, device=T_CO.device)
+    if scales is not None:
+        s = torch.as_tensor(scales, dtype=dt, device=T_CO.device)[:, None]
+        ang, dtr = ang * s, dtr * s
     return make_T(T_CO[:, :3, :3] @ euler_to_matrix(ang, "xyz"), T_CO[:, :3, 3] + dtr)
+
+def draw_noise_scales(n: int, noise_scales=(1.0,), generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """`n` factors of the refiner's input noise (n,) float64, each drawn uniformly from `noise_scales`
+    (`TrainConfig.noise_scales`; repeated values drawn more often); None, drawing nothing, when they are all 1."""
+    if all(float(s) == 1.0 for s in noise_scales): return None
+    values = list(dict.fromkeys(float(s) for s in noise_scales))
+    probs = torch.tensor([sum(float(s) == v for s in noise_scales) for v in values], dtype=torch.float64) / len(noise_scales)
+    return torch.tensor(values, dtype=torch.float64)[torch.multinomial(probs, n, replacement=True, generator=generator)]
+
 
 # %% ../../nbs/singleview/35_training.ipynb #d4cafef8
 def keep_in_front(T_in: torch.Tensor, T_gt: torch.Tensor, min_ratio: float = 0.5) -> torch.Tensor:
@@ -408,7 +422,7 @@ def pose_step(cfg: TrainConfig, model_cfg, objects, renderer_holder: dict, devic
             R_hyp = hypothesis_rotations(T_gt[:, :3, :3], cfg.score_near_share, cfg.rot_noise_deg)
             positives = symmetric_rotation_angle(R_hyp, T_gt[:, :3, :3], syms) < math.radians(cfg.score_max_deg)
         if cfg.kind == "refiner":
-            T_in = paper_pose_noise(T_gt, cfg.rot_noise_deg, cfg.trans_noise)
+            T_in = paper_pose_noise(T_gt, cfg.rot_noise_deg, cfg.trans_noise, scales=draw_noise_scales(len(T_gt), cfg.noise_scales))
         else:
             T_in = poses_from_boxes(batch.boxes.to(**f32), K, pts, mode=model_cfg.init_mode, R=R_hyp)
             if model_cfg.init_mode == "zup-autodepth": T_in = paper_pose_noise(T_in, 0.0, cfg.trans_noise)
