@@ -24,8 +24,8 @@ resume() { [ -f "$1/state.pt" ] && echo --resume || true; }        # an interrup
 # 64 x 85 crop.
 # One torch thread each: side by side they use the two cores better than one run with two threads.
 # Both backbones in bfloat16 (chapter 33): on CPUs with AVX-512 BF16 a refiner step costs about two thirds of a float32
-# one (elsewhere it is slower: about 7 times on an AMD EPYC without it; dropping the two --precision options there is
-# not free: the refiner trained by its command in float32 came out at 11.65 mm in (a), not 9.1; chapter 35).
+# one (elsewhere it is slower: about 7 times on an AMD EPYC without it; trained in float32 on that CPU, the refiner's
+# command came out at 11.65 mm in (a), not 9.1: precision and CPU not separated, one seed; chapter 35).
 "$BIN/cosypose-nb" train refiner --config cpu --data "$WORK/train_data" --objects default --out "$WORK/refiner" --seed 1 \
   --n-steps 3000 --backbone correlation --head flatten_bn --n-iterations 2 --lamb 1.1 --precision bfloat16 --no-progress $(resume "$WORK/refiner") & refiner=$!
 # The coarse model scores 256 rotation hypotheses per box (chapter 36) and learns the score beside the update; its

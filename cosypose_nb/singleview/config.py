@@ -153,8 +153,10 @@ def check(self: TrainConfig):
     if self.depth_zooms is not None: _tuple_of(self, "depth_zooms", float)
     if self.lamb is not None: self.need_float("lamb", 0, lo_open=True)
     _tuple_of(self, "trans_noise", float, 3); _tuple_of(self, "lr_milestones", int)
-    _tuple_of(self, "noise_scales", float)
-    if not self.noise_scales or any(s <= 0 for s in self.noise_scales): self.fail("noise_scales", "must be one or more numbers > 0")
+    v = self.noise_scales
+    if not (isinstance(v, tuple) and v and all(isinstance(s, (int, float)) and not isinstance(s, bool) and np.isfinite(s) and s > 0 for s in v)):
+        self.fail("noise_scales", "must be one or more finite numbers > 0")
+    if self.kind != "refiner" and any(s != 1 for s in v): self.fail("noise_scales", "only the refiner's input noise is scaled")
     if list(self.lr_milestones) != sorted(set(self.lr_milestones)): self.fail("lr_milestones", "must increase")
     if not isinstance(self.data_config, PoseDataConfig): self.fail("data_config", "must be a PoseDataConfig")
 

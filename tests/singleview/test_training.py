@@ -101,7 +101,8 @@ def test_config_presets_and_json():
         tr.train_config("gpu")
     for bad in (dict(n_steps=0), dict(lr=-1.0), dict(lr_gamma=2.0), dict(trans_noise=(0.01, 0.01)), dict(optimizer="lbfgs"),
                 dict(render_size=(240, 320, 3)), dict(lr_milestones=(10, 10)), dict(clip_grad_norm=float("nan")),
-                dict(noise_scales=()), dict(noise_scales=(1.0, 0.0)), dict(noise_scales=(1.0, float("nan")))):
+                dict(noise_scales=()), dict(noise_scales=(1.0, 0.0)), dict(noise_scales=(1.0, float("nan"))),
+                dict(noise_scales=(-1.0,)), dict(kind="coarse", noise_scales=(1.0, 0.5))):
         with pytest.raises(InputError):
             tr.train_config("cpu", **bad)
 
