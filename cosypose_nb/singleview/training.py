@@ -332,6 +332,7 @@ def paper_pose_noise(T_CO: torch.Tensor, rot_deg: float = 15.0, trans=(0.01, 0.0
         ang, dtr = ang * s, dtr * s
     return make_T(T_CO[:, :3, :3] @ euler_to_matrix(ang, "xyz"), T_CO[:, :3, 3] + dtr)
 
+# %% ../../nbs/singleview/35_training.ipynb #3de55645
 def draw_noise_scales(n: int, noise_scales=(1.0,), generator: torch.Generator | None = None) -> torch.Tensor | None:
     """`n` factors of the refiner's input noise (n,) float64, each drawn uniformly from `noise_scales`
     (`TrainConfig.noise_scales`; repeated values drawn more often); None, drawing nothing, when they are all 1."""
@@ -339,7 +340,6 @@ def draw_noise_scales(n: int, noise_scales=(1.0,), generator: torch.Generator | 
     values = list(dict.fromkeys(float(s) for s in noise_scales))
     probs = torch.tensor([sum(float(s) == v for s in noise_scales) for v in values], dtype=torch.float64) / len(noise_scales)
     return torch.tensor(values, dtype=torch.float64)[torch.multinomial(probs, n, replacement=True, generator=generator)]
-
 
 # %% ../../nbs/singleview/35_training.ipynb #d4cafef8
 def keep_in_front(T_in: torch.Tensor, T_gt: torch.Tensor, min_ratio: float = 0.5) -> torch.Tensor:
