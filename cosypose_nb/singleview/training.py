@@ -337,6 +337,7 @@ def draw_noise_scales(n: int, noise_scales=(1.0,), generator: torch.Generator | 
     """`n` factors of the refiner's input noise (n,) float64, each drawn uniformly from `noise_scales`
     (`TrainConfig.noise_scales`; repeated values drawn more often); None, drawing nothing, when they are all 1."""
     if all(float(s) == 1.0 for s in noise_scales): return None
+    # one multinomial over the distinct values (not an index into the list): the draws of the runs measured at the end
     values = list(dict.fromkeys(float(s) for s in noise_scales))
     probs = torch.tensor([sum(float(s) == v for s in noise_scales) for v in values], dtype=torch.float64) / len(noise_scales)
     return torch.tensor(values, dtype=torch.float64)[torch.multinomial(probs, n, replacement=True, generator=generator)]
